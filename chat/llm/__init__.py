@@ -1,0 +1,22 @@
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from .base import ChatMessage, Finish, Provider, ProviderError
+
+PROVIDERS = {
+    "simulated": "chat.llm.simulated.SimulatedProvider",
+    "openai": "chat.llm.openai.OpenAIProvider",
+}
+
+
+def get_provider(name: str | None = None) -> Provider:
+    """Build the configured provider; settings are read on every call."""
+    name = name or settings.CHAT_LLM_PROVIDER
+    try:
+        provider_class = import_string(PROVIDERS[name])
+    except KeyError:
+        raise ValueError(f"Unknown CHAT_LLM_PROVIDER {name!r}; choose one of {sorted(PROVIDERS)}") from None
+    return provider_class.from_settings()
+
+
+__all__ = ["ChatMessage", "Finish", "Provider", "ProviderError", "get_provider"]

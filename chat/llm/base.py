@@ -1,0 +1,38 @@
+"""The one interface every LLM provider implements."""
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The last item a provider yields: why the answer ended, and its usage."""
+
+    reason: str = "stop"
+    usage: dict = field(default_factory=dict)
+
+
+class ProviderError(Exception):
+    """Upstream failed: an error status or body, a cut, or a malformed chunk."""
+
+
+class Provider:
+    """Yields the answer as text tokens, then exactly one `Finish`.
+
+    Raise `ProviderError` for upstream faults. Stalls are not the provider's
+    business: the runner times out a provider that goes quiet.
+    """
+
+    name: str = ""
+    model: str = ""
+
+    def stream(
+        self, messages: list[ChatMessage], *, response_format: str = "text"
+    ) -> AsyncIterator[str | Finish]:
+        raise NotImplementedError

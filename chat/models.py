@@ -1,0 +1,149 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Conversation(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    title = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["owner", "-updated_at", "-id"])]
+
+    def __str__(self):
+        return self.title or f"Conversation {self.pk}"
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        SYSTEM = "system"
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["conversation", "id"])]
+
+    def __str__(self):
+        return f"{self.role}: {self.content[:60]}"
+
+
+class Generation(models.Model):
+    """One assistant answer being produced, detached from any HTTP request."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        STREAMING = "streaming"
+        COMPLETE = "complete"
+        INTERRUPTED = "interrupted"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.STREAMING)
+    TERMINAL_STATUSES = (Status.COMPLETE, Status.INTERRUPTED, Status.FAILED, Status.CANCELLED)
+
+    class InterruptReason(models.TextChoices):
+        UPSTREAM_STALL = "upstream_stall"
+        UPSTREAM_ERROR = "upstream_error"
+        SERVER_SHUTDOWN = "server_shutdown"
+        WORKER_LOST = "worker_lost"
+        OPERATOR = "operator"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="generations")
+    user_message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="answers")
+    assistant_message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="generation")
+    continued_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="continuations"
+    )
+    provider = models.CharField(max_length=32)
+    model = models.CharField(max_length=128, blank=True, default="")
+    response_format = models.CharField(max_length=16, default="text")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    # Set by the model for a normal end: "stop", "length", "invalid_json".
+    finish_reason = models.CharField(max_length=32, blank=True, default="")
+    interrupt_reason = models.CharField(max_length=32, choices=InterruptReason.choices, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    # Sequence numbers of this generation's tokens run first_seq..last_seq;
+    # last_seq is first_seq - 1 until a token is persisted.
+    first_seq = models.PositiveIntegerField(default=1)
+    last_seq = models.PositiveIntegerField(default=0)
+    token_count = models.PositiveIntegerField(default=0)
+    usage = models.JSONField(default=dict, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    worker = models.CharField(max_length=128, blank=True, default="")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    first_token_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+
+    def __str__(self):
+        return f"Generation {self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL_STATUSES
+
+
+class TokenChunk(models.Model):
+    """A persisted batch of consecutive tokens, seq first_seq..last_seq."""
+
+    generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="chunks")
+    first_seq = models.PositiveIntegerField()
+    last_seq = models.PositiveIntegerField()
+    # One string per token, so a resume can start inside a chunk.
+    tokens = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["generation", "first_seq"], name="tokenchunk_unique_start"),
+        ]
+        indexes = [models.Index(fields=["generation", "last_seq"], name="tokenchunk_after_seq")]
+
+    def __str__(self):
+        return f"tokens {self.first_seq}..{self.last_seq}"
+
+    @property
+    def text(self) -> str:
+        return "".join(self.tokens)
+
+
+class StreamConnection(models.Model):
+    """One client connection following a generation, kept for operators."""
+
+    class Transport(models.TextChoices):
+        SSE = "sse"
+        WS = "ws"
+
+    class EndReason(models.TextChoices):
+        COMPLETED = "completed"
+        CLIENT_GONE = "client_gone"
+        SERVER_SHUTDOWN = "server_shutdown"
+        ERROR = "error"
+
+    generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="connections")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    transport = models.CharField(max_length=8, choices=Transport.choices)
+    resumed_from = models.PositiveIntegerField(null=True, blank=True)
+    events_sent = models.PositiveIntegerField(default=0)
+    tokens_sent = models.PositiveIntegerField(default=0)
+    client_addr = models.CharField(max_length=64, blank=True, default="")
+    user_agent = models.CharField(max_length=256, blank=True, default="")
+    started_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=16, choices=EndReason.choices, blank=True, default="")
+
+    def __str__(self):
+        return f"{self.transport} connection {self.pk}"

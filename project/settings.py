@@ -1,0 +1,180 @@
+"""Settings, all read from the environment with safe defaults for local use."""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def env_optional_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else None
+
+
+DEBUG = env_bool("DEBUG", False)
+# The fallback key is only acceptable for local runs; production sets SECRET_KEY.
+SECRET_KEY = os.environ.get("SECRET_KEY", "insecure-local-development-key-change-me")
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h.strip()]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+ASGI_APPLICATION = "project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# SQLite by default. WAL lets readers run beside the writer, the busy timeout
+# makes writers queue instead of failing, and IMMEDIATE transactions take the
+# write lock up front so two writers never deadlock upgrading a read lock.
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["TEST"] = {"NAME": os.environ.get("SQLITE_TEST_NAME") or None}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+        }
+    }
+else:
+    # Single process only, as Channels documents; set REDIS_URL to scale out.
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
+    }
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+LOGIN_URL = "/admin/login/"
+LOGIN_REDIRECT_URL = "/"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {"chat": {"handlers": ["console"], "level": os.environ.get("CHAT_LOG_LEVEL", "INFO")}},
+}
+
+# --- Chat streaming -------------------------------------------------------
+
+# Which LLM answers: "simulated" (offline default) or "openai" (any
+# OpenAI-compatible /v1/chat/completions endpoint).
+CHAT_LLM_PROVIDER = os.environ.get("CHAT_LLM_PROVIDER", "simulated")
+CHAT_SIMULATED_TOKENS_PER_S = env_float("CHAT_SIMULATED_TOKENS_PER_S", 40.0)
+CHAT_SIMULATED_FIRST_TOKEN_DELAY_S = env_float("CHAT_SIMULATED_FIRST_TOKEN_DELAY_S", 0.3)
+CHAT_SIMULATED_MAX_TOKENS = env_int("CHAT_SIMULATED_MAX_TOKENS", 160)
+CHAT_SIMULATED_SEED = env_int("CHAT_SIMULATED_SEED", 0)
+# Fault knobs for demos, tests and chaos runs, each a token count; unset
+# disables it. FAIL_AFTER=0 fails before the first token.
+CHAT_SIMULATED_STALL_AFTER = env_optional_int("CHAT_SIMULATED_STALL_AFTER")
+CHAT_SIMULATED_FAIL_AFTER = env_optional_int("CHAT_SIMULATED_FAIL_AFTER")
+CHAT_SIMULATED_MALFORMED_AFTER = env_optional_int("CHAT_SIMULATED_MALFORMED_AFTER")
+
+CHAT_OPENAI_BASE_URL = os.environ.get("CHAT_OPENAI_BASE_URL", "http://127.0.0.1:11434/v1")
+CHAT_OPENAI_API_KEY = os.environ.get("CHAT_OPENAI_API_KEY", "")
+CHAT_OPENAI_MODEL = os.environ.get("CHAT_OPENAI_MODEL", "llama3.2")
+CHAT_OPENAI_CONNECT_TIMEOUT_S = env_float("CHAT_OPENAI_CONNECT_TIMEOUT_S", 10.0)
+CHAT_OPENAI_READ_TIMEOUT_S = env_float("CHAT_OPENAI_READ_TIMEOUT_S", 60.0)
+
+# No token from upstream for this long ends the generation as interrupted.
+CHAT_UPSTREAM_STALL_S = env_float("CHAT_UPSTREAM_STALL_S", 10.0)
+# Tokens are written to the database in batches: whichever comes first.
+CHAT_FLUSH_INTERVAL_S = env_float("CHAT_FLUSH_INTERVAL_S", 0.05)
+CHAT_FLUSH_MAX_TOKENS = env_int("CHAT_FLUSH_MAX_TOKENS", 64)
+# Tokens buffered between the upstream read and the publish/persist loop.
+CHAT_UPSTREAM_BUFFER_TOKENS = env_int("CHAT_UPSTREAM_BUFFER_TOKENS", 4096)
+# Each process refreshes the heartbeat of the generations it runs this often.
+CHAT_HEARTBEAT_S = env_float("CHAT_HEARTBEAT_S", 2.0)
+CHAT_HEARTBEAT_STALE_S = env_float("CHAT_HEARTBEAT_STALE_S", 30.0)
+
+# A subscriber that hears nothing from the hub for this long checks the
+# database, so a lost terminal event never leaves a client hanging.
+CHAT_STREAM_IDLE_CHECK_S = env_float("CHAT_STREAM_IDLE_CHECK_S", 2.0)
+# Below common proxy idle timeouts (nginx 60 s, many load balancers 30 s+).
+CHAT_STREAM_KEEPALIVE_S = env_float("CHAT_STREAM_KEEPALIVE_S", 15.0)
+# Reconnection delay suggested to EventSource clients.
+CHAT_STREAM_RETRY_MS = env_int("CHAT_STREAM_RETRY_MS", 1000)
+# Live tokens arriving within this window go out as one event; clients may
+# pick their own with ?coalesce_ms= up to the maximum.
+CHAT_STREAM_COALESCE_MS = env_int("CHAT_STREAM_COALESCE_MS", 0)
+CHAT_STREAM_COALESCE_MAX_MS = env_int("CHAT_STREAM_COALESCE_MAX_MS", 1000)
+# Per-subscriber backlog; past it the hub drops and the gap is read from the DB.
+CHAT_SUBSCRIBER_QUEUE_SIZE = env_int("CHAT_SUBSCRIBER_QUEUE_SIZE", 1024)
+# Dotted path of the hub class; tests swap in a lossy one.
+CHAT_HUB_CLASS = os.environ.get("CHAT_HUB_CLASS", "chat.hub.Hub")
+
+CHAT_MAX_PROMPT_CHARS = env_int("CHAT_MAX_PROMPT_CHARS", 32000)
+# How long a non-streaming request waits for the complete answer.
+CHAT_NONSTREAM_TIMEOUT_S = env_float("CHAT_NONSTREAM_TIMEOUT_S", 300.0)
