@@ -1,0 +1,144 @@
+"""Stream events: what a generation publishes and what every transport sends.
+
+One object per hub message is shared by all local subscribers, so each
+encoding is computed once per event, not once per client.
+"""
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from . import sse
+
+END_EVENT_NAMES = {
+    "complete": "done",
+    "interrupted": "interrupted",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+
+
+def dumps(payload: dict) -> str:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+
+class StreamEvent:
+    name: str
+    id: int
+
+    def payload(self) -> dict:
+        raise NotImplementedError
+
+    @cached_property
+    def data(self) -> str:
+        return dumps(self.payload())
+
+    @cached_property
+    def sse(self) -> bytes:
+        return sse.encode(self.data, event=self.name, id=self.id)
+
+    @cached_property
+    def ws(self) -> str:
+        return dumps({"type": self.name, "id": self.id, **self.payload()})
+
+
+@dataclass(eq=False)
+class Token(StreamEvent):
+    """Tokens first_seq..last_seq, concatenated; the event id is last_seq."""
+
+    first_seq: int
+    last_seq: int
+    text: str
+    name = "token"
+
+    @property
+    def id(self) -> int:
+        return self.last_seq
+
+    def payload(self) -> dict:
+        return {"seq": self.last_seq, "text": self.text}
+
+    def to_message(self) -> dict:
+        return {"type": "gen.token", "first_seq": self.first_seq, "last_seq": self.last_seq, "text": self.text}
+
+
+@dataclass(eq=False)
+class End(StreamEvent):
+    """The one terminal event; its id is the generation's last sequence number."""
+
+    status: str
+    last_seq: int
+    finish_reason: str = ""
+    reason: str = ""
+    error: str = ""
+    usage: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return END_EVENT_NAMES[self.status]
+
+    @property
+    def id(self) -> int:
+        return self.last_seq
+
+    def payload(self) -> dict:
+        payload = {"seq": self.last_seq, "status": self.status}
+        if self.finish_reason:
+            payload["finish_reason"] = self.finish_reason
+        if self.reason:
+            payload["reason"] = self.reason
+        if self.error:
+            payload["error"] = self.error
+        if self.usage:
+            payload["usage"] = self.usage
+        return payload
+
+    def to_message(self) -> dict:
+        return {
+            "type": "gen.end",
+            "status": self.status,
+            "last_seq": self.last_seq,
+            "finish_reason": self.finish_reason,
+            "reason": self.reason,
+            "error": self.error,
+            "usage": self.usage,
+        }
+
+    @classmethod
+    def of(cls, generation) -> "End":
+        return cls(
+            status=generation.status,
+            last_seq=generation.last_seq,
+            finish_reason=generation.finish_reason,
+            reason=generation.interrupt_reason,
+            error=generation.error,
+            usage=generation.usage,
+        )
+
+
+@dataclass(eq=False)
+class Cancel:
+    """A control message asking the process that runs a generation to stop it."""
+
+    def to_message(self) -> dict:
+        return {"type": "gen.cancel"}
+
+
+class Keepalive:
+    """Nothing happened for a while; transports send a comment or a ping."""
+
+    sse = sse.encode(comment="keepalive")
+
+
+KEEPALIVE = Keepalive()
+
+
+def from_message(message: dict) -> Token | End | Cancel:
+    kind = message["type"]
+    if kind == "gen.token":
+        return Token(message["first_seq"], message["last_seq"], message["text"])
+    if kind == "gen.end":
+        return End(**{k: v for k, v in message.items() if k != "type"})
+    if kind == "gen.cancel":
+        return Cancel()
+    raise ValueError(f"unknown hub message type {kind!r}")

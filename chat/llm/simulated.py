@@ -1,0 +1,159 @@
+"""The simulated provider: an offline, deterministic stand-in for a real LLM.
+
+It is the default so that `make run` and the tests work on a machine with no
+network. It writes a short, plausible answer about the prompt (seeded by the
+prompt, so the same prompt gives the same answer), paced like a real model,
+and can be told to misbehave like one: stall, fail or send a malformed chunk.
+"""
+
+import asyncio
+import hashlib
+import json
+import random
+import re
+from collections.abc import AsyncIterator
+
+from django.conf import settings
+
+from .base import ChatMessage, Finish, Provider, ProviderError
+
+STOPWORDS = set(
+    "a an and are as at be but by can could do does for from how i in is it its me my of on or "
+    "please should so tell that the their this to was what when where which who why will with "
+    "would you your about explain write give make show".split()
+)
+
+OPENINGS = [
+    "Good question about {topic}.",
+    "Here is a practical way to think about {topic}.",
+    "Let's break {topic} down step by step.",
+    "{Topic} comes up often, so here is a clear answer.",
+]
+POINTS = [
+    "Start with the smallest version of {topic} that works, then measure before you optimise.",
+    "Keep the state of {topic} in one place, so every part of the system agrees on it.",
+    "Write down the failure cases of {topic} first: timeouts, retries and partial results.",
+    "Prefer boring, well-tested tools for {topic}; novelty is a cost you pay later.",
+    "Make {topic} observable: log what happened, to whom, and how far it got.",
+    "Test {topic} against the real thing over a real connection, not only a mock.",
+    "Design {topic} so that a retry is always safe, because networks drop requests.",
+    "Give {topic} clear limits, and return a clear error when one is reached.",
+]
+CLOSINGS = [
+    "If you tell me more about your constraints, I can make this more specific.",
+    "That should be enough to get started; ask again if a step is unclear.",
+    "In short: keep it simple, measure it, and make failures visible.",
+]
+CODE_SAMPLE = "```python\nasync def handle({name}):\n    result = await fetch({name})\n    return result\n```"
+
+
+def prompt_topic(prompt: str) -> str:
+    """Pick the few content words of the prompt that name its subject."""
+    words = [w for w in re.findall(r"[A-Za-z][A-Za-z0-9_-]*", prompt) if w.lower() not in STOPWORDS]
+    return " ".join(words[:3]).lower() or "this"
+
+
+def compose_text_answer(prompt: str, rng: random.Random) -> str:
+    topic = prompt_topic(prompt)
+    lines = [rng.choice(OPENINGS).format(topic=topic, Topic=topic[:1].upper() + topic[1:]), ""]
+    for number, point in enumerate(rng.sample(POINTS, 3), start=1):
+        lines.append(f"{number}. {point.format(topic=topic)}")
+    if rng.random() < 0.5:
+        lines += ["", "A minimal sketch:", "", CODE_SAMPLE.format(name=topic.split()[0].replace("-", "_"))]
+    lines += ["", rng.choice(CLOSINGS)]
+    return "\n".join(lines)
+
+
+def compose_json_answer(prompt: str, rng: random.Random) -> str:
+    topic = prompt_topic(prompt)
+    items = [
+        {"name": f"Step {number}", "detail": point.format(topic=topic)}
+        for number, point in enumerate(rng.sample(POINTS, 3), start=1)
+    ]
+    return json.dumps({"title": topic.title(), "items": items})
+
+
+def split_tokens(text: str) -> list[str]:
+    """Split like a subword tokenizer would: words carry their leading space."""
+    return re.findall(r"\s*[A-Za-z0-9_']+|\s*[^\sA-Za-z0-9_']|\s+", text)
+
+
+class SimulatedProvider(Provider):
+    name = "simulated"
+    model = "simulated-1"
+
+    def __init__(
+        self,
+        *,
+        tokens_per_s: float,
+        first_token_delay_s: float = 0.0,
+        max_tokens: int = 160,
+        seed: int = 0,
+        stall_after: int | None = None,
+        fail_after: int | None = None,
+        malformed_after: int | None = None,
+    ):
+        self.tokens_per_s = tokens_per_s
+        self.first_token_delay_s = first_token_delay_s
+        self.max_tokens = max_tokens
+        self.seed = seed
+        self.stall_after = stall_after
+        self.fail_after = fail_after
+        self.malformed_after = malformed_after
+
+    @classmethod
+    def from_settings(cls) -> "SimulatedProvider":
+        return cls(
+            tokens_per_s=settings.CHAT_SIMULATED_TOKENS_PER_S,
+            first_token_delay_s=settings.CHAT_SIMULATED_FIRST_TOKEN_DELAY_S,
+            max_tokens=settings.CHAT_SIMULATED_MAX_TOKENS,
+            seed=settings.CHAT_SIMULATED_SEED,
+            stall_after=settings.CHAT_SIMULATED_STALL_AFTER,
+            fail_after=settings.CHAT_SIMULATED_FAIL_AFTER,
+            malformed_after=settings.CHAT_SIMULATED_MALFORMED_AFTER,
+        )
+
+    def answer_tokens(self, messages: list[ChatMessage], response_format: str = "text") -> list[str]:
+        """Return the whole answer as tokens; the same input always gives the same answer."""
+        prompt = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        digest = hashlib.sha256(f"{self.seed}:{response_format}:{prompt}".encode()).digest()
+        rng = random.Random(digest)
+        compose = compose_json_answer if response_format == "json" else compose_text_answer
+        return split_tokens(compose(prompt, rng))
+
+    async def stream(
+        self, messages: list[ChatMessage], *, response_format: str = "text"
+    ) -> AsyncIterator[str | Finish]:
+        tokens = self.answer_tokens(messages, response_format)
+        truncated = len(tokens) > self.max_tokens
+        tokens = tokens[: self.max_tokens]
+        loop = asyncio.get_running_loop()
+        # Pace against an absolute schedule so sleep overhead does not add up.
+        start = loop.time() + self.first_token_delay_s
+        interval = 1.0 / self.tokens_per_s if self.tokens_per_s > 0 else 0.0
+        for index, token in enumerate(tokens):
+            await self.misbehave(index)
+            delay = start + index * interval - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            yield token
+        await self.misbehave(len(tokens))
+        prompt_tokens = sum(len(split_tokens(m.content)) for m in messages)
+        yield Finish(
+            reason="length" if truncated else "stop",
+            usage={
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(tokens),
+                "total_tokens": prompt_tokens + len(tokens),
+            },
+        )
+
+    async def misbehave(self, sent: int) -> None:
+        """Misbehave once `sent` tokens have gone out, as the fault knobs say."""
+        if self.fail_after is not None and sent >= self.fail_after:
+            raise ProviderError(f"simulated upstream error after {sent} tokens (HTTP 500)")
+        if self.malformed_after is not None and sent >= self.malformed_after:
+            raise ProviderError(f"malformed chunk from upstream after {sent} tokens")
+        if self.stall_after is not None and sent >= self.stall_after:
+            # Hang like a stuck upstream; the runner's stall timeout ends it.
+            await asyncio.Event().wait()

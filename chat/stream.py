@@ -1,0 +1,193 @@
+"""Replay, then tail: the one implementation of following a generation.
+
+Every transport (SSE, WebSocket) iterates `Follow` and only encodes. The rule:
+subscribe to the hub first, replay persisted tokens after the client's last
+event id, then tail the hub, dropping what was already sent and filling any
+gap from the database before sending past it. The database is the source of
+truth; the hub is a fast path that may drop anything, the end included.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from django.conf import settings
+
+from .events import KEEPALIVE, End, Keepalive, Token
+from .hub import Hub, get_hub, stream_group
+from .models import Generation, TokenChunk
+
+END_FIELDS = ("status", "last_seq", "finish_reason", "interrupt_reason", "error", "usage")
+
+
+async def load_end(generation_id) -> End | None:
+    """Return the generation's terminal event if it has ended, else None."""
+    row = await Generation.objects.filter(pk=generation_id).values(*END_FIELDS).afirst()
+    if row is None:
+        # Deleted under us (its conversation was deleted): nothing more will come.
+        return End(status=Generation.Status.CANCELLED, last_seq=0, reason="deleted")
+    if row["status"] not in Generation.TERMINAL_STATUSES:
+        return None
+    return End(
+        status=row["status"],
+        last_seq=row["last_seq"],
+        finish_reason=row["finish_reason"],
+        reason=row["interrupt_reason"],
+        error=row["error"],
+        usage=row["usage"],
+    )
+
+
+async def persisted_tokens(generation_id, after_seq: int) -> AsyncIterator[Token]:
+    """Yield the persisted tokens after `after_seq`, one event per stored chunk."""
+    chunks = (
+        TokenChunk.objects.filter(generation_id=generation_id, last_seq__gt=after_seq)
+        .order_by("first_seq")
+        .values_list("first_seq", "last_seq", "tokens")
+    )
+    async for first_seq, last_seq, tokens in chunks:
+        if first_seq > after_seq + 1:
+            return  # Never skip: the missing tokens are not committed yet.
+        skip = after_seq + 1 - first_seq
+        yield Token(first_seq + skip, last_seq, "".join(tokens[skip:]))
+        after_seq = last_seq
+
+
+class Follow:
+    """Iterate the events a client at `after_seq` must receive, up to one `End`."""
+
+    def __init__(self, generation_id, *, after_seq: int = 0, coalesce_s: float = 0.0, hub: Hub | None = None):
+        self.generation_id = generation_id
+        self.sent = after_seq
+        self.coalesce_s = coalesce_s
+        self.hub = hub
+        self.idle_check_s = settings.CHAT_STREAM_IDLE_CHECK_S
+        self.keepalive_s = settings.CHAT_STREAM_KEEPALIVE_S
+        self.flush_interval_s = settings.CHAT_FLUSH_INTERVAL_S
+
+    def __aiter__(self) -> AsyncIterator[Token | End | Keepalive]:
+        return self.events()
+
+    async def events(self) -> AsyncIterator[Token | End | Keepalive]:
+        hub = self.hub or get_hub()
+        loop = asyncio.get_running_loop()
+        async with hub.subscribe(stream_group(self.generation_id)) as subscription:
+            async for token in self.catch_up():
+                yield token
+            end = await load_end(self.generation_id)
+            if end:
+                async for event in self.finish(end):
+                    yield event
+                return
+            last_sent_at = loop.time()
+            lookahead = None
+            while True:
+                event, lookahead = lookahead or await subscription.get(self.idle_check_s), None
+                if event is None:
+                    # Silence: the hub may have dropped tokens or the end. Ask the database.
+                    async for token in self.catch_up():
+                        last_sent_at = loop.time()
+                        yield token
+                    end = await load_end(self.generation_id)
+                    if end:
+                        async for event in self.finish(end):
+                            yield event
+                        return
+                    if loop.time() - last_sent_at >= self.keepalive_s:
+                        last_sent_at = loop.time()
+                        yield KEEPALIVE
+                    continue
+                if isinstance(event, End):
+                    async for event in self.finish(event):
+                        yield event
+                    return
+                if event.last_seq <= self.sent:
+                    continue  # Already replayed from the database.
+                if event.first_seq != self.sent + 1:
+                    up_to = event.first_seq - 1 if event.first_seq > self.sent + 1 else event.last_seq
+                    async for token in self.fill_gap(up_to):
+                        yield token
+                    if event.last_seq <= self.sent:
+                        continue
+                    if event.first_seq != self.sent + 1:
+                        # The gap cannot be filled: the generation ended without persisting it.
+                        end = await load_end(self.generation_id)
+                        if end:
+                            async for event in self.finish(end):
+                                yield event
+                            return
+                        continue
+                if self.coalesce_s > 0:
+                    event, lookahead = await self.coalesce(event, subscription)
+                self.sent = event.last_seq
+                last_sent_at = loop.time()
+                yield event
+
+    async def catch_up(self) -> AsyncIterator[Token]:
+        async for token in persisted_tokens(self.generation_id, self.sent):
+            self.sent = token.last_seq
+            yield token
+
+    async def fill_gap(self, up_to: int) -> AsyncIterator[Token]:
+        """Replay from the database up to `up_to`, waiting for flushes still on their way."""
+        while True:
+            async for token in self.catch_up():
+                yield token
+            if self.sent >= up_to or await load_end(self.generation_id):
+                return
+            await asyncio.sleep(self.flush_interval_s)
+
+    async def finish(self, end: End) -> AsyncIterator[Token | End]:
+        if end.last_seq > self.sent:
+            async for token in self.catch_up():
+                yield token
+        yield end
+
+    async def coalesce(self, first: Token, subscription) -> tuple[Token, Token | End | None]:
+        """Merge contiguous tokens arriving within the window; return the merged one and any leftover."""
+        deadline = asyncio.get_running_loop().time() + self.coalesce_s
+        texts, last_seq = [first.text], first.last_seq
+        while (remaining := deadline - asyncio.get_running_loop().time()) > 0:
+            event = await subscription.get(remaining)
+            if event is None:
+                break
+            if not isinstance(event, Token) or event.first_seq != last_seq + 1:
+                if isinstance(event, Token) and event.last_seq <= last_seq:
+                    continue
+                return self.merged(first, texts, last_seq), event
+            texts.append(event.text)
+            last_seq = event.last_seq
+        return self.merged(first, texts, last_seq), None
+
+    @staticmethod
+    def merged(first: Token, texts: list[str], last_seq: int) -> Token:
+        return first if len(texts) == 1 else Token(first.first_seq, last_seq, "".join(texts))
+
+
+async def wait_for_end(generation_id, *, timeout: float, hub: Hub | None = None) -> End | None:
+    """Wait until the generation ends; return its terminal event, or None on timeout."""
+    hub = hub or get_hub()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    idle_check_s = settings.CHAT_STREAM_IDLE_CHECK_S
+    async with hub.subscribe(stream_group(generation_id)) as subscription:
+        while True:
+            end = await load_end(generation_id)
+            if end:
+                return end
+            while (remaining := deadline - loop.time()) > 0:
+                event = await subscription.get(min(idle_check_s, remaining))
+                if event is None or isinstance(event, End):
+                    break
+            else:
+                return None
+
+
+async def persisted_text(generation: Generation) -> str:
+    """The answer as the database has it: the final text, or the text so far."""
+    prefix = await Generation.objects.filter(pk=generation.pk).values_list("assistant_message__content", flat=True).aget()
+    if generation.is_terminal:
+        return prefix
+    parts = [prefix]
+    async for token in persisted_tokens(generation.pk, generation.first_seq - 1):
+        parts.append(token.text)
+    return "".join(parts)
