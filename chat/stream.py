@@ -37,23 +37,30 @@ async def load_end(generation_id) -> End | None:
     )
 
 
-async def persisted_tokens(generation_id, after_seq: int) -> AsyncIterator[Token]:
-    """Yield the persisted tokens after `after_seq`, one event per stored chunk."""
+async def persisted_tokens(generation_id, after_seq: int) -> list[Token]:
+    """Return the persisted tokens after `after_seq`, one event per stored chunk."""
     chunks = (
         TokenChunk.objects.filter(generation_id=generation_id, last_seq__gt=after_seq)
         .order_by("first_seq")
         .values_list("first_seq", "last_seq", "tokens")
     )
+    replay = []
     async for first_seq, last_seq, tokens in chunks:
         if first_seq > after_seq + 1:
-            return  # Never skip: the missing tokens are not committed yet.
+            break  # Never skip: the missing tokens are not committed yet.
         skip = after_seq + 1 - first_seq
-        yield Token(first_seq + skip, last_seq, "".join(tokens[skip:]))
+        replay.append(Token(first_seq + skip, last_seq, "".join(tokens[skip:])))
         after_seq = last_seq
+    return replay
 
 
 class Follow:
-    """Iterate the events a client at `after_seq` must receive, up to one `End`."""
+    """The events a client at `after_seq` must receive, up to one `End`.
+
+    Iterate `events()` inside `contextlib.aclosing`, so that a client that goes
+    away releases its hub subscription at once rather than at garbage collection.
+    Only `events()` is a generator; its helpers return lists for the same reason.
+    """
 
     def __init__(self, generation_id, *, after_seq: int = 0, coalesce_s: float = 0.0, hub: Hub | None = None):
         self.generation_id = generation_id
@@ -64,18 +71,15 @@ class Follow:
         self.keepalive_s = settings.CHAT_STREAM_KEEPALIVE_S
         self.flush_interval_s = settings.CHAT_FLUSH_INTERVAL_S
 
-    def __aiter__(self) -> AsyncIterator[Token | End | Keepalive]:
-        return self.events()
-
     async def events(self) -> AsyncIterator[Token | End | Keepalive]:
         hub = self.hub or get_hub()
         loop = asyncio.get_running_loop()
         async with hub.subscribe(stream_group(self.generation_id)) as subscription:
-            async for token in self.catch_up():
+            for token in await self.catch_up():
                 yield token
             end = await load_end(self.generation_id)
             if end:
-                async for event in self.finish(end):
+                for event in await self.finish(end):
                     yield event
                 return
             last_sent_at = loop.time()
@@ -84,12 +88,12 @@ class Follow:
                 event, lookahead = lookahead or await subscription.get(self.idle_check_s), None
                 if event is None:
                     # Silence: the hub may have dropped tokens or the end. Ask the database.
-                    async for token in self.catch_up():
+                    for token in await self.catch_up():
                         last_sent_at = loop.time()
                         yield token
                     end = await load_end(self.generation_id)
                     if end:
-                        async for event in self.finish(end):
+                        for event in await self.finish(end):
                             yield event
                         return
                     if loop.time() - last_sent_at >= self.keepalive_s:
@@ -97,14 +101,14 @@ class Follow:
                         yield KEEPALIVE
                     continue
                 if isinstance(event, End):
-                    async for event in self.finish(event):
+                    for event in await self.finish(event):
                         yield event
                     return
                 if event.last_seq <= self.sent:
                     continue  # Already replayed from the database.
                 if event.first_seq != self.sent + 1:
                     up_to = event.first_seq - 1 if event.first_seq > self.sent + 1 else event.last_seq
-                    async for token in self.fill_gap(up_to):
+                    for token in await self.fill_gap(up_to):
                         yield token
                     if event.last_seq <= self.sent:
                         continue
@@ -112,7 +116,7 @@ class Follow:
                         # The gap cannot be filled: the generation ended without persisting it.
                         end = await load_end(self.generation_id)
                         if end:
-                            async for event in self.finish(end):
+                            for event in await self.finish(end):
                                 yield event
                             return
                         continue
@@ -122,25 +126,24 @@ class Follow:
                 last_sent_at = loop.time()
                 yield event
 
-    async def catch_up(self) -> AsyncIterator[Token]:
-        async for token in persisted_tokens(self.generation_id, self.sent):
-            self.sent = token.last_seq
-            yield token
+    async def catch_up(self) -> list[Token]:
+        tokens = await persisted_tokens(self.generation_id, self.sent)
+        if tokens:
+            self.sent = tokens[-1].last_seq
+        return tokens
 
-    async def fill_gap(self, up_to: int) -> AsyncIterator[Token]:
+    async def fill_gap(self, up_to: int) -> list[Token]:
         """Replay from the database up to `up_to`, waiting for flushes still on their way."""
+        tokens = []
         while True:
-            async for token in self.catch_up():
-                yield token
+            tokens += await self.catch_up()
             if self.sent >= up_to or await load_end(self.generation_id):
-                return
+                return tokens
             await asyncio.sleep(self.flush_interval_s)
 
-    async def finish(self, end: End) -> AsyncIterator[Token | End]:
-        if end.last_seq > self.sent:
-            async for token in self.catch_up():
-                yield token
-        yield end
+    async def finish(self, end: End) -> list[Token | End]:
+        tokens = await self.catch_up() if end.last_seq > self.sent else []
+        return [*tokens, end]
 
     async def coalesce(self, first: Token, subscription) -> tuple[Token, Token | End | None]:
         """Merge contiguous tokens arriving within the window; return the merged one and any leftover."""
@@ -187,7 +190,5 @@ async def persisted_text(generation: Generation) -> str:
     prefix = await Generation.objects.filter(pk=generation.pk).values_list("assistant_message__content", flat=True).aget()
     if generation.is_terminal:
         return prefix
-    parts = [prefix]
-    async for token in persisted_tokens(generation.pk, generation.first_seq - 1):
-        parts.append(token.text)
-    return "".join(parts)
+    tokens = await persisted_tokens(generation.pk, generation.first_seq - 1)
+    return prefix + "".join(token.text for token in tokens)

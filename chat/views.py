@@ -2,14 +2,16 @@
 
 import asyncio
 import logging
+from contextlib import aclosing
 
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
 from . import runner
+from .runner import db_work
 from .errors import ApiError
-from .events import End, Keepalive, Token
+from .events import End, Token
 from .models import Generation, StreamConnection
 from .sse import encode
 from .stream import Follow
@@ -61,11 +63,24 @@ async def generation_stream_response(request, generation: Generation) -> Streami
         user_agent=request.headers.get("User-Agent", "")[:256],
     )
     follow = Follow(generation.id, after_seq=after_seq, coalesce_s=coalesce_s)
-    response = StreamingHttpResponse(sse_body(follow, connection), content_type="text/event-stream")
+    response = EventStreamResponse(sse_body(follow, connection), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     # Tells nginx (and proxies that follow it) not to buffer the stream.
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+class EventStreamResponse(StreamingHttpResponse):
+    """Close the body generator as soon as Django stops sending.
+
+    Django wraps the body in generators of its own and closes only the
+    outermost, so ours would linger, subscribed, until garbage collection.
+    """
+
+    async def __aiter__(self):
+        async with aclosing(self._iterator) as body:
+            async for part in body:
+                yield part
 
 
 async def sse_body(follow: Follow, connection: StreamConnection):
@@ -74,13 +89,14 @@ async def sse_body(follow: Follow, connection: StreamConnection):
     try:
         # The retry hint also sends the headers at once, before the first token.
         yield encode(retry=settings.CHAT_STREAM_RETRY_MS, comment="stream")
-        async for event in follow:
-            yield event.sse
-            if isinstance(event, Token):
-                events_sent += 1
-                tokens_sent += event.last_seq - event.first_seq + 1
-            elif isinstance(event, End):
-                events_sent += 1
+        async with aclosing(follow.events()) as events:
+            async for event in events:
+                yield event.sse
+                if isinstance(event, Token):
+                    events_sent += 1
+                    tokens_sent += event.last_seq - event.first_seq + 1
+                elif isinstance(event, End):
+                    events_sent += 1
         end_reason = StreamConnection.EndReason.COMPLETED
     except (asyncio.CancelledError, GeneratorExit):
         end_reason = (
@@ -91,6 +107,13 @@ async def sse_body(follow: Follow, connection: StreamConnection):
         logger.exception("stream of generation %s failed", follow.generation_id)
         raise
     finally:
-        await StreamConnection.objects.filter(pk=connection.pk).aupdate(
-            events_sent=events_sent, tokens_sent=tokens_sent, ended_at=timezone.now(), end_reason=end_reason
+        # Shielded: the client's disconnect may cancel us again while this is saved.
+        await asyncio.shield(
+            record_connection_end(connection.pk, events_sent=events_sent, tokens_sent=tokens_sent, end_reason=end_reason)
         )
+
+
+async def record_connection_end(connection_id: int, *, events_sent: int, tokens_sent: int, end_reason: str) -> None:
+    await db_work(
+        StreamConnection.objects.filter(pk=connection_id).update
+    )(events_sent=events_sent, tokens_sent=tokens_sent, ended_at=timezone.now(), end_reason=end_reason)

@@ -1,0 +1,69 @@
+import os
+
+import pytest
+
+from tests.support.client import ChatClient
+from tests.support.server import USERS, DatabaseTemplates, LiveServer, postgres_available
+
+REQUIRE_SERVICES = os.environ.get("CHAT_REQUIRE_SERVICES") == "1"
+
+
+@pytest.fixture(scope="session")
+def database_templates(tmp_path_factory):
+    templates = DatabaseTemplates(tmp_path_factory.mktemp("databases"))
+    yield templates
+    templates.drop_all()
+
+
+def require_backend(backend: str) -> None:
+    if backend == "postgres" and not postgres_available():
+        message = "PostgreSQL is not reachable at 127.0.0.1:5432"
+        if REQUIRE_SERVICES:
+            pytest.fail(f"{message}, and CHAT_REQUIRE_SERVICES=1")
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def start_server(database_templates, tmp_path_factory):
+    """Start (or reuse) a Daphne server for a backend and a set of environment overrides."""
+    servers: dict[tuple, LiveServer] = {}
+    workdir = tmp_path_factory.mktemp("servers")
+
+    def start(backend: str = "sqlite", *, fresh: bool = False, **env) -> LiveServer:
+        require_backend(backend)
+        env = {key: str(value) for key, value in env.items()}
+        key = (backend, tuple(sorted(env.items())))
+        if fresh or key not in servers or servers[key].process.poll() is not None:
+            server = LiveServer(database_url=database_templates.fresh(backend), env=env, workdir=workdir).start()
+            if fresh:
+                servers[(key, id(server))] = server
+            else:
+                servers[key] = server
+            return server
+        return servers[key]
+
+    yield start
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def server(start_server, backend):
+    return start_server(backend)
+
+
+@pytest.fixture
+async def alice(server):
+    async with ChatClient(server.url) as client:
+        yield await client.login("alice", USERS["alice"])
+
+
+@pytest.fixture
+async def bob(server):
+    async with ChatClient(server.url) as client:
+        yield await client.login("bob", USERS["bob"])

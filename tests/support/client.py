@@ -1,0 +1,116 @@
+"""An API client for the tests: logs in like a browser and reads SSE with httpx-sse."""
+
+import json
+from dataclasses import dataclass
+
+import httpx
+from httpx_sse import aconnect_sse
+
+TERMINAL_EVENTS = {"done", "interrupted", "failed", "cancelled"}
+
+
+@dataclass
+class StreamRead:
+    events: list  # httpx_sse.ServerSentEvent, keepalive comments excluded
+    status_code: int
+
+    @property
+    def tokens(self) -> list:
+        return [e for e in self.events if e.event == "token"]
+
+    @property
+    def text(self) -> str:
+        return "".join(json.loads(e.data)["text"] for e in self.tokens)
+
+    @property
+    def terminal(self):
+        return next((e for e in self.events if e.event in TERMINAL_EVENTS), None)
+
+    @property
+    def last_id(self) -> str | None:
+        ids = [e.id for e in self.events if e.id]
+        return ids[-1] if ids else None
+
+
+class ChatClient:
+    def __init__(self, base_url: str):
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(30.0))
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.http.aclose()
+
+    async def login(self, username: str, password: str) -> "ChatClient":
+        await self.http.get("/accounts/login/")
+        response = await self.http.post(
+            "/accounts/login/",
+            data={"username": username, "password": password, "csrfmiddlewaretoken": self.http.cookies["csrftoken"]},
+        )
+        assert response.status_code == 302, f"login failed for {username}: {response.status_code}"
+        return self
+
+    @property
+    def csrf(self) -> dict:
+        return {"X-CSRFToken": self.http.cookies.get("csrftoken", "")}
+
+    async def post(self, path: str, **kwargs) -> httpx.Response:
+        return await self.http.post(path, headers={**self.csrf, **kwargs.pop("headers", {})}, **kwargs)
+
+    async def new_conversation(self, title: str = "test") -> int:
+        response = await self.post("/api/conversations", json={"title": title})
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    async def ask(self, content: str, *, conversation_id: int | None = None, **options) -> dict:
+        """Post a message to stream; return the created generation."""
+        conversation_id = conversation_id or await self.new_conversation()
+        response = await self.post(
+            f"/api/conversations/{conversation_id}/messages", json={"content": content, "stream": True, **options}
+        )
+        assert response.status_code == 201, response.text
+        return response.json()["generation"]
+
+    async def generation(self, generation_id: str) -> dict:
+        response = await self.http.get(f"/api/generations/{generation_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def messages_text(self, generation: dict) -> str:
+        """The stored assistant message text, read back through the generation."""
+        return (await self.generation(generation["id"]))["text"]
+
+    async def read_stream(
+        self, generation_id: str, *, last_event_id: str | None = None, max_events: int | None = None, params=None
+    ) -> StreamRead:
+        """Read events until the terminal one, or cut the connection after `max_events` token events."""
+        headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
+        events = []
+        async with aconnect_sse(
+            self.http, "GET", f"/api/generations/{generation_id}/stream", headers=headers, params=params
+        ) as source:
+            if source.response.status_code != 200:
+                await source.response.aread()
+                return StreamRead([], source.response.status_code)
+            async for event in source.aiter_sse():
+                if event.event == "message" and not event.data:
+                    continue  # httpx-sse reports the bare `retry:` hint as an empty event.
+                events.append(event)
+                if event.event in TERMINAL_EVENTS:
+                    break
+                if max_events is not None and sum(e.event == "token" for e in events) >= max_events:
+                    break
+        return StreamRead(events, 200)
+
+    async def follow_with_cuts(self, generation_id: str, cut_every: int) -> tuple[list, str]:
+        """Follow to the end, dropping the connection every `cut_every` token events and resuming."""
+        events, last_id = [], None
+        for _ in range(10_000):
+            read = await self.read_stream(generation_id, last_event_id=last_id, max_events=cut_every)
+            assert read.status_code == 200
+            events += read.events
+            last_id = read.last_id or last_id
+            if read.terminal:
+                return events, last_id
+        raise AssertionError("stream never ended")

@@ -1,0 +1,152 @@
+"""Real servers for the tests: Daphne in a subprocess on 127.0.0.1, with its own database."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+POSTGRES_ADMIN_URL = os.environ.get("CHAT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+USERS = {"alice": "alice-password", "bob": "bob-password"}
+
+# Fast, deterministic defaults for tests; each test's server may override them.
+TEST_ENV = {
+    "DJANGO_SETTINGS_MODULE": "project.settings",
+    "SECRET_KEY": "test-only-secret-key",
+    "ALLOWED_HOSTS": "127.0.0.1,localhost",
+    "CHAT_LLM_PROVIDER": "simulated",
+    "CHAT_SIMULATED_TOKENS_PER_S": "200",
+    "CHAT_SIMULATED_FIRST_TOKEN_DELAY_S": "0.05",
+    "CHAT_STREAM_IDLE_CHECK_S": "0.5",
+    "CHAT_HEARTBEAT_S": "0.5",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def manage(*args: str, env: dict) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True
+    )
+    if result.returncode:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+CREATE_USERS = "from django.contrib.auth.models import User\n" + "\n".join(
+    f"User.objects.create_user({name!r}, password={password!r})" for name, password in USERS.items()
+)
+
+
+def postgres_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=2):
+            return True
+    except Exception:
+        return False
+
+
+def postgres_execute(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(sql)
+
+
+class DatabaseTemplates:
+    """Migrate a database (with the test users) once per backend; copy it for every server."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.templates: dict[str, str] = {}
+        self.postgres_databases: list[str] = []
+
+    def template(self, backend: str) -> str:
+        if backend not in self.templates:
+            if backend == "sqlite":
+                url = f"sqlite:///{self.workdir / 'template.sqlite3'}"
+            else:
+                name = f"chat_template_{uuid.uuid4().hex[:8]}"
+                postgres_execute(f'CREATE DATABASE "{name}"')
+                self.postgres_databases.append(name)
+                url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+            env = {**TEST_ENV, "DATABASE_URL": url}
+            manage("migrate", "--noinput", env=env)
+            manage("shell", "-c", CREATE_USERS, env=env)
+            self.templates[backend] = url
+        return self.templates[backend]
+
+    def fresh(self, backend: str) -> str:
+        template = self.template(backend)
+        if backend == "sqlite":
+            path = self.workdir / f"db-{uuid.uuid4().hex[:8]}.sqlite3"
+            shutil.copy(template.removeprefix("sqlite:///"), path)
+            return f"sqlite:///{path}"
+        name = f"chat_test_{uuid.uuid4().hex[:8]}"
+        postgres_execute(f'CREATE DATABASE "{name}" TEMPLATE "{template.rsplit("/", 1)[1]}"')
+        self.postgres_databases.append(name)
+        return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+    def drop_all(self) -> None:
+        for name in reversed(self.postgres_databases):
+            try:
+                postgres_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except Exception:
+                pass
+
+
+class LiveServer:
+    """Daphne serving project.asgi on a free port of 127.0.0.1."""
+
+    def __init__(self, *, database_url: str, env: dict, workdir: Path):
+        self.database_url = database_url
+        self.env = {**os.environ, **TEST_ENV, **env, "DATABASE_URL": database_url}
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"daphne-{self.port}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20.0) -> "LiveServer":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "project.asgi:application"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"daphne exited early:\n{self.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"daphne did not listen within {timeout} s:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode if self.process else None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
