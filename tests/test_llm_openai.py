@@ -275,19 +275,18 @@ def test_upstream_serves_sync_clients(upstream):
 
 def test_upstream_runs_as_a_standalone_process():
     root = Path(__file__).resolve().parent.parent
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "tests.support.openai_upstream", "--port", "0"],
         cwd=root,
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        banner = process.stdout.readline().strip()
-        assert banner.startswith("listening on 127.0.0.1:")
-        base_url = f"http://{banner.removeprefix('listening on ')}/v1"
-        body = {"model": "m", "messages": [{"role": "user", "content": "ping"}], "stream": True}
-        response = httpx.post(f"{base_url}/chat/completions", json=body)
-        assert response.text.endswith("data: [DONE]\n\n")
-    finally:
-        process.terminate()
-        process.wait(timeout=5)
+    ) as process:
+        try:
+            banner = process.stdout.readline().strip()
+            assert banner.startswith("listening on 127.0.0.1:")
+            base_url = f"http://{banner.removeprefix('listening on ')}/v1"
+            body = {"model": "m", "messages": [{"role": "user", "content": "ping"}], "stream": True}
+            response = httpx.post(f"{base_url}/chat/completions", json=body)
+            assert response.text.endswith("data: [DONE]\n\n")
+        finally:
+            process.terminate()
