@@ -19,11 +19,11 @@ import sys
 import uuid
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from .db import db_work
 from .events import Cancel, End, Token
 from .hub import Hub, control_group, get_hub, stream_group
 from .llm import ChatMessage, Finish, Provider, ProviderError, get_provider
@@ -32,15 +32,6 @@ from .models import Generation, Message, TokenChunk
 logger = logging.getLogger(__name__)
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-def db_work(function):
-    """Run one unit of database work in a worker thread.
-
-    Not thread-sensitive: runs are not requests, and serialising every run's
-    flushes through one thread would cap throughput.
-    """
-    return sync_to_async(function, thread_sensitive=False)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 
 from . import runner
-from .runner import db_work
+from .db import db_work
 from .errors import ApiError
 from .events import End, Token
 from .models import Generation, StreamConnection
