@@ -60,7 +60,8 @@ class Generation(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="generations")
     user_message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="answers")
-    assistant_message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="generation")
+    # A continuation fills the same assistant message as the generation it continues.
+    assistant_message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="generations")
     continued_from = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="continuations"
     )
