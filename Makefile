@@ -1,4 +1,5 @@
-# Everything runs inside .venv; `make install` is idempotent and only reinstalls when pyproject.toml changed.
+# Everything runs inside .venv. `make install` is idempotent: it reinstalls
+# only when pyproject.toml changed.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test migrate bench clean
+.PHONY: install run test browser-deps migrate bench clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +24,21 @@ run: migrate
 	$(BIN)/python manage.py create_demo_user
 	$(BIN)/daphne -b $(HOST) -p $(PORT) project.asgi:application
 
-test: install
+# The browser tests drive Debian's Chromium; install it when we can (root).
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "Chromium is missing: install Debian's 'chromium' package, or the browser tests will skip."; \
+		fi; \
+	fi
+
+test: install browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m bench.transports
 
 clean:
 	rm -rf $(VENV) db.sqlite3*
