@@ -18,6 +18,9 @@ from .stream import Follow
 
 logger = logging.getLogger(__name__)
 
+# Sequence numbers are stored as 32-bit integers on every database backend.
+MAX_EVENT_ID = 2**31 - 1
+
 
 def parse_last_event_id(request, generation: Generation) -> int:
     """The client's position: the `Last-Event-ID` header, else `?last_event_id=`, else the start."""
@@ -28,7 +31,7 @@ def parse_last_event_id(request, generation: Generation) -> int:
     if raw is None or raw.strip() == "":
         return generation.first_seq - 1
     raw = raw.strip()
-    if not raw.isdigit():
+    if not raw.isdigit() or len(raw) > 10 or int(raw) > MAX_EVENT_ID:
         raise ApiError(400, "invalid_last_event_id", f"{field} must be a non-negative integer, got {raw[:40]!r}.", field)
     last_event_id = int(raw)
     if generation.is_terminal and last_event_id > generation.last_seq:
