@@ -136,6 +136,8 @@ CHAT_SIMULATED_TOKENS_PER_S = env_float("CHAT_SIMULATED_TOKENS_PER_S", 40.0)
 CHAT_SIMULATED_FIRST_TOKEN_DELAY_S = env_float("CHAT_SIMULATED_FIRST_TOKEN_DELAY_S", 0.3)
 CHAT_SIMULATED_MAX_TOKENS = env_int("CHAT_SIMULATED_MAX_TOKENS", 160)
 CHAT_SIMULATED_SEED = env_int("CHAT_SIMULATED_SEED", 0)
+# Numbered points in a simulated answer (about 20 tokens each); raise for long answers.
+CHAT_SIMULATED_POINTS = env_int("CHAT_SIMULATED_POINTS", 3)
 # Fault knobs for demos, tests and chaos runs, each a token count; unset
 # disables it. FAIL_AFTER=0 fails before the first token.
 CHAT_SIMULATED_STALL_AFTER = env_optional_int("CHAT_SIMULATED_STALL_AFTER")

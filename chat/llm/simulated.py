@@ -53,10 +53,15 @@ def prompt_topic(prompt: str) -> str:
     return " ".join(words[:3]).lower() or "this"
 
 
-def compose_text_answer(prompt: str, rng: random.Random) -> str:
+def pick_points(rng: random.Random, count: int) -> list[str]:
+    """Distinct points while they last, then repeats: long answers for benchmarks."""
+    return rng.sample(POINTS, min(count, len(POINTS))) + [rng.choice(POINTS) for _ in range(count - len(POINTS))]
+
+
+def compose_text_answer(prompt: str, rng: random.Random, points: int = 3) -> str:
     topic = prompt_topic(prompt)
     lines = [rng.choice(OPENINGS).format(topic=topic, Topic=topic[:1].upper() + topic[1:]), ""]
-    for number, point in enumerate(rng.sample(POINTS, 3), start=1):
+    for number, point in enumerate(pick_points(rng, points), start=1):
         lines.append(f"{number}. {point.format(topic=topic)}")
     if rng.random() < 0.5:
         lines += ["", "A minimal sketch:", "", CODE_SAMPLE.format(name=topic.split()[0].replace("-", "_"))]
@@ -64,11 +69,11 @@ def compose_text_answer(prompt: str, rng: random.Random) -> str:
     return "\n".join(lines)
 
 
-def compose_json_answer(prompt: str, rng: random.Random) -> str:
+def compose_json_answer(prompt: str, rng: random.Random, points: int = 3) -> str:
     topic = prompt_topic(prompt)
     items = [
         {"name": f"Step {number}", "detail": point.format(topic=topic)}
-        for number, point in enumerate(rng.sample(POINTS, 3), start=1)
+        for number, point in enumerate(pick_points(rng, points), start=1)
     ]
     return json.dumps({"title": topic.title(), "items": items})
 
@@ -88,6 +93,7 @@ class SimulatedProvider(Provider):
         tokens_per_s: float,
         first_token_delay_s: float = 0.0,
         max_tokens: int = 160,
+        points: int = 3,
         seed: int = 0,
         stall_after: int | None = None,
         fail_after: int | None = None,
@@ -96,6 +102,7 @@ class SimulatedProvider(Provider):
         self.tokens_per_s = tokens_per_s
         self.first_token_delay_s = first_token_delay_s
         self.max_tokens = max_tokens
+        self.points = points
         self.seed = seed
         self.stall_after = stall_after
         self.fail_after = fail_after
@@ -107,6 +114,7 @@ class SimulatedProvider(Provider):
             tokens_per_s=settings.CHAT_SIMULATED_TOKENS_PER_S,
             first_token_delay_s=settings.CHAT_SIMULATED_FIRST_TOKEN_DELAY_S,
             max_tokens=settings.CHAT_SIMULATED_MAX_TOKENS,
+            points=settings.CHAT_SIMULATED_POINTS,
             seed=settings.CHAT_SIMULATED_SEED,
             stall_after=settings.CHAT_SIMULATED_STALL_AFTER,
             fail_after=settings.CHAT_SIMULATED_FAIL_AFTER,
@@ -119,7 +127,7 @@ class SimulatedProvider(Provider):
         digest = hashlib.sha256(f"{self.seed}:{response_format}:{prompt}".encode()).digest()
         rng = random.Random(digest)
         compose = compose_json_answer if response_format == "json" else compose_text_answer
-        return split_tokens(compose(prompt, rng))
+        return split_tokens(compose(prompt, rng, self.points))
 
     async def stream(
         self, messages: list[ChatMessage], *, response_format: str = "text"
