@@ -12,7 +12,7 @@ from . import actions
 from .errors import ApiError, error_body
 from .models import Conversation, Generation
 from .schemas import ConversationIn, ConversationOut, GenerationOut, MessageIn, PostedMessageOut
-from .stream import persisted_text
+from .stream import persisted_answer
 from .views import generation_stream_response
 
 api = NinjaAPI(
@@ -86,7 +86,8 @@ async def generation_out(generation: Generation, *, with_text: bool = True) -> d
     }
     data["reason"] = generation.interrupt_reason
     data["stream_url"] = f"/api/generations/{generation.id}/stream"
-    data["text"] = await persisted_text(generation) if with_text else None
+    if with_text:
+        data["text"], data["last_seq"] = await persisted_answer(generation)
     return data
 
 

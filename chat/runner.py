@@ -28,6 +28,7 @@ from .events import Cancel, End, Token
 from .hub import Hub, control_group, get_hub, stream_group
 from .llm import ChatMessage, Finish, Provider, ProviderError, get_provider
 from .models import Generation, Message, TokenChunk
+from .writer import get_writer
 
 logger = logging.getLogger(__name__)
 
@@ -128,21 +129,14 @@ class GenerationRun:
         return _Fault(Generation.Status.INTERRUPTED, Generation.InterruptReason.UPSTREAM_ERROR, error)
 
     async def consume(self) -> Finish | _Fault:
-        """Publish each token as it comes; persist them in batches."""
-        loop = asyncio.get_running_loop()
-        flush_interval = settings.CHAT_FLUSH_INTERVAL_S
-        flush_max = settings.CHAT_FLUSH_MAX_TOKENS
+        """Publish each token as it comes; the writer persists them in batches."""
         group = stream_group(self.generation_id)
-        flush_at = None
+        writer = get_writer()
+        writer.add(self)
         while True:
             if self.stop_fault:
                 return self.stop_fault
-            timeout = None if flush_at is None else max(flush_at - loop.time(), 0)
-            try:
-                async with asyncio.timeout(timeout):
-                    item = await self.buffer.get()
-            except TimeoutError:
-                item = None
+            item = await self.buffer.get()
             if isinstance(item, str):
                 self.seq += 1
                 self.texts.append(item)
@@ -150,33 +144,23 @@ class GenerationRun:
                 if self.first_token_at is None:
                     self.first_token_at = timezone.now()
                 await self.hub.publish(group, Token(self.seq, self.seq, item))
-                if flush_at is None:
-                    flush_at = loop.time() + flush_interval
-            elif item is not None and not isinstance(item, _Stop):
+                writer.tokens_added(self)
+            elif not isinstance(item, _Stop):
                 return item  # Finish or _Fault
-            if self.pending and (len(self.pending) >= flush_max or loop.time() >= flush_at):
-                await self.flush()
-                flush_at = None
 
-    async def flush(self) -> None:
+    def take_pending(self) -> TokenChunk | None:
+        """Hand the tokens not yet persisted to the writer, as one chunk."""
+        if not self.pending:
+            return None
         tokens, self.pending = self.pending, []
-        try:
-            await db_work(self.persist)(tokens, self.seq)
-        except Exception:
-            # Keep the tokens: the next flush (or the final one) retries them.
-            logger.exception("flush of generation %s failed", self.generation_id)
-            self.pending = tokens + self.pending
+        return TokenChunk(
+            generation_id=self.generation_id, first_seq=self.seq - len(tokens) + 1, last_seq=self.seq, tokens=tokens
+        )
 
-    def persist(self, tokens: list[str], last_seq: int) -> None:
-        first_seq = last_seq - len(tokens) + 1
-        with transaction.atomic():
-            TokenChunk.objects.create(
-                generation_id=self.generation_id, first_seq=first_seq, last_seq=last_seq, tokens=tokens
-            )
-            updates = {"last_seq": last_seq, "token_count": last_seq - self.first_seq + 1}
-            if first_seq == self.first_seq:
-                updates["first_token_at"] = self.first_token_at
-            Generation.objects.filter(pk=self.generation_id).update(**updates)
+    def restore_pending(self, chunk: TokenChunk | None) -> None:
+        """Take back a chunk whose write failed; the next write retries it."""
+        if chunk is not None:
+            self.pending = chunk.tokens + self.pending
 
     async def finish(self, outcome: Finish | _Fault) -> None:
         if isinstance(outcome, Finish):
@@ -186,24 +170,24 @@ class GenerationRun:
             status, reason, error = outcome.status, outcome.reason, outcome.error
             finish_reason, usage = "", {}
         end = End(status=status, last_seq=self.seq, finish_reason=finish_reason, reason=reason, error=error, usage=usage)
-        for attempt in range(3):
-            try:
-                await db_work(self.persist_end)(end)
-                break
-            except Exception:
-                logger.exception("could not record the end of generation %s (attempt %d)", self.generation_id, attempt + 1)
-                await asyncio.sleep(0.5 * (attempt + 1))
+        writer = get_writer()
+        try:
+            for attempt in range(3):
+                try:
+                    await writer.finish(self, lambda chunk: self.persist_end(end, chunk))
+                    break
+                except Exception:
+                    logger.exception("could not record the end of generation %s (attempt %d)", self.generation_id, attempt + 1)
+                    await asyncio.sleep(0.5 * (attempt + 1))
+        finally:
+            writer.remove(self)
         await self.hub.publish(stream_group(self.generation_id), end)
 
-    def persist_end(self, end: End) -> None:
+    def persist_end(self, end: End, last_chunk: TokenChunk | None) -> None:
         close_old_connections()
         with transaction.atomic():
-            if self.pending:
-                first_seq = self.seq - len(self.pending) + 1
-                TokenChunk.objects.create(
-                    generation_id=self.generation_id, first_seq=first_seq, last_seq=self.seq, tokens=self.pending
-                )
-                self.pending = []
+            if last_chunk is not None:
+                last_chunk.save()
             updated = Generation.objects.filter(pk=self.generation_id, status__in=Generation.ACTIVE_STATUSES).update(
                 status=end.status,
                 finish_reason=end.finish_reason,
@@ -257,12 +241,17 @@ def local_run(generation_id) -> GenerationRun | None:
     return _runs.get(generation_id)
 
 
+def local_generation_ids() -> list:
+    """The generations this process runs: alive, whatever their heartbeat says."""
+    return list(_runs)
+
+
 async def heartbeat_loop() -> None:
     """Refresh the heartbeat of this process's runs, and stop those cancelled elsewhere."""
     while _runs:
         await asyncio.sleep(settings.CHAT_HEARTBEAT_S)
         try:
-            cancelled = await db_work(beat)(list(_runs))
+            cancelled = await db_work(beat)(list(_runs.values()))
         except Exception:
             logger.exception("heartbeat failed")
             continue
@@ -271,11 +260,21 @@ async def heartbeat_loop() -> None:
                 run.request_stop(Generation.Status.CANCELLED)
 
 
-def beat(generation_ids: list) -> list:
+def beat(runs: list[GenerationRun]) -> list:
+    """Refresh heartbeats and progress counters; return the runs flagged for cancelling."""
     close_old_connections()
-    active = Generation.objects.filter(pk__in=generation_ids, status__in=Generation.ACTIVE_STATUSES)
-    active.update(heartbeat_at=timezone.now())
-    return list(active.filter(cancel_requested=True).values_list("pk", flat=True))
+    now = timezone.now()
+    with transaction.atomic():
+        for run in runs:
+            # Counts what was produced; the chunks on disk may trail it by one flush.
+            Generation.objects.filter(pk=run.generation_id, status__in=Generation.ACTIVE_STATUSES).update(
+                heartbeat_at=now,
+                last_seq=run.seq,
+                token_count=run.seq - run.first_seq + 1,
+                first_token_at=run.first_token_at,
+            )
+    ids = [run.generation_id for run in runs]
+    return list(Generation.objects.filter(pk__in=ids, cancel_requested=True).values_list("pk", flat=True))
 
 
 async def shutdown_runs(timeout: float = 10.0) -> None:

@@ -185,10 +185,15 @@ async def wait_for_end(generation_id, *, timeout: float, hub: Hub | None = None)
                 return None
 
 
-async def persisted_text(generation: Generation) -> str:
-    """The answer as the database has it: the final text, or the text so far."""
+async def persisted_answer(generation: Generation) -> tuple[str, int]:
+    """The answer as the database has it, and the last sequence number it covers.
+
+    For a running generation that is the text so far: the persisted chunks
+    after what its assistant message already held.
+    """
     prefix = await Generation.objects.filter(pk=generation.pk).values_list("assistant_message__content", flat=True).aget()
     if generation.is_terminal:
-        return prefix
+        return prefix, generation.last_seq
     tokens = await persisted_tokens(generation.pk, generation.first_seq - 1)
-    return prefix + "".join(token.text for token in tokens)
+    last_seq = tokens[-1].last_seq if tokens else generation.first_seq - 1
+    return prefix + "".join(token.text for token in tokens), last_seq

@@ -104,7 +104,7 @@ if REDIS_URL:
 else:
     # Single process only, as Channels documents; set REDIS_URL to scale out.
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
+        "default": {"BACKEND": "chat.layers.ThrottledInMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
     }
 
 LANGUAGE_CODE = "en-us"
@@ -160,6 +160,12 @@ CHAT_UPSTREAM_BUFFER_TOKENS = env_int("CHAT_UPSTREAM_BUFFER_TOKENS", 4096)
 # Each process refreshes the heartbeat of the generations it runs this often.
 CHAT_HEARTBEAT_S = env_float("CHAT_HEARTBEAT_S", 2.0)
 CHAT_HEARTBEAT_STALE_S = env_float("CHAT_HEARTBEAT_STALE_S", 30.0)
+# Every process ends (interrupted / worker_lost) the generations whose heartbeat
+# is older than CHAT_HEARTBEAT_STALE_S this often, from its first request on.
+CHAT_REAPER_INTERVAL_S = env_float("CHAT_REAPER_INTERVAL_S", CHAT_HEARTBEAT_STALE_S / 2)
+# `manage.py prune_streams` deletes the token chunks and connection rows of
+# generations finished longer ago than this; message texts stay.
+CHAT_RETENTION_DAYS = env_float("CHAT_RETENTION_DAYS", 30)
 
 # A subscriber that hears nothing from the hub for this long checks the
 # database, so a lost terminal event never leaves a client hanging.
