@@ -1,0 +1,248 @@
+"""A fault-injecting TCP proxy on 127.0.0.1, for tests that break connections.
+
+It sits between a client (a browser) and a server and, on demand:
+
+- `cut()`: closes every live connection at once, mid-stream;
+- `stall()`: holds the bytes the server sends on live connections (and, if
+  asked, on new ones) until `release()`;
+- `refuse()`: closes connections without forwarding them: the next N, or all
+  requests whose request line contains a path, until `allow()`.
+
+It runs in a background thread with its own event loop, so sync tests
+(Playwright) and async tests can both drive it:
+
+    with FaultProxy(server.port) as proxy:
+        page.goto(proxy.url)
+        ...
+        proxy.cut()
+
+Requests from the client are framed (head plus Content-Length body) so that a
+path rule applies to every request on a keep-alive connection, not only the
+first; responses are forwarded as raw bytes.
+"""
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+
+READ_SIZE = 65536
+
+
+@dataclass
+class _Connection:
+    client: asyncio.StreamWriter
+    server: asyncio.StreamWriter | None = None
+    stalled: bool = False
+    held: list[bytes] = field(default_factory=list)
+
+    def abort(self) -> None:
+        for writer in (self.client, self.server):
+            if writer is not None:
+                writer.transport.abort()
+
+
+class FaultProxy:
+    def __init__(self, target_port: int, *, target_host: str = "127.0.0.1", port: int = 0):
+        self.target = (target_host, target_port)
+        self.port = port
+        self.connections_accepted = 0
+        self.cuts = 0
+        self.refused: list[str] = []  # the request lines (or "<connection>") refused
+        self.requests: list[str] = []  # every request line forwarded
+        self._live: set[_Connection] = set()
+        self._stall_new = False
+        self._refuse_count = 0
+        self._refuse_path: str | None = None
+        self._refuse_path_count: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # --- Lifecycle ------------------------------------------------------------
+
+    def start(self) -> "FaultProxy":
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy", daemon=True)
+        self._thread.start()
+        self._server = self._call(self._listen())
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        self._call(self._shutdown())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+        self._loop = None
+
+    def __enter__(self) -> "FaultProxy":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    # --- Faults (called from the test's thread) --------------------------------
+
+    def cut(self) -> int:
+        """Close every live connection now; return how many were cut."""
+
+        async def cut() -> int:
+            live = list(self._live)
+            for connection in live:
+                connection.abort()
+            self.cuts += len(live)
+            return len(live)
+
+        return self._call(cut())
+
+    def stall(self, *, new_connections: bool = False) -> None:
+        """Hold the server's bytes on live connections (and new ones if asked) until `release()`."""
+
+        async def stall() -> None:
+            self._stall_new = new_connections
+            for connection in self._live:
+                connection.stalled = True
+
+        self._call(stall())
+
+    def release(self) -> None:
+        """Forward every held byte and stop holding."""
+
+        async def release() -> None:
+            self._stall_new = False
+            for connection in list(self._live):
+                connection.stalled = False
+                held, connection.held = connection.held, []
+                for data in held:
+                    connection.client.write(data)
+
+        self._call(release())
+
+    def refuse(self, count: int | None = None, *, path: str | None = None) -> None:
+        """Close connections without forwarding them.
+
+        Without `path`: the next `count` new connections. With `path`: every
+        request whose request line contains it, at most `count` of them if
+        given (a browser may retry a refused request by itself, which uses
+        one up).
+        """
+
+        async def refuse() -> None:
+            if path is None:
+                self._refuse_count = count or 0
+            else:
+                self._refuse_path, self._refuse_path_count = path, count
+
+        self._call(refuse())
+
+    def allow(self) -> None:
+        """Stop refusing."""
+
+        async def allow() -> None:
+            self._refuse_count = 0
+            self._refuse_path = self._refuse_path_count = None
+
+        self._call(allow())
+
+    def reset(self) -> None:
+        """Back to a clean pipe: release stalls and stop refusing."""
+        self.release()
+        self.allow()
+
+    @property
+    def live_connections(self) -> int:
+        return len(self._live)
+
+    # --- The event loop side -------------------------------------------------------
+
+    def _call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
+
+    async def _listen(self) -> asyncio.Server:
+        return await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+
+    async def _shutdown(self) -> None:
+        self._server.close()
+        for connection in list(self._live):
+            connection.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self.connections_accepted += 1
+        if self._refuse_count > 0:
+            self._refuse_count -= 1
+            self.refused.append("<connection>")
+            client_writer.transport.abort()
+            return
+        connection = _Connection(client=client_writer, stalled=self._stall_new)
+        self._live.add(connection)
+        self._tasks.add(asyncio.current_task())
+        try:
+            server_reader, connection.server = await asyncio.open_connection(*self.target)
+            upstream = asyncio.ensure_future(self._requests(client_reader, connection))
+            downstream = asyncio.ensure_future(self._responses(server_reader, connection))
+            await asyncio.wait({upstream, downstream}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (upstream, downstream):
+                task.cancel()
+            await asyncio.gather(upstream, downstream, return_exceptions=True)
+        except OSError:
+            pass
+        finally:
+            connection.abort()
+            self._live.discard(connection)
+            self._tasks.discard(asyncio.current_task())
+
+    def _refuses(self, request_line: str) -> bool:
+        if self._refuse_path is None or self._refuse_path not in request_line:
+            return False
+        if self._refuse_path_count is not None:
+            if self._refuse_path_count <= 0:
+                return False
+            self._refuse_path_count -= 1
+        return True
+
+    async def _requests(self, reader: asyncio.StreamReader, connection: _Connection) -> None:
+        """Forward the client's requests one by one, refusing those that match a rule."""
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                return
+            request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            length = 0
+            chunked = False
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value.strip() or 0)
+                elif name.strip().lower() == "transfer-encoding" and "chunked" in value.lower():
+                    chunked = True
+            if self._refuses(request_line):
+                self.refused.append(request_line)
+                return  # the caller aborts both sides
+            self.requests.append(request_line)
+            body = await reader.readexactly(length) if length else b""
+            connection.server.write(head + body)
+            if chunked:
+                # Browsers do not send chunked bodies for our requests; pass the rest through raw.
+                while data := await reader.read(READ_SIZE):
+                    connection.server.write(data)
+                return
+
+    async def _responses(self, reader: asyncio.StreamReader, connection: _Connection) -> None:
+        while data := await reader.read(READ_SIZE):
+            if connection.stalled:
+                connection.held.append(data)
+            else:
+                connection.client.write(data)
+                await connection.client.drain()
