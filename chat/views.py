@@ -25,9 +25,13 @@ MAX_EVENT_ID = 2**31 - 1
 def parse_last_event_id(request, generation: Generation) -> int:
     """The client's position: the `Last-Event-ID` header, else `?last_event_id=`, else the start."""
     raw = request.headers.get("Last-Event-ID")
-    field = "Last-Event-ID"
-    if raw is None:
-        raw, field = request.GET.get("last_event_id"), "last_event_id"
+    if raw is not None:
+        return resume_position(raw, generation, field="Last-Event-ID")
+    return resume_position(request.GET.get("last_event_id"), generation, field="last_event_id")
+
+
+def resume_position(raw: str | None, generation: Generation, *, field: str) -> int:
+    """Validate a client's last event id (any transport); none means the generation's start."""
     if raw is None or raw.strip() == "":
         return generation.first_seq - 1
     raw = raw.strip()
@@ -44,8 +48,8 @@ def parse_last_event_id(request, generation: Generation) -> int:
     return last_event_id
 
 
-def parse_coalesce_s(request) -> float:
-    raw = request.GET.get("coalesce_ms")
+def parse_coalesce_s(raw: str | None) -> float:
+    """The client's coalescing window (`coalesce_ms`, any transport), in seconds."""
     if raw is None:
         return settings.CHAT_STREAM_COALESCE_MS / 1000
     limit = settings.CHAT_STREAM_COALESCE_MAX_MS
@@ -56,17 +60,17 @@ def parse_coalesce_s(request) -> float:
 
 async def generation_stream_response(request, generation: Generation) -> StreamingHttpResponse:
     after_seq = parse_last_event_id(request, generation)
-    coalesce_s = parse_coalesce_s(request)
-    connection = await StreamConnection.objects.acreate(
+    coalesce_s = parse_coalesce_s(request.GET.get("coalesce_ms"))
+    log = await ConnectionLog.open(
         generation=generation,
         user=request.auth,
         transport=StreamConnection.Transport.SSE,
-        resumed_from=after_seq if after_seq >= generation.first_seq else None,
-        client_addr=(request.META.get("REMOTE_ADDR") or "")[:64],
-        user_agent=request.headers.get("User-Agent", "")[:256],
+        after_seq=after_seq,
+        client_addr=request.META.get("REMOTE_ADDR") or "",
+        user_agent=request.headers.get("User-Agent", ""),
     )
     follow = Follow(generation.id, after_seq=after_seq, coalesce_s=coalesce_s)
-    response = EventStreamResponse(sse_body(follow, connection), content_type="text/event-stream")
+    response = EventStreamResponse(sse_body(follow, log), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     # Tells nginx (and proxies that follow it) not to buffer the stream.
     response["X-Accel-Buffering"] = "no"
@@ -86,37 +90,65 @@ class EventStreamResponse(StreamingHttpResponse):
                 yield part
 
 
-async def sse_body(follow: Follow, connection: StreamConnection):
-    events_sent = tokens_sent = 0
-    end_reason = StreamConnection.EndReason.ERROR
+async def sse_body(follow: Follow, log: "ConnectionLog"):
     try:
         # The retry hint also sends the headers at once, before the first token.
         yield encode(retry=settings.CHAT_STREAM_RETRY_MS, comment="stream")
         async with aclosing(follow.events()) as events:
             async for event in events:
                 yield event.sse
-                if isinstance(event, Token):
-                    events_sent += 1
-                    tokens_sent += event.last_seq - event.first_seq + 1
-                elif isinstance(event, End):
-                    events_sent += 1
-        end_reason = StreamConnection.EndReason.COMPLETED
+                log.sent(event)
+        log.end_reason = StreamConnection.EndReason.COMPLETED
     except (asyncio.CancelledError, GeneratorExit):
-        end_reason = (
-            StreamConnection.EndReason.SERVER_SHUTDOWN if runner.shutting_down else StreamConnection.EndReason.CLIENT_GONE
-        )
+        log.client_gone()
         raise
     except Exception:
         logger.exception("stream of generation %s failed", follow.generation_id)
         raise
     finally:
-        # Shielded: the client's disconnect may cancel us again while this is saved.
-        await asyncio.shield(
-            record_connection_end(connection.pk, events_sent=events_sent, tokens_sent=tokens_sent, end_reason=end_reason)
+        await log.close()
+
+
+class ConnectionLog:
+    """One `StreamConnection` row, whatever the transport: opened on connect, tallied, closed."""
+
+    def __init__(self, connection_id: int):
+        self.connection_id = connection_id
+        self.events_sent = self.tokens_sent = 0
+        self.end_reason = StreamConnection.EndReason.ERROR
+
+    @classmethod
+    async def open(
+        cls, *, generation: Generation, user, transport: str, after_seq: int, client_addr: str, user_agent: str
+    ) -> "ConnectionLog":
+        connection = await StreamConnection.objects.acreate(
+            generation=generation,
+            user=user,
+            transport=transport,
+            resumed_from=after_seq if after_seq >= generation.first_seq else None,
+            client_addr=client_addr[:64],
+            user_agent=user_agent[:256],
+        )
+        return cls(connection.pk)
+
+    def sent(self, event) -> None:
+        if isinstance(event, Token):
+            self.events_sent += 1
+            self.tokens_sent += event.last_seq - event.first_seq + 1
+        elif isinstance(event, End):
+            self.events_sent += 1
+
+    def client_gone(self) -> None:
+        """The transport was torn down before the end: by the client, or by our shutdown."""
+        self.end_reason = (
+            StreamConnection.EndReason.SERVER_SHUTDOWN if runner.shutting_down else StreamConnection.EndReason.CLIENT_GONE
         )
 
+    async def close(self) -> None:
+        # Shielded: the client's disconnect may cancel us again while this is saved.
+        await asyncio.shield(self.save_end())
 
-async def record_connection_end(connection_id: int, *, events_sent: int, tokens_sent: int, end_reason: str) -> None:
-    await db_work(
-        StreamConnection.objects.filter(pk=connection_id).update
-    )(events_sent=events_sent, tokens_sent=tokens_sent, ended_at=timezone.now(), end_reason=end_reason)
+    async def save_end(self) -> None:
+        await db_work(StreamConnection.objects.filter(pk=self.connection_id).update)(
+            events_sent=self.events_sent, tokens_sent=self.tokens_sent, ended_at=timezone.now(), end_reason=self.end_reason
+        )

@@ -1,0 +1,291 @@
+"""The WebSocket route over a real Daphne socket, read with the `websockets` client."""
+
+import asyncio
+import importlib.util
+import json
+import sqlite3
+from dataclasses import dataclass, field
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.support.client import ChatClient
+from tests.support.server import USERS
+
+PROMPT = "How does a phone resume a WebSocket stream after a network switch?"
+TERMINAL = {"done", "interrupted", "failed", "cancelled"}
+
+
+@dataclass
+class WsRead:
+    frames: list = field(default_factory=list)
+    close_code: int | None = None
+    subprotocol: str | None = None
+
+    @property
+    def tokens(self) -> list:
+        return [f for f in self.frames if f["type"] == "token"]
+
+    @property
+    def text(self) -> str:
+        return "".join(f["text"] for f in self.tokens)
+
+    @property
+    def terminal(self) -> dict | None:
+        return next((f for f in self.frames if f["type"] in TERMINAL), None)
+
+    @property
+    def error(self) -> dict | None:
+        return next((f["error"] for f in self.frames if f["type"] == "error"), None)
+
+    @property
+    def last_id(self) -> int | None:
+        ids = [f["id"] for f in self.frames if "id" in f]
+        return ids[-1] if ids else None
+
+
+def ws_url(server, generation_id: str, **params) -> str:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return f"ws://127.0.0.1:{server.port}/ws/generations/{generation_id}/" + (f"?{query}" if query else "")
+
+
+def session_headers(client: ChatClient | None) -> dict:
+    if client is None:
+        return {}
+    return {"Cookie": "; ".join(f"{k}={v}" for k, v in client.http.cookies.items())}
+
+
+async def read_ws(
+    server, generation_id: str, client: ChatClient | None, *, max_tokens=None, send=None, subprotocols=None, **params
+) -> WsRead:
+    """Read frames until the server closes, or close after `max_tokens` token frames."""
+    read = WsRead()
+    async with connect(
+        ws_url(server, generation_id, **params),
+        origin=server.url,
+        additional_headers=session_headers(client),
+        subprotocols=subprotocols,
+        open_timeout=10,
+    ) as socket:
+        read.subprotocol = socket.subprotocol
+        try:
+            async with asyncio.timeout(30):
+                while True:
+                    frame = json.loads(await socket.recv())
+                    read.frames.append(frame)
+                    if send and frame["type"] == "token" and len(read.tokens) == 1:
+                        await socket.send(json.dumps(send))
+                    if max_tokens is not None and len(read.tokens) >= max_tokens:
+                        break
+        except ConnectionClosed:
+            pass
+        if max_tokens is None or read.terminal or read.error:
+            await socket.wait_closed()
+            read.close_code = socket.close_code
+    return read
+
+
+@pytest.fixture
+def ws_server(start_server):
+    return start_server("sqlite")
+
+
+@pytest.fixture
+async def alice(ws_server):
+    async with ChatClient(ws_server.url) as client:
+        yield await client.login("alice", USERS["alice"])
+
+
+@pytest.fixture
+async def bob(ws_server):
+    async with ChatClient(ws_server.url) as client:
+        yield await client.login("bob", USERS["bob"])
+
+
+async def connection_rows(server, generation_id: str, count: int) -> list[dict]:
+    """The generation's StreamConnection rows, once `count` of them have ended."""
+    path = server.database_url.removeprefix("sqlite:///")
+    query = (
+        "SELECT transport, end_reason, events_sent, tokens_sent, resumed_from FROM chat_streamconnection "
+        "WHERE generation_id = ? AND ended_at IS NOT NULL ORDER BY id"
+    )
+    for _ in range(100):
+        with sqlite3.connect(path) as db:
+            db.row_factory = sqlite3.Row
+            rows = [dict(row) for row in db.execute(query, (generation_id.replace("-", ""),))]
+        if len(rows) >= count:
+            return rows
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"expected {count} ended connections, got {rows}")
+
+
+async def test_full_stream_equals_stored_text(ws_server, alice):
+    generation = await alice.ask(PROMPT)
+    read = await read_ws(ws_server, generation["id"], alice)
+    stored = await alice.generation(generation["id"])
+    assert read.text == stored["text"] and stored["text"]
+    assert [f["seq"] for f in read.tokens] == list(range(1, stored["last_seq"] + 1))
+    assert all(f["id"] == f["seq"] for f in read.frames if "seq" in f)
+    assert read.terminal == {**read.terminal, "type": "done", "seq": stored["last_seq"], "finish_reason": "stop"}
+    assert read.frames[-1] is read.terminal
+    assert read.close_code == 1000
+    [row] = await connection_rows(ws_server, generation["id"], 1)
+    assert row == {
+        "transport": "ws",
+        "end_reason": "completed",
+        "events_sent": stored["last_seq"] + 1,
+        "tokens_sent": stored["last_seq"],
+        "resumed_from": None,
+    }
+
+
+@pytest.mark.parametrize("cut_after", [1, 3, 8])
+async def test_resume_after_cut_gives_exact_text(ws_server, alice, cut_after):
+    generation = await alice.ask(f"{PROMPT} (cut after {cut_after})")
+    frames, last_id = [], None
+    for _ in range(200):
+        params = {"last_event_id": last_id} if last_id is not None else {}
+        read = await read_ws(ws_server, generation["id"], alice, max_tokens=cut_after, **params)
+        frames += read.frames
+        last_id = read.last_id if read.last_id is not None else last_id
+        if read.terminal:
+            break
+    stored = await alice.generation(generation["id"])
+    assert "".join(f["text"] for f in frames if f["type"] == "token") == stored["text"]
+    ids = [f["id"] for f in frames if f["type"] == "token"]
+    assert ids == sorted(set(ids)) and ids[-1] == stored["last_seq"]
+    assert [f["type"] for f in frames if f["type"] != "token"] == ["done"]
+
+
+async def test_sse_and_ws_resume_each_other(ws_server, alice):
+    """One resume rule: a cut SSE stream resumes over a WebSocket with the SSE event id."""
+    generation = await alice.ask(PROMPT)
+    first = await alice.read_stream(generation["id"], max_events=5)
+    rest = await read_ws(ws_server, generation["id"], alice, last_event_id=first.last_id)
+    assert first.text + rest.text == (await alice.generation(generation["id"]))["text"]
+
+
+async def test_two_clients_receive_identical_frames(ws_server, alice):
+    async with ChatClient(ws_server.url) as second_device:
+        await second_device.login("alice", USERS["alice"])
+        generation = await alice.ask(PROMPT)
+        first, second = await asyncio.gather(
+            read_ws(ws_server, generation["id"], alice), read_ws(ws_server, generation["id"], second_device)
+        )
+    assert first.frames == second.frames and first.terminal["type"] == "done"
+
+
+async def test_cancel_over_the_socket(start_server):
+    server = start_server("sqlite", CHAT_SIMULATED_TOKENS_PER_S=10)
+    async with ChatClient(server.url) as alice:
+        await alice.login("alice", USERS["alice"])
+        generation = await alice.ask(PROMPT)
+        read = await read_ws(server, generation["id"], alice, send={"type": "cancel"})
+        stored = await alice.generation(generation["id"])
+    assert read.terminal["type"] == "cancelled" and read.close_code == 4002
+    assert stored["status"] == "cancelled"
+    assert read.text == stored["text"] and read.terminal["seq"] == stored["last_seq"]
+
+
+async def test_keepalive_pings_then_interrupted_close(start_server):
+    """An upstream stall: pings keep the socket alive, then `interrupted` closes it with 4000."""
+    server = start_server(
+        "sqlite",
+        CHAT_SIMULATED_STALL_AFTER=3,
+        CHAT_UPSTREAM_STALL_S=2,
+        CHAT_STREAM_KEEPALIVE_S=0.4,
+        CHAT_STREAM_IDLE_CHECK_S=0.2,
+    )
+    async with ChatClient(server.url) as alice:
+        await alice.login("alice", USERS["alice"])
+        generation = await alice.ask(PROMPT)
+        read = await read_ws(server, generation["id"], alice)
+    assert [f["type"] for f in read.frames if f["type"] not in ("token", "ping")] == ["interrupted"]
+    assert any(f["type"] == "ping" for f in read.frames)
+    assert read.terminal["reason"] == "upstream_stall" and read.close_code == 4000
+    assert len(read.tokens) == 3
+
+
+async def test_client_ping_and_unknown_frames(start_server):
+    server = start_server("sqlite", CHAT_SIMULATED_TOKENS_PER_S=10)
+    async with ChatClient(server.url) as alice:
+        await alice.login("alice", USERS["alice"])
+        generation = await alice.ask(PROMPT)
+        url = ws_url(server, generation["id"])
+        async with connect(url, origin=server.url, additional_headers=session_headers(alice)) as socket:
+            await socket.send(json.dumps({"type": "ping"}))
+            await socket.send("not json")
+            frames = []
+            async with asyncio.timeout(30):
+                while not {"pong", "error"} <= {f["type"] for f in frames}:
+                    frames.append(json.loads(await socket.recv()))
+                await socket.send(json.dumps({"type": "cancel"}))
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        frames.append(json.loads(await socket.recv()))
+    assert next(f for f in frames if f["type"] == "error")["error"]["code"] == "invalid_message"
+    assert frames[-1]["type"] == "cancelled" and socket.close_code == 4002
+
+
+async def test_anonymous_is_rejected(ws_server, alice):
+    generation = await alice.ask(PROMPT)
+    read = await read_ws(ws_server, generation["id"], None)
+    assert read.error["code"] == "unauthenticated" and read.close_code == 4401
+    assert not read.tokens
+
+
+async def test_foreign_generation_is_not_found(ws_server, alice, bob):
+    generation = await alice.ask(PROMPT)
+    read = await read_ws(ws_server, generation["id"], bob)
+    assert read.error["code"] == "not_found" and read.close_code == 4404
+    unknown = await read_ws(ws_server, "00000000-0000-0000-0000-000000000000", alice)
+    assert unknown.error["code"] == "not_found" and unknown.close_code == 4404
+
+
+async def test_bad_token_is_rejected_even_with_a_session(ws_server, alice):
+    generation = await alice.ask(PROMPT)
+    by_protocol = await read_ws(ws_server, generation["id"], alice, subprotocols=["llm-stream.v1", "bearer.nope"])
+    assert by_protocol.error["code"] == "invalid_token" and by_protocol.close_code == 4401
+    assert by_protocol.subprotocol == "llm-stream.v1", "the token itself is not echoed when another protocol is offered"
+    by_query = await read_ws(ws_server, generation["id"], None, access_token="nope")
+    assert by_query.error["code"] == "invalid_token" and by_query.close_code == 4401
+
+
+@pytest.mark.skipif(importlib.util.find_spec("chat.auth") is None, reason="chat.auth (API tokens) is not installed")
+async def test_bearer_token_authenticates(ws_server, alice):
+    from tests.support.tokens import create_token
+
+    generation = await alice.ask(PROMPT)
+    token = create_token(ws_server, "alice")
+    by_protocol = await read_ws(ws_server, generation["id"], None, subprotocols=[f"bearer.{token}"])
+    assert by_protocol.subprotocol == f"bearer.{token}"
+    by_query = await read_ws(ws_server, generation["id"], None, access_token=token)
+    stored = await alice.generation(generation["id"])
+    assert by_protocol.text == by_query.text == stored["text"]
+    assert by_protocol.close_code == by_query.close_code == 1000
+
+
+async def test_foreign_origin_and_missing_origin_are_refused(ws_server, alice):
+    generation = await alice.ask(PROMPT)
+    for origin in ("http://evil.example", None):
+        with pytest.raises(InvalidStatus) as refused:
+            url = ws_url(ws_server, generation["id"])
+            async with connect(url, origin=origin, additional_headers=session_headers(alice)):
+                pass
+        assert refused.value.response.status_code == 403
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "99999999999"])
+async def test_bad_last_event_id(ws_server, alice, value):
+    generation = await alice.ask(PROMPT)
+    read = await read_ws(ws_server, generation["id"], alice, last_event_id=value)
+    assert read.error["code"] == "invalid_last_event_id" and read.error["field"] == "last_event_id"
+    assert read.close_code == 4400 and not read.tokens
+
+
+async def test_last_event_id_past_the_end(ws_server, alice):
+    generation = await alice.ask(PROMPT)
+    done = await read_ws(ws_server, generation["id"], alice)
+    read = await read_ws(ws_server, generation["id"], alice, last_event_id=done.terminal["seq"] + 1)
+    assert read.error["code"] == "invalid_last_event_id" and read.close_code == 4400
