@@ -148,3 +148,41 @@ class StreamConnection(models.Model):
 
     def __str__(self):
         return f"{self.transport} connection {self.pk}"
+
+
+class ApiToken(models.Model):
+    """A bearer token for API clients; only a hash of the key is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    # sha256 hex of the key. The key carries 256 random bits, so a fast hash is
+    # as safe as a slow KDF (nothing to brute-force) and allows an indexed lookup.
+    key_hash = models.CharField(max_length=64, unique=True)
+    # The first characters of the key, to tell tokens apart in the admin.
+    prefix = models.CharField(max_length=16)
+    name = models.CharField(max_length=100, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{self.prefix}… ({self.user})"
+
+
+class IdempotencyKey(models.Model):
+    """A client's Idempotency-Key on a POST, and what that request created."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    # sha256 of the operation and its canonical body: a reuse with another body is a conflict.
+    fingerprint = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(default=201)
+    message = models.ForeignKey(Message, null=True, on_delete=models.CASCADE, related_name="+")
+    generation = models.ForeignKey(Generation, null=True, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotencykey_unique_per_user")]
+
+    def __str__(self):
+        return f"{self.key} ({self.user})"

@@ -186,3 +186,8 @@ CHAT_HUB_CLASS = os.environ.get("CHAT_HUB_CLASS", "chat.hub.Hub")
 CHAT_MAX_PROMPT_CHARS = env_int("CHAT_MAX_PROMPT_CHARS", 32000)
 # How long a non-streaming request waits for the complete answer.
 CHAT_NONSTREAM_TIMEOUT_S = env_float("CHAT_NONSTREAM_TIMEOUT_S", 300.0)
+
+# --- Mobile API ---------------------------------------------------------------
+
+# Bearer tokens from POST /api/auth/token expire after this many days; 0 = never.
+CHAT_API_TOKEN_TTL_DAYS = env_float("CHAT_API_TOKEN_TTL_DAYS", 30)
