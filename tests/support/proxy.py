@@ -3,8 +3,9 @@
 It sits between a client (a browser) and a server and, on demand:
 
 - `cut()`: closes every live connection at once, mid-stream;
-- `stall()`: holds the bytes the server sends on live connections (and, if
-  asked, on new ones) until `release()`;
+- `stall()`: holds the bytes the server sends on live connections (all, or
+  those whose current request's line contains a path; and, if asked, on
+  connections that send such a request later) until `release()`;
 - `refuse()`: closes connections without forwarding them: the next N, or all
   requests whose request line contains a path, until `allow()`.
 
@@ -28,12 +29,20 @@ from dataclasses import dataclass, field
 READ_SIZE = 65536
 
 
-@dataclass
+@dataclass(eq=False)
 class _Connection:
     client: asyncio.StreamWriter
     server: asyncio.StreamWriter | None = None
     stalled: bool = False
     held: list[bytes] = field(default_factory=list)
+    request_line: str = ""  # the latest request forwarded on this connection
+    stall_path: str = ""  # stalled for a request containing this; "" stalls the whole connection
+
+    def unstall(self) -> None:
+        self.stalled = False
+        held, self.held = self.held, []
+        for data in held:
+            self.client.write(data)
 
     def abort(self) -> None:
         for writer in (self.client, self.server):
@@ -50,7 +59,7 @@ class FaultProxy:
         self.refused: list[str] = []  # the request lines (or "<connection>") refused
         self.requests: list[str] = []  # every request line forwarded
         self._live: set[_Connection] = set()
-        self._stall_new = False
+        self._stall_new: str | None = None  # stall connections that send a request containing this
         self._refuse_count = 0
         self._refuse_path: str | None = None
         self._refuse_path_count: int | None = None
@@ -102,26 +111,32 @@ class FaultProxy:
 
         return self._call(cut())
 
-    def stall(self, *, new_connections: bool = False) -> None:
-        """Hold the server's bytes on live connections (and new ones if asked) until `release()`."""
+    def stall(self, path: str = "", *, new_requests: bool = False) -> int:
+        """Hold the server's bytes until `release()`; return how many connections were stalled.
 
-        async def stall() -> None:
-            self._stall_new = new_connections
-            for connection in self._live:
-                connection.stalled = True
+        Stalls the live connections whose current request line contains
+        `path` (every live connection if it is empty); with `new_requests`,
+        also every connection that sends such a request later. Naming a path
+        keeps idle keep-alive connections, which the browser may reuse for
+        its reconnect, out of it.
+        """
 
-        self._call(stall())
+        async def stall() -> int:
+            self._stall_new = path if new_requests else None
+            stalled = [c for c in self._live if path in c.request_line]
+            for connection in stalled:
+                connection.stalled, connection.stall_path = True, path
+            return len(stalled)
+
+        return self._call(stall())
 
     def release(self) -> None:
         """Forward every held byte and stop holding."""
 
         async def release() -> None:
-            self._stall_new = False
+            self._stall_new = None
             for connection in list(self._live):
-                connection.stalled = False
-                held, connection.held = connection.held, []
-                for data in held:
-                    connection.client.write(data)
+                connection.unstall()
 
         self._call(release())
 
@@ -184,7 +199,7 @@ class FaultProxy:
             self.refused.append("<connection>")
             client_writer.transport.abort()
             return
-        connection = _Connection(client=client_writer, stalled=self._stall_new)
+        connection = _Connection(client=client_writer)
         self._live.add(connection)
         self._tasks.add(asyncio.current_task())
         try:
@@ -195,8 +210,8 @@ class FaultProxy:
             for task in (upstream, downstream):
                 task.cancel()
             await asyncio.gather(upstream, downstream, return_exceptions=True)
-        except OSError:
-            pass
+        except (OSError, asyncio.CancelledError):
+            pass  # a refused upstream, or the proxy shutting down: the connection just closes
         finally:
             connection.abort()
             self._live.discard(connection)
@@ -231,6 +246,11 @@ class FaultProxy:
                 self.refused.append(request_line)
                 return  # the caller aborts both sides
             self.requests.append(request_line)
+            connection.request_line = request_line
+            if connection.stalled and connection.stall_path and connection.stall_path not in request_line:
+                connection.unstall()  # a reused keep-alive connection: the stall was for its earlier request
+            if self._stall_new is not None and self._stall_new in request_line:
+                connection.stalled, connection.stall_path = True, self._stall_new
             body = await reader.readexactly(length) if length else b""
             connection.server.write(head + body)
             if chunked:
