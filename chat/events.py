@@ -63,6 +63,17 @@ class Token(StreamEvent):
 
 
 @dataclass(eq=False)
+class Snapshot(Token):
+    """The whole answer up to last_seq in one event, for a client whose tokens cannot be replayed.
+
+    Sent when retention has pruned the tokens, or to a client that starts before
+    a continuation's first token. Its text replaces what the client has shown.
+    """
+
+    name = "snapshot"
+
+
+@dataclass(eq=False)
 class End(StreamEvent):
     """The one terminal event; its id is the generation's last sequence number."""
 

@@ -186,8 +186,6 @@ class GenerationRun:
     def persist_end(self, end: End, last_chunk: TokenChunk | None) -> None:
         close_old_connections()
         with transaction.atomic():
-            if last_chunk is not None:
-                last_chunk.save()
             updated = Generation.objects.filter(pk=self.generation_id, status__in=Generation.ACTIVE_STATUSES).update(
                 status=end.status,
                 finish_reason=end.finish_reason,
@@ -200,7 +198,11 @@ class GenerationRun:
                 finished_at=timezone.now(),
             )
             if not updated:
+                # The reaper or an operator ended it, with the text of the tokens persisted by then.
                 logger.warning("generation %s was ended by someone else; keeping their state", self.generation_id)
+                return
+            if last_chunk is not None:
+                last_chunk.save()
             Message.objects.filter(pk=self.assistant_message_id).update(
                 content=self.prefix + "".join(self.texts), updated_at=timezone.now()
             )

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from django.conf import settings
 
-from .events import KEEPALIVE, End, Keepalive, Token
+from .events import KEEPALIVE, End, Keepalive, Snapshot, Token
 from .hub import Hub, get_hub, stream_group
 from .models import Generation, TokenChunk
 
@@ -54,6 +54,46 @@ async def persisted_tokens(generation_id, after_seq: int) -> list[Token]:
     return replay
 
 
+async def answer_through(generation_id) -> tuple[str, int] | None:
+    """The answer's text up to the generation's last token, and that token's sequence number.
+
+    The assistant message holds the whole answer: the text of the generations
+    a continuation continues, then its own, written when it ends. So a running
+    generation's text there stops at its first_seq - 1, and an ended one's is
+    the message minus what the continuations that ended after it appended.
+    """
+    row = await (
+        Generation.objects.filter(pk=generation_id)
+        .values("status", "first_seq", "last_seq", "assistant_message_id", "assistant_message__content")
+        .afirst()
+    )
+    if row is None:
+        return None
+    text = row["assistant_message__content"]
+    if row["status"] not in Generation.TERMINAL_STATUSES:
+        return text, row["first_seq"] - 1
+    later = (
+        Generation.objects.filter(
+            assistant_message_id=row["assistant_message_id"],
+            first_seq__gt=row["last_seq"],
+            status__in=Generation.TERMINAL_STATUSES,
+        )
+        .exclude(pk=generation_id)
+        .order_by("-first_seq")
+        .values_list("pk", "first_seq", "last_seq")
+    )
+    async for pk, first_seq, last_seq in later:
+        tokens = await persisted_tokens(pk, first_seq - 1)
+        tail = "".join(token.text for token in tokens)
+        complete = last_seq < first_seq or (tokens and tokens[-1].last_seq == last_seq)
+        if not complete or not text.endswith(tail):
+            # Its tokens are pruned too: the text runs on, and following that
+            # continuation ends with a snapshot that replaces it.
+            break
+        text = text[: len(text) - len(tail)]
+    return text, row["last_seq"]
+
+
 class Follow:
     """The events a client at `after_seq` must receive, up to one `End`.
 
@@ -75,6 +115,8 @@ class Follow:
         hub = self.hub or get_hub()
         loop = asyncio.get_running_loop()
         async with hub.subscribe(stream_group(self.generation_id)) as subscription:
+            for snapshot in await self.snapshot_if_behind():
+                yield snapshot
             for token in await self.catch_up():
                 yield token
             end = await load_end(self.generation_id)
@@ -143,7 +185,29 @@ class Follow:
 
     async def finish(self, end: End) -> list[Token | End]:
         tokens = await self.catch_up() if end.last_seq > self.sent else []
+        if end.last_seq > self.sent:
+            # Retention deleted the tokens: send the stored text whole, never a silent partial.
+            tokens += await self.snapshot()
         return [*tokens, end]
+
+    async def snapshot_if_behind(self) -> list[Snapshot]:
+        """Give a client from before a continuation's first token the text so far, in one snapshot.
+
+        The tokens before first_seq belong to the generation it continues.
+        """
+        first_seq = await Generation.objects.filter(pk=self.generation_id).values_list("first_seq", flat=True).afirst()
+        if first_seq is None or self.sent >= first_seq - 1:
+            return []
+        return await self.snapshot()
+
+    async def snapshot(self) -> list[Snapshot]:
+        found = await answer_through(self.generation_id)
+        if found is None or found[1] <= self.sent:
+            return []
+        text, seq = found
+        snapshot = Snapshot(self.sent + 1, seq, text)
+        self.sent = seq
+        return [snapshot]
 
     async def coalesce(self, first: Token, subscription) -> tuple[Token, Token | End | None]:
         """Merge contiguous tokens arriving within the window; return the merged one and any leftover."""

@@ -1,0 +1,124 @@
+"""The orphan reaper: end the generations whose process died.
+
+Each process heartbeats the generations it runs (chat.runner). A generation
+still `queued` or `streaming` whose heartbeat (or, if it never had one, its
+creation) is older than CHAT_HEARTBEAT_STALE_S has lost its worker: it was
+killed, or its machine died. The reaper ends it `interrupted` / `worker_lost`,
+keeping every persisted token as the message text, and publishes the end so
+that its followers finish.
+
+It runs in every server process, from the first request on and then every
+CHAT_REAPER_INTERVAL_S, and as `manage.py reap_generations`. Any number of
+reapers may run at once: each generation is ended in one conditional,
+locked transaction that re-checks the status and the heartbeat, so exactly one
+of them does it.
+"""
+
+import asyncio
+import contextvars
+import logging
+
+from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
+from django.core.signals import request_started
+from django.db import close_old_connections
+from django.utils import timezone
+
+from . import runner
+from .actions import generation_end_orphan, stale_heartbeat
+from .db import db_work
+from .events import End
+from .hub import get_hub, stream_group
+from .models import Generation
+
+logger = logging.getLogger(__name__)
+
+# Orphans ended per pass; the next pass takes the rest.
+REAP_BATCH = 200
+
+
+def stale_before():
+    return timezone.now() - timezone.timedelta(seconds=settings.CHAT_HEARTBEAT_STALE_S)
+
+
+def orphans(*, exclude=()):
+    """The active generations whose heartbeat is stale, oldest first."""
+    return (
+        Generation.objects.filter(status__in=Generation.ACTIVE_STATUSES)
+        .filter(stale_heartbeat(stale_before()))
+        .exclude(pk__in=list(exclude))
+        .order_by("created_at")
+    )
+
+
+def reap_orphans(*, exclude=()) -> list[Generation]:
+    """End the orphaned generations, except those in `exclude`; return the ones this call ended."""
+    close_old_connections()
+    cutoff = stale_before()
+    reaped = []
+    for generation_id, worker, heartbeat_at in orphans(exclude=exclude).values_list("pk", "worker", "heartbeat_at")[
+        :REAP_BATCH
+    ]:
+        since = f"since {heartbeat_at:%Y-%m-%d %H:%M:%S} UTC" if heartbeat_at else "ever"
+        generation = generation_end_orphan(
+            generation_id,
+            status=Generation.Status.INTERRUPTED,
+            reason=Generation.InterruptReason.WORKER_LOST,
+            error=f"no heartbeat from worker {worker or '(none)'} {since}",
+            stale_before=cutoff,
+        )
+        if generation is not None:
+            logger.warning("reaped generation %s: %s", generation.id, generation.error)
+            reaped.append(generation)
+    return reaped
+
+
+async def reap_and_announce() -> list[Generation]:
+    """Reap the orphans not run by this process, and tell their followers."""
+    reaped = await db_work(reap_orphans)(exclude=runner.local_generation_ids())
+    hub = get_hub()
+    for generation in reaped:
+        await hub.publish(stream_group(generation.id), End.of(generation))
+    return reaped
+
+
+async def reaper_loop() -> None:
+    while True:
+        try:
+            await reap_and_announce()
+        except Exception:  # The database may be briefly away; try again next time.
+            logger.exception("reaping orphaned generations failed")
+        await asyncio.sleep(settings.CHAT_REAPER_INTERVAL_S)
+
+
+_task: asyncio.Task | None = None
+
+
+def ensure_running() -> asyncio.Task:
+    """Start this process's reaper on the running loop, unless it already runs."""
+    global _task
+    loop = asyncio.get_running_loop()
+    if _task is None or _task.done() or _task.get_loop() is not loop:
+        # A fresh context: the loop must not inherit the request's context.
+        _task = loop.create_task(reaper_loop(), context=contextvars.Context())
+    return _task
+
+
+async def start_on_first_request(sender, **kwargs) -> None:
+    """`request_started` receiver (ASGI only): start the reaper with the server's first request.
+
+    ASGI servers differ in how they announce start-up (Daphne sends no
+    lifespan events), but every one serves requests; after the first, the
+    receiver disconnects itself and costs nothing.
+    """
+    ensure_running()
+    request_started.disconnect(sender=ASGIHandler, dispatch_uid=DISPATCH_UID)
+
+
+DISPATCH_UID = "chat.reaper.start_on_first_request"
+
+
+def start_with_first_request() -> None:
+    """Called once at Django start-up (ChatConfig.ready)."""
+    request_started.connect(start_on_first_request, sender=ASGIHandler, dispatch_uid=DISPATCH_UID)
+
