@@ -15,6 +15,7 @@ throughput capacity is the inverse of its cost per token.
 import argparse
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -34,20 +35,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+DONE_SEQ = re.compile(rb'event: done\r?\ndata: \{"seq": ?(\d+)')
+
+
 async def read_events(port: int, path: str, headers: dict) -> int:
-    """GET an SSE stream over a raw socket; return how many token events arrived."""
+    """GET an SSE stream over a raw socket; return the tokens it delivered (the seq of its `done`)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}Connection: close\r\n\r\n".encode())
-    tokens, tail = 0, b""
+    tail = b""
     while chunk := await reader.read(65536):
-        data = tail + chunk
-        tokens += data.count(b"event: token")
-        tail = data[-16:]
-        if b"event: done" in data:
-            break
+        tail = (tail + chunk)[-512:]
+        if done := DONE_SEQ.search(tail):
+            writer.close()
+            return int(done.group(1))
     writer.close()
-    return tokens
+    raise RuntimeError(f"stream {path} ended without a done event")
 
 
 async def load_bare(port: int, streams: int, tokens: int, rate: float) -> int:
@@ -55,7 +58,7 @@ async def load_bare(port: int, streams: int, tokens: int, rate: float) -> int:
     return sum(await asyncio.gather(*(read_events(port, path, {}) for _ in range(streams))))
 
 
-async def load_project(server: LiveServer, streams: int) -> int:
+async def load_project(server: LiveServer, streams: int, coalesce_ms: int = 0) -> int:
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
         await client.get("/accounts/login/")
         await client.post(
@@ -71,7 +74,8 @@ async def load_project(server: LiveServer, streams: int) -> int:
             )
             generation = response.json()["generation"]["id"]
             cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
-            return await read_events(server.port, f"/api/generations/{generation}/stream", {"Cookie": cookie})
+            path = f"/api/generations/{generation}/stream?coalesce_ms={coalesce_ms}"
+            return await read_events(server.port, path, {"Cookie": cookie})
 
         return sum(await asyncio.gather(*(one(n) for n in range(streams))))
 
@@ -82,7 +86,7 @@ def measure(pid: int, run) -> dict:
     return {"tokens": delivered, "wall_s": time.monotonic() - wall_before, "cpu_s": cpu_seconds(pid) - cpu_before}
 
 
-def run_project(templates: DatabaseTemplates, streams: int, rate: float, points: int) -> dict:
+def run_project(templates: DatabaseTemplates, streams: int, rate: float, points: int, coalesce_ms: int, server: str) -> dict:
     env = {
         "CHAT_SIMULATED_TOKENS_PER_S": str(rate),
         "CHAT_SIMULATED_FIRST_TOKEN_DELAY_S": "0",
@@ -90,9 +94,9 @@ def run_project(templates: DatabaseTemplates, streams: int, rate: float, points:
         "CHAT_SIMULATED_MAX_TOKENS": "100000",
         "CHAT_LOG_LEVEL": "WARNING",
     }
-    server = LiveServer(database_url=templates.fresh("sqlite"), env=env, workdir=templates.workdir).start()
+    server = LiveServer(database_url=templates.fresh("sqlite"), env=env, workdir=templates.workdir, server=server).start()
     try:
-        return measure(server.process.pid, load_project(server, streams))
+        return measure(server.process.pid, load_project(server, streams, coalesce_ms))
     finally:
         server.stop()
 
@@ -128,17 +132,22 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--rate", type=float, default=50.0, help="tokens per second per stream")
     parser.add_argument("--points", type=int, nargs=2, default=[3, 20], help="short and long simulated answers")
+    parser.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne", help="the project's ASGI server")
+    parser.add_argument("--coalesce-ms", type=int, default=0, help="the project's live coalescing window")
     args = parser.parse_args()
     templates = DatabaseTemplates(Path(tempfile.mkdtemp(prefix="bench-throughput-")))
 
     rows = {}
     for label, points in zip(("short", "long"), args.points):
-        project = run_project(templates, args.streams, args.rate, points)
+        project = run_project(templates, args.streams, args.rate, points, args.coalesce_ms, args.server)
         # The bare server sends exactly as many tokens per stream as the project did.
         bare = run_bare(args.streams, args.rate, round(project["tokens"] / args.streams))
         rows[label] = {"bare": bare, "project": project}
 
-    print(f"{args.streams} concurrent streams at {args.rate:g} tokens/s, one event per token, server CPU from /proc")
+    print(
+        f"{args.streams} concurrent streams at {args.rate:g} tokens/s, server CPU from /proc; the bare server sends "
+        f"one event per token, the project ({args.server}) coalesces live tokens within {args.coalesce_ms} ms"
+    )
     print(f"{'run':6} {'server':13} {'tokens':>7} {'wall s':>7} {'CPU s':>7} {'us/token':>9} {'ratio':>6}")
     for label, pair in rows.items():
         base = pair["bare"]["cpu_s"] / pair["bare"]["tokens"]

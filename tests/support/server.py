@@ -107,10 +107,17 @@ class DatabaseTemplates:
                 pass
 
 
-class LiveServer:
-    """Daphne serving project.asgi on a free port of 127.0.0.1."""
+SERVER_COMMANDS = {
+    "daphne": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "project.asgi:application"],
+    "uvicorn": ["-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning", "project.asgi:application"],
+}
 
-    def __init__(self, *, database_url: str, env: dict, workdir: Path):
+
+class LiveServer:
+    """Daphne (or uvicorn) serving project.asgi on a free port of 127.0.0.1."""
+
+    def __init__(self, *, database_url: str, env: dict, workdir: Path, server: str = "daphne"):
+        self.command = SERVER_COMMANDS[server]
         self.database_url = database_url
         self.env = {**os.environ, **TEST_ENV, **env, "DATABASE_URL": database_url}
         self.port = free_port()
@@ -121,7 +128,7 @@ class LiveServer:
     def start(self, timeout: float = 20.0) -> "LiveServer":
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "project.asgi:application"],
+            [sys.executable, *(arg.format(port=self.port) for arg in self.command)],
             cwd=ROOT,
             env=self.env,
             stdout=log,
@@ -130,13 +137,13 @@ class LiveServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"daphne exited early:\n{self.log()}")
+                raise RuntimeError(f"{self.command[1]} exited early:\n{self.log()}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
                 return self
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError(f"daphne did not listen within {timeout} s:\n{self.log()}")
+        raise RuntimeError(f"{self.command[1]} did not listen within {timeout} s:\n{self.log()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         if self.process and self.process.poll() is None:
