@@ -131,6 +131,15 @@ class ChatPage:
         )
         return self.transitions()[-1]
 
+    def wait_transition(self, state: str, *, after: int = 0, timeout: float = 15_000) -> dict:
+        """Wait for a transition to `state` (even a brief one) at index `after` or later; return it."""
+        self.page.wait_for_function(
+            "([state, after]) => window.chatDebug.transitions.slice(after).some((t) => t.state === state)",
+            arg=[state, after],
+            timeout=timeout,
+        )
+        return next(t for t in self.transitions()[after:] if t["state"] == state)
+
     def wait_text(self, min_chars: int, timeout: float = 15_000) -> str:
         """Wait until the answer being streamed shows at least `min_chars` characters."""
         self.page.wait_for_function(

@@ -32,3 +32,107 @@ def test_happy_path_final_dom_equals_stored_message(chat):
     assert chat.page.locator(".message.user").last.text_content() == PROMPT
     assert chat.page.locator("#prompt").is_enabled()
     assert chat.page.locator("#stop").is_hidden()
+
+
+def stream_connections(chat, generation_id: str) -> list[tuple]:
+    return chat.db(
+        "SELECT resumed_from, end_reason FROM chat_streamconnection WHERE generation_id = ? ORDER BY id",
+        generation_id.replace("-", ""),
+    )
+
+
+def test_cuts_mid_stream_resume_with_exact_text(chat, proxy):
+    generation_id = chat.send(PROMPT)
+    cuts = 0
+    for length in (20, 120, 240):
+        chat.wait_text(length)
+        if chat.state() != "streaming":
+            break
+        assert proxy.cut() >= 1
+        cuts += 1
+        chat.wait_transition("interrupted", after=len(chat.transitions()) - 1)
+    chat.wait_state("ended")
+    stored = assert_shows_stored(chat, generation_id)
+    assert stored["status"] == "complete"
+    assert cuts >= 2, "the answer ended before the test could cut it twice"
+    states = chat.states()
+    assert states[:2] == ["connecting", "streaming"] and states[-1] == "ended"
+    assert states.count("interrupted") >= cuts
+    assert all(a != "interrupted" or b in ("streaming", "interrupted") for a, b in zip(states, states[1:]))
+    # Every reconnect named its position with Last-Event-ID.
+    connections = stream_connections(chat, generation_id)
+    assert len(connections) >= cuts + 1
+    assert connections[0][0] is None
+    assert all(resumed_from is not None for resumed_from, _ in connections[1:])
+
+
+def test_stall_shows_interrupted_with_partial_text_then_resumes(chat, proxy):
+    generation_id = chat.send(PROMPT)
+    chat.wait_text(40)
+    assert proxy.stall("/stream") == 1  # hold the stream's bytes; TCP stays up
+    interrupted = chat.wait_transition("interrupted")
+    assert interrupted["detail"]["reason"] == "No data for 1.2 s."
+    assert len(interrupted["shown"]) >= 40  # the partial text stays on screen
+    end = chat.wait_state("ended")
+    stored = assert_shows_stored(chat, generation_id)
+    assert stored["text"].startswith(interrupted["text"])
+    assert end["detail"]["status"] == "complete"
+    assert chat.states()[-3:] == ["interrupted", "streaming", "ended"]
+
+
+def test_stall_is_shown_and_retried_in_the_background(chat, proxy):
+    generation_id = chat.send(PROMPT)
+    chat.wait_text(30)
+    proxy.stall("/stream", new_requests=True)  # every reconnect stalls too
+    chat.page.wait_for_function(
+        "window.chatDebug.transitions.some((t) => t.state === 'interrupted' && t.detail.failures === 2)"
+    )
+    # The second attempt stalled as well: still Interrupted, still trying.
+    status = chat.status()
+    assert status["label"] == "Interrupted"
+    assert "No data for 1.2 s." in status["detail"]
+    notice = chat.page.locator(".message.assistant").last.locator(".notice")
+    assert "No data for 1.2 s." in notice.text_content()
+    assert notice.locator("button", has_text="Retry now").count() == 1
+    assert chat.page.locator("#prompt").is_disabled()  # the same answer is still coming
+    proxy.release()
+    end = chat.wait_state("ended", "fallback")
+    stored = assert_shows_stored(chat, generation_id)
+    assert end["detail"]["status"] == stored["status"] == "complete"
+
+
+def test_three_failures_fall_back_to_the_complete_text(chat, proxy):
+    generation_id = chat.send(PROMPT)
+    chat.wait_text(30)
+    proxy.refuse(path="/stream")
+    proxy.cut()
+    fallback = chat.wait_state("fallback")
+    stored = assert_shows_stored(chat, generation_id)
+    assert stored["status"] == "complete" and fallback["detail"]["status"] == "complete"
+    # The cut attempt and two refused reconnects: three failures in a row.
+    interrupted = [t["detail"] for t in chat.transitions() if t["state"] == "interrupted"]
+    assert [d["failures"] for d in interrupted] == [1, 2, 3]
+    assert interrupted[-1]["fallback"] is True
+    assert sum("/stream" in line for line in proxy.refused) >= 2
+    status = chat.status()
+    assert status["label"] == "Fallback"
+    assert "one plain request" in status["detail"]
+    assert chat.page.locator("#prompt").is_enabled()
+
+
+def test_fallback_failure_is_an_error_that_keeps_the_text_and_can_retry(chat, proxy):
+    generation_id = chat.send(PROMPT)
+    chat.wait_text(30)
+    proxy.refuse(path="/api/generations/")  # the stream and the plain request alike
+    proxy.cut()
+    error = chat.wait_state("error")
+    assert error["detail"]["message"] == "The complete answer could not be loaded either."
+    assert len(error["shown"]) >= 30 and chat.shown_text() == error["shown"]
+    status = chat.status()
+    assert status["label"] == "Error" and "The text so far is kept." in status["detail"]
+    assert chat.page.locator("#status-retry").is_visible()
+    proxy.allow()
+    chat.page.locator("#status-retry").click()
+    chat.wait_state("ended")
+    assert assert_shows_stored(chat, generation_id)["text"].startswith(error["text"])
+    assert chat.states()[-3:] == ["error", "streaming", "ended"]

@@ -1,0 +1,246 @@
+"""The pure client modules, run in Chromium: the SSE decoder, the Markdown renderer, the backoff.
+
+The files are served straight from static/ through Playwright's request
+routing, so these tests need no server.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+STATIC = Path(__file__).resolve().parents[2] / "static"
+ORIGIN = "http://modules.test"
+
+
+@pytest.fixture(scope="module")
+def js(chromium):
+    context = chromium.new_context()
+    page = context.new_page()
+
+    def serve(route):
+        path = STATIC / route.request.url.removeprefix(ORIGIN + "/static/")
+        if route.request.url.startswith(ORIGIN + "/static/") and path.is_file():
+            route.fulfill(status=200, body=path.read_bytes(), content_type="text/javascript")
+        else:
+            route.fulfill(status=200, body="<!doctype html><title>modules</title>", content_type="text/html")
+
+    page.route(f"{ORIGIN}/**", serve)
+    page.goto(ORIGIN + "/")
+    yield page
+    context.close()
+
+
+def run(js, module: str, body: str, arg=None):
+    """Evaluate `body` (an async function body) with the module's exports as `m`."""
+    return js.evaluate(
+        f"async (arg) => {{ const m = await import('/static/chat/{module}'); {body} }}",
+        arg,
+    )
+
+
+# --- SSE decoding (WHATWG event stream interpretation) ------------------------------
+
+DECODE = """
+    const events = [], retries = [], comments = [];
+    const parser = new m.SSEParser({
+        onEvent: (e) => events.push(e), onRetry: (r) => retries.push(r), onComment: (c) => comments.push(c),
+    });
+    for (const chunk of arg) parser.feed(chunk);
+    return { events, retries, comments, lastEventId: parser.lastEventId };
+"""
+
+
+def decode(js, *chunks: str) -> dict:
+    return run(js, "sse-parser.js", DECODE, list(chunks))
+
+
+@pytest.mark.parametrize(
+    "chunks, expected",
+    [
+        (["data: hello\n\n"], [{"type": "message", "data": "hello", "id": ""}]),
+        (["event: token\nid: 3\ndata: {\"seq\":3}\n\n"], [{"type": "token", "data": '{"seq":3}', "id": "3"}]),
+        # Multi-line data joins with LF; the last LF is dropped.
+        (["data: a\ndata: b\n\n"], [{"type": "message", "data": "a\nb", "id": ""}]),
+        # CRLF and lone CR end lines too.
+        (["data: a\r\ndata: b\r\n\r\n", "data: c\rdata: d\r\r"], [
+            {"type": "message", "data": "a\nb", "id": ""}, {"type": "message", "data": "c\nd", "id": ""}]),
+        # Only one leading space is stripped from a value; no colon means an empty value.
+        (["data:  two spaces\n\n", "data\n\n"], [
+            {"type": "message", "data": " two spaces", "id": ""}, {"type": "message", "data": "", "id": ""}]),
+        # A field split across chunks, and a CRLF split between two chunks.
+        (["da", "ta: spl", "it\r", "\n\r", "\n"], [{"type": "message", "data": "split", "id": ""}]),
+        # An event without data is not dispatched, but its id is kept for the next one.
+        (["id: 7\nevent: token\n\n", "data: x\n\n"], [{"type": "message", "data": "x", "id": "7"}]),
+        # An id with NULL is ignored; unknown fields are ignored; an unfinished event is not dispatched.
+        (["id: 1\ndata: a\n\n", "id: 2\0\nfoo: bar\ndata: b\n\n", "data: unfinished"], [
+            {"type": "message", "data": "a", "id": "1"}, {"type": "message", "data": "b", "id": "1"}]),
+        # A leading BOM is skipped.
+        (["\ufeffdata: bom\n\n"], [{"type": "message", "data": "bom", "id": ""}]),
+    ],
+)
+def test_sse_decoding(js, chunks, expected):
+    assert decode(js, *chunks)["events"] == expected
+
+
+def test_sse_retry_and_comments(js):
+    result = decode(js, ": stream\nretry: 1000\n\n", ": keepalive\n", "retry: soon\nretry: 250\n\n")
+    assert result["retries"] == [1000, 250]
+    assert result["comments"] == ["stream", "keepalive"]
+    assert result["events"] == []
+
+
+def test_sse_last_event_id_persists_across_events(js):
+    result = decode(js, "id: 5\ndata: a\n\n", "data: b\n\n", "id\ndata: c\n\n")
+    assert [e["id"] for e in result["events"]] == ["5", "5", ""]
+    assert result["lastEventId"] == ""
+
+
+def test_sse_utf8_split_inside_a_character(js):
+    """Bytes of one character arrive in two chunks: the streaming TextDecoder joins them."""
+    events = run(
+        js,
+        "sse-parser.js",
+        """
+        const events = [];
+        const parser = new m.SSEParser({ onEvent: (e) => events.push(e) });
+        const bytes = new TextEncoder().encode('data: h\u00e9llo \u2603\\n\\n');
+        for (let i = 0; i < bytes.length; i++) parser.feed(bytes.slice(i, i + 1));
+        return events;
+        """,
+    )
+    assert events == [{"type": "message", "data": "h\u00e9llo \u2603", "id": ""}]
+
+
+# --- Markdown: safe by construction ---------------------------------------------------------
+
+RENDER = """
+    const div = document.createElement('div');
+    div.append(m.renderMarkdown(arg));
+    return div.innerHTML;
+"""
+
+
+def markdown(js, text: str) -> str:
+    return run(js, "markdown.js", RENDER, text)
+
+
+@pytest.mark.parametrize(
+    "text, html",
+    [
+        ("Hello **world** and *you*", "<p>Hello <strong>world</strong> and <em>you</em></p>"),
+        ("line one\nline two", "<p>line one<br>line two</p>"),
+        ("para one\n\npara two", "<p>para one</p><p>para two</p>"),
+        ("- a\n- b", "<ul><li>a</li><li>b</li></ul>"),
+        ("1. one\n2. two", "<ol><li>one</li><li>two</li></ol>"),
+        ("3. three\n4. four", '<ol start="3"><li>three</li><li>four</li></ol>'),
+        ("Intro:\n- a\n\n- b\n\nAfter", "<p>Intro:</p><ul><li>a</li><li>b</li></ul><p>After</p>"),
+        ("```python\nx = 1 < 2\n```", '<pre><code class="language-python">x = 1 &lt; 2</code></pre>'),
+        ("```\nunclosed while streaming", "<pre><code>unclosed while streaming</code></pre>"),
+        ("use `a<b>` here", "<p>use <code>a&lt;b&gt;</code> here</p>"),
+        ("## Title", "<h2>Title</h2>"),
+        ("> quoted", "<blockquote><p>quoted</p></blockquote>"),
+        ("---", "<hr>"),
+        (
+            "[docs](https://example.org/a?b=1&c=2)",
+            '<p><a href="https://example.org/a?b=1&amp;c=2" target="_blank" rel="noopener noreferrer nofollow">docs</a></p>',
+        ),
+        (
+            "see https://example.org/x.",
+            '<p>see <a href="https://example.org/x" target="_blank" rel="noopener noreferrer nofollow">'
+            "https://example.org/x</a>.</p>",
+        ),
+        ("snake_case_name stays", "<p>snake_case_name stays</p>"),
+    ],
+)
+def test_markdown(js, text, html):
+    assert markdown(js, text) == html
+
+
+@pytest.mark.parametrize(
+    "text, html",
+    [
+        ("<script>alert(1)</script>", "<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>"),
+        ('<img src=x onerror="alert(1)">', '<p>&lt;img src=x onerror="alert(1)"&gt;</p>'),
+        ("[click](javascript:alert(1))", "<p>[click](javascript:alert(1))</p>"),
+        ("[x](data:text/html,<b>hi</b>)", "<p>[x](data:text/html,&lt;b&gt;hi&lt;/b&gt;)</p>"),
+        ('**<b onclick="x">bold</b>**', '<p><strong>&lt;b onclick="x"&gt;bold&lt;/b&gt;</strong></p>'),
+        ("```html\n<iframe src=x></iframe>\n```", '<pre><code class="language-html">&lt;iframe src=x&gt;&lt;/iframe&gt;</code></pre>'),
+        # A quote cannot break out of an attribute: the URL ends at it, the rest is text.
+        (
+            '[a](https://x.org/"onmouseover="alert(1))',
+            '<p>[a](<a href="https://x.org/" target="_blank" rel="noopener noreferrer nofollow">https://x.org/</a>'
+            '"onmouseover="alert(1))</p>',
+        ),
+    ],
+)
+def test_markdown_escapes_html(js, text, html):
+    assert markdown(js, text) == html
+
+
+def test_markdown_never_creates_active_elements(js):
+    hostile = "\n".join(
+        [
+            "<script>window.__pwned = 1</script>",
+            "<img src=x onerror=\"window.__pwned = 2\">",
+            "<svg onload=\"window.__pwned = 3\"></svg>",
+            "- <a href=\"javascript:window.__pwned=4\">x</a>",
+            "`</code><script>window.__pwned = 5</script>`",
+        ]
+    )
+    result = run(
+        js,
+        "markdown.js",
+        """
+        const div = document.createElement('div');
+        document.body.append(div);
+        div.append(m.renderMarkdown(arg));
+        const tags = [...div.querySelectorAll('*')].map((el) => el.tagName.toLowerCase());
+        const attributes = [...div.querySelectorAll('*')].flatMap((el) => [...el.attributes].map((a) => a.name));
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        return { tags, attributes, pwned: window.__pwned ?? null, text: div.textContent };
+        """,
+        hostile,
+    )
+    assert set(result["tags"]) <= {"p", "br", "ul", "li", "code"}
+    assert result["attributes"] == []
+    assert result["pwned"] is None
+    assert "<script>window.__pwned = 1</script>" in result["text"]
+
+
+# --- Backoff and configuration ---------------------------------------------------------------
+
+
+def test_backoff_is_exponential_capped_with_full_jitter(js):
+    delays = run(
+        js,
+        "stream-client.js",
+        """
+        const config = { backoffBaseMs: 500, backoffCapMs: 8000 };
+        const at = (attempt, r) => m.backoffDelay(attempt, config, () => r);
+        return [0, 1, 2, 3, 4, 5, 10].map((n) => [at(n, 0), at(n, 0.999999)]);
+        """,
+    )
+    upper = [d[1] for d in delays]
+    assert [d[0] for d in delays] == [0] * 7  # full jitter: anything from zero
+    assert upper == [499, 999, 1999, 3999, 7999, 7999, 7999]  # doubling, capped at 8 s
+
+
+def test_constants_and_overrides(js):
+    config = run(
+        js,
+        "stream-client.js",
+        """
+        window.CHAT_CLIENT_CONFIG = { stallMs: 1500, backoffBaseMs: -1, bogus: 1 };
+        const merged = m.clientConfig({ renderWindowMs: 16 });
+        delete window.CHAT_CLIENT_CONFIG;
+        return { defaults: m.DEFAULT_CONFIG, merged, window: m.RENDER_WINDOW_MS, stall: m.STALL_MS };
+        """,
+    )
+    assert config["window"] == 48 and config["stall"] == 10_000
+    assert config["defaults"]["maxFailedAttempts"] == 3
+    assert config["merged"]["stallMs"] == 1500
+    assert config["merged"]["renderWindowMs"] == 16
+    assert config["merged"]["backoffBaseMs"] == config["defaults"]["backoffBaseMs"]  # invalid values are ignored
+    assert "bogus" not in config["merged"]
+    assert json.dumps(config["merged"])  # plain data
