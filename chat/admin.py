@@ -379,10 +379,13 @@ def generation_detail(generation: Generation) -> dict:
         previous = (first_seq, last_seq, tokens, created_at)
     connections = list(generation.connections.select_related("user").order_by("started_at"))
     for connection in connections:
+        ended = connection.ended_at or max(end, connection.started_at)
         connection.offset_s = (connection.started_at - generation.created_at).total_seconds()
-        connection.lasted = seconds((connection.ended_at or now) - connection.started_at)
+        connection.lasted = seconds(ended - connection.started_at) if connection.ended_at else "—"
         connection.left = at(connection.started_at)
-        connection.width = max(at(connection.ended_at or now) - connection.left, 0.4)
+        connection.width = max(at(ended) - connection.left, 0.4)
+        # A row still open under an ended generation was never closed: its server died.
+        connection.end_label = connection.end_reason or ("never closed" if generation.is_terminal else "still open")
     own_text = "".join("".join(chunk[2]) for chunk in chunks)
     message_text = generation.assistant_message.content
     text = message_text if generation.is_terminal else message_text + own_text

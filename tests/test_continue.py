@@ -1,0 +1,150 @@
+"""Continue, retry and mark-as-interrupted, run by an operator in the admin of a real server.
+
+A continuation fills the same assistant message, numbers its tokens on from
+where the generation it continues stopped, and so reads, to a client that
+resumes with Last-Event-ID = old.last_seq, as one seamless answer.
+"""
+
+import json
+
+import pytest
+
+from chat.actions import CONTINUE_INSTRUCTION
+from tests.support.client import ChatClient
+from tests.support.openai_upstream import OpenAIUpstream, echo_reply
+from tests.support.operator import admin_action, operator_client, started_id
+from tests.support.server import USERS
+
+PROMPT = "How should a mobile client resume an answer after losing the network?"
+
+
+async def logged_in(server) -> ChatClient:
+    return await ChatClient(server.url).login("alice", USERS["alice"])
+
+
+def shown_text(events) -> str:
+    """What a client displays: token texts appended, a snapshot's text replacing everything before it."""
+    text = ""
+    for event in events:
+        if event.event == "snapshot":
+            text = json.loads(event.data)["text"]
+        elif event.event == "token":
+            text += json.loads(event.data)["text"]
+    return text
+
+
+def ids(events) -> list[int]:
+    return [int(e.id) for e in events if e.event in ("token", "snapshot")]
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    with OpenAIUpstream(token_delay_s=0.01) as server:
+        yield server
+
+
+async def test_continue_reads_as_one_seamless_answer(start_server, backend):
+    server = start_server(backend, fresh=True, CHAT_SIMULATED_TOKENS_PER_S=20, CHAT_SIMULATED_POINTS=6)
+    async with await logged_in(server) as alice, await operator_client(server) as ops:
+        old = await alice.ask(PROMPT)
+        first = await alice.read_stream(old["id"], max_events=4)
+        await alice.post(f"/api/generations/{old['id']}/cancel")
+        rest = await alice.read_stream(old["id"], last_event_id=first.last_id)
+        stopped = await alice.generation(old["id"])
+        partial, last = first.text + rest.text, stopped["last_seq"]
+        assert rest.terminal.event == "cancelled" and partial and last >= 4
+
+        new_id = started_id(await admin_action(ops, "continue_generations", old["id"]))
+        # A client that has nothing connects while the continuation runs.
+        fresh = await alice.read_stream(new_id, last_event_id="0")
+        # The first client goes on from the last id it has.
+        seamless = await alice.read_stream(new_id, last_event_id=str(last))
+        stored = await alice.generation(new_id)
+        old_after = await alice.generation(old["id"])
+        again = await admin_action(ops, "continue_generations", old["id"])
+        detail = await ops.http.get(f"/admin/chat/generation/{new_id}/change/")
+
+    assert stored["status"] == "complete" and seamless.terminal.event == "done"
+    assert stored["assistant_message_id"] == old["assistant_message_id"], "the same assistant message"
+    assert stored["first_seq"] == last + 1 and stored["last_seq"] > last
+    assert ids(seamless.events)[0] == last + 1 and ids(seamless.events) == sorted(set(ids(seamless.events)))
+    assert seamless.terminal.id == str(stored["last_seq"])
+    assert partial + seamless.text == stored["text"], "one seamless answer"
+    assert (old_after["status"], old_after["last_seq"]) == ("cancelled", last), "the old generation is unchanged"
+
+    snapshot = fresh.events[0]
+    assert (snapshot.event, snapshot.id) == ("snapshot", str(last))
+    assert json.loads(snapshot.data) == {"seq": last, "text": partial}
+    assert ids(fresh.events)[1] == last + 1 and shown_text(fresh.events) == stored["text"]
+
+    assert again == [("warning", f"Generation {old['id']} was already continued by {new_id}; continue that one.")]
+    assert f"/admin/chat/generation/{old['id']}/change/" in detail.text, "the detail page links the lineage"
+
+
+async def test_continue_asks_the_model_to_go_on_from_the_partial_text(start_server, upstream):
+    server = start_server(fresh=True, CHAT_LLM_PROVIDER="openai", CHAT_OPENAI_BASE_URL=upstream.base_url)
+    prompt = "[upstream:cut] tell me how resumable streams work"
+    async with await logged_in(server) as alice, await operator_client(server) as ops:
+        old = await alice.ask(prompt)
+        cut = await alice.read_stream(old["id"])
+        assert json.loads(cut.terminal.data)["reason"] == "upstream_error"
+        partial, last = cut.text, int(cut.terminal.id)
+
+        new_id = started_id(await admin_action(ops, "continue_generations", old["id"]))
+        rest = await alice.read_stream(new_id, last_event_id=str(last))
+        stored = await alice.generation(new_id)
+
+        sent = [(m["role"], m["content"]) for m in upstream.requests[-1].body["messages"]]
+        assert sent == [("user", prompt), ("assistant", partial), ("user", CONTINUE_INSTRUCTION)]
+        assert stored["text"] == partial + rest.text == partial + echo_reply(CONTINUE_INSTRUCTION)
+
+        # Retention pruned the old tokens: resuming it gives its own text in a snapshot, then the
+        # continuation's tokens still follow on from its last id.
+        await admin_action(ops, "delete_token_chunks", old["id"])
+        old_again = await alice.read_stream(old["id"])
+        rest_again = await alice.read_stream(new_id, last_event_id=old_again.terminal.id)
+        assert [(e.event, e.id) for e in old_again.events] == [("snapshot", str(last)), ("interrupted", str(last))]
+        assert shown_text(old_again.events + rest_again.events) == stored["text"]
+
+        # Both pruned: every snapshot carries the answer so far, and the last one is the whole answer.
+        await admin_action(ops, "delete_token_chunks", new_id)
+        old_pruned = await alice.read_stream(old["id"])
+        new_pruned = await alice.read_stream(new_id, last_event_id=old_pruned.terminal.id)
+        assert [e.event for e in new_pruned.events] == ["snapshot", "done"]
+        assert shown_text(old_pruned.events + new_pruned.events) == stored["text"]
+
+
+async def test_retry_answers_the_same_prompt_in_a_new_message(start_server):
+    server = start_server(fresh=True, CHAT_SIMULATED_TOKENS_PER_S=20)
+    async with await logged_in(server) as alice, await operator_client(server) as ops:
+        old = await alice.ask(PROMPT)
+        first = await alice.read_stream(old["id"], max_events=3)
+        await alice.post(f"/api/generations/{old['id']}/cancel")
+        old_stopped = await alice.generation(old["id"])
+        new_id = started_id(await admin_action(ops, "retry_generations", old["id"]))
+        read = await alice.read_stream(new_id)
+        stored = await alice.generation(new_id)
+        old_after = await alice.generation(old["id"])
+    assert read.terminal.event == "done" and read.text == stored["text"]
+    assert stored["user_message_id"] == old["user_message_id"]
+    assert stored["assistant_message_id"] != old["assistant_message_id"]
+    assert stored["first_seq"] == 1
+    # The simulated model answers the same prompt the same way: the cancelled text is where the retry began.
+    assert stored["text"].startswith(first.text) and len(stored["text"]) > len(old_stopped["text"])
+    assert old_after == old_stopped, "the retried generation is left as it was"
+
+
+async def test_mark_interrupted_stops_a_running_generation_for_its_followers(start_server, backend):
+    server = start_server(backend, fresh=True, CHAT_SIMULATED_TOKENS_PER_S=20, CHAT_SIMULATED_POINTS=6)
+    async with await logged_in(server) as alice, await operator_client(server) as ops:
+        generation = await alice.ask(PROMPT)
+        first = await alice.read_stream(generation["id"], max_events=3)
+        messages = await admin_action(ops, "mark_interrupted", generation["id"])
+        rest = await alice.read_stream(generation["id"], last_event_id=first.last_id)
+        stored = await alice.generation(generation["id"])
+        again = await admin_action(ops, "mark_interrupted", generation["id"])
+    assert messages[0][0] == "success" and "marked as interrupted" in messages[0][1]
+    assert (stored["status"], stored["reason"]) == ("interrupted", "operator")
+    assert json.loads(rest.terminal.data)["reason"] == "operator"
+    assert first.text + rest.text == stored["text"] and stored["last_seq"] < 100
+    assert again == [("warning", f"Generation {generation['id']} had already ended.")]
