@@ -621,13 +621,14 @@ async function openConversation(conversationId, { generationId = null } = {}) {
   setStatus("idle", "Loading");
   setMetrics(0, 0);
   setBusy(false);
-  let messages;
+  let messages = [];
+  let loadError = null;
   try {
     messages = await loadMessages(conversationId);
   } catch (error) {
     if (token !== page.openToken) return;
     if (error.status === 404) return newChat();
-    return flash(error.message);
+    loadError = error; // still resume a running answer below: it matters more than the history
   }
   if (token !== page.openToken) return;
   const views = new Map();
@@ -647,7 +648,8 @@ async function openConversation(conversationId, { generationId = null } = {}) {
     }
     previous = view;
   }
-  setStatus("idle", "Ready");
+  if (loadError) flash(loadError.message);
+  else setStatus("idle", "Ready");
   page.follow = true;
   followScroll();
   if (generationId) await resume(generationId, views, token);

@@ -112,7 +112,14 @@ class ChatPage:
         before = self.page.evaluate("window.chatDebug.generationId")
         self.page.fill("#prompt", prompt)
         self.page.press("#prompt", "Enter")
-        self.page.wait_for_function("(before) => window.chatDebug.generationId && window.chatDebug.generationId !== before", arg=before)
+        self.page.wait_for_function(
+            "(before) => (window.chatDebug.generationId && window.chatDebug.generationId !== before)"
+            " || document.getElementById('status').dataset.state === 'error'",
+            arg=before,
+            timeout=10_000,
+        )
+        if self.generation_id in (None, before):
+            raise AssertionError(f"sending failed: {self.status()}")
         return self.generation_id
 
     @property

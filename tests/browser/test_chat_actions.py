@@ -1,0 +1,128 @@
+"""What a person does on the chat page: compose, stop, regenerate, refresh, scroll, manage conversations."""
+
+import pytest
+
+from tests.browser.test_chat_stream import PROMPT, assert_shows_stored, stream_connections
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_composer_enter_sends_and_shift_enter_breaks_the_line(chat):
+    chat.page.click("#prompt")
+    chat.page.keyboard.type("First line")
+    chat.page.keyboard.press("Shift+Enter")
+    chat.page.keyboard.type("second line about retries")
+    assert chat.page.input_value("#prompt") == "First line\nsecond line about retries"
+    assert chat.generation_id is None  # Shift+Enter did not send
+    chat.page.keyboard.press("Enter")
+    chat.page.wait_for_function("window.chatDebug.generationId !== null")
+    # While the answer streams, the composer is off and Stop is offered instead of Send.
+    chat.wait_state("streaming")
+    assert chat.page.locator("#prompt").is_disabled()
+    assert chat.page.locator("#send").is_hidden()
+    assert chat.page.locator("#stop").is_visible()
+    chat.wait_state("ended")
+    assert chat.page.locator("#prompt").is_enabled()
+    assert chat.page.input_value("#prompt") == ""
+    assert chat.page.locator(".message.user").last.text_content() == "First line\nsecond line about retries"
+
+
+def test_stop_cancels_the_generation_and_keeps_the_partial_text(chat):
+    generation_id = chat.send(PROMPT)
+    chat.wait_text(30)
+    chat.page.click("#stop")
+    end = chat.wait_state("ended")
+    assert end["detail"]["status"] == "cancelled"
+    stored = assert_shows_stored(chat, generation_id)
+    assert stored["status"] == "cancelled"
+    assert 30 <= len(chat.shown_text())
+    assert chat.status()["label"] == "Stopped"
+    notice = chat.page.locator(".message.assistant").last.locator(".notice")
+    assert notice.text_content() == "You stopped this answer."
+    assert chat.page.locator("#prompt").is_enabled()
+
+
+def test_regenerate_starts_a_new_generation_for_the_same_prompt(chat):
+    first = chat.send(PROMPT)
+    chat.wait_state("ended")
+    chat.page.locator(".regenerate").click()
+    chat.page.wait_for_function("(first) => window.chatDebug.generationId !== first", arg=first)
+    second = chat.generation_id
+    chat.wait_state("ended")
+    stored_first = chat.stored_generation(first)
+    stored_second = assert_shows_stored(chat, second)
+    assert stored_second["status"] == "complete"
+    assert stored_second["user_message_id"] == stored_first["user_message_id"]
+    # The old answer stays in the history, marked as such.
+    answers = chat.page.locator(".message.assistant")
+    assert answers.count() == 2
+    assert answers.first.locator(".label").text_content() == "Earlier answer"
+    assert answers.first.locator(".content").inner_html() == chat.markdown_html(stored_first["text"])
+    assert chat.page.locator(".message.user").count() == 1
+    assert chat.page.locator(".regenerate").count() == 1
+
+
+def test_refresh_mid_stream_resumes_the_same_generation(chat):
+    generation_id = chat.send(PROMPT)
+    chat.wait_text(60)
+    assert f"generation={generation_id}" in chat.page.url
+    chat.page.reload()
+    chat.page.wait_for_selector("body[data-ready='1']")
+    assert chat.generation_id == generation_id  # found the running answer, did not start another
+    chat.wait_state("ended")
+    stored = assert_shows_stored(chat, generation_id)
+    assert stored["status"] == "complete"
+    conversation_id = stored["conversation_id"]
+    assert chat.db("SELECT count(*) FROM chat_generation WHERE conversation_id = ?", conversation_id) == [(1,)]
+    assert chat.db("SELECT count(*) FROM chat_message WHERE conversation_id = ? AND role = 'user'", conversation_id) == [(1,)]
+    # The reloaded page resumed from its last event (kept in sessionStorage), not from the start.
+    connections = stream_connections(chat, generation_id)
+    assert len(connections) == 2
+    assert connections[1][0] is not None and connections[1][0] > 0
+    assert chat.page.url.endswith(f"/?conversation={conversation_id}")
+
+
+def test_opening_a_finished_generation_by_url_shows_it_without_streaming(chat, make_page):
+    generation_id = chat.send(PROMPT)
+    chat.wait_state("ended")
+    stored = chat.stored_generation(generation_id)
+    other = make_page()
+    other.open(f"/?generation={generation_id}")
+    assert other.page.locator(".message.assistant").last.locator(".content").inner_html() == other.markdown_html(
+        stored["text"]
+    )
+    assert other.status()["label"] == "Complete"
+    assert len(stream_connections(chat, generation_id)) == 1  # nothing was streamed again
+
+
+def test_unknown_generation_in_the_url_says_so(chat):
+    chat.open("/?generation=00000000-0000-4000-8000-000000000000")
+    assert chat.status()["label"] == "Not found"
+    assert chat.page.locator(".message").count() == 0
+
+
+def test_follows_the_stream_unless_the_user_scrolled_up(make_page):
+    chat = make_page(viewport={"width": 900, "height": 420})
+    chat.send(PROMPT)
+    chat.wait_text(150)
+    at_bottom = "(() => { const m = document.getElementById('messages'); return m.scrollHeight - m.scrollTop - m.clientHeight <= 2; })()"
+    assert chat.page.evaluate(at_bottom)
+    chat.page.mouse.move(450, 200)
+    chat.page.mouse.wheel(0, -2000)
+    chat.page.wait_for_function("document.getElementById('messages').scrollTop === 0")
+    length = len(chat.shown_text())
+    chat.wait_text(length + 40)
+    assert chat.page.evaluate("document.getElementById('messages').scrollTop") == 0  # left where the user put it
+    assert chat.page.locator("#jump").is_visible()
+    chat.page.click("#jump")
+    chat.page.wait_for_function(at_bottom)
+    chat.wait_state("ended")
+    assert chat.page.evaluate(at_bottom)
+
+
+def test_logout_is_a_post_and_ends_the_session(make_page):
+    chat = make_page()
+    chat.page.click("#logout")
+    chat.page.wait_for_url("**/accounts/login/**")
+    chat.page.goto(chat.base_url + "/")
+    assert "/accounts/login/" in chat.page.url
