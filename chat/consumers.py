@@ -28,7 +28,7 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncWebsocketConsumer
 from . import actions
 from .errors import ApiError, error_body
-from .events import KEEPALIVE, End
+from .events import KEEPALIVE, End, dumps
 from .models import Generation, StreamConnection
 from .stream import Follow
 from .views import ConnectionLog, parse_coalesce_s, resume_position
@@ -47,8 +47,8 @@ CLOSE_CODES = {
 ERROR_CLOSE_CODES = {400: 4400, 401: 4401, 404: 4404}
 INTERNAL_ERROR_CLOSE = 1011
 
-PING = json.dumps({"type": "ping"})
-PONG = json.dumps({"type": "pong"})
+PING = dumps({"type": "ping"})
+PONG = dumps({"type": "pong"})
 
 
 def query_param(scope, name: str) -> str | None:
@@ -70,7 +70,7 @@ class GenerationConsumer(AsyncWebsocketConsumer):
         try:
             self.generation, after_seq, coalesce_s = await self.parse()
         except ApiError as error:
-            await self.send(text_data=json.dumps({"type": "error", **error_body(error.code, error.message, error.field)}))
+            await self.send(text_data=dumps({"type": "error", **error_body(error.code, error.message, error.field)}))
             await self.close(code=ERROR_CLOSE_CODES.get(error.status, 4400))
             return
         self.log = await ConnectionLog.open(
@@ -131,7 +131,7 @@ class GenerationConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=PONG)
         else:
             message = 'Send {"type": "cancel"} or {"type": "ping"}.'
-            await self.send(text_data=json.dumps({"type": "error", **error_body("invalid_message", message)}))
+            await self.send(text_data=dumps({"type": "error", **error_body("invalid_message", message)}))
 
     async def disconnect(self, code):
         if self.follower and not self.follower.done():

@@ -4,6 +4,7 @@ from urllib.parse import parse_qs
 
 from django.urls import path
 
+from .auth import user_for_token
 from .consumers import GenerationConsumer
 
 # Offer this subprotocol beside `bearer.<token>` and the server picks it, so the
@@ -43,14 +44,6 @@ class TokenAuthMiddleware:
             else:
                 scope["user"] = user
         return await self.app(scope, receive, send)
-
-
-async def user_for_token(raw_key: str):
-    try:
-        from .auth import user_for_token as lookup
-    except ImportError:  # Token auth not installed: every token is unknown.
-        return None
-    return await lookup(raw_key)
 
 
 websocket_urlpatterns = [
