@@ -48,6 +48,11 @@ def seconds(span: timedelta | None) -> str:
     return f"{int(total // 60)} min {total % 60:.0f} s"
 
 
+def timestamp(moment) -> str:
+    """To the millisecond, in the server's time zone (UTC by default): pauses matter here."""
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S.%f")[:23] if moment else "—"
+
+
 def uuid_or_none(term: str):
     try:
         return uuid.UUID(term.strip())
@@ -109,11 +114,11 @@ class GenerationAdmin(SearchByGenerationId, admin.ModelAdmin):
     list_display = [
         "short_id",
         "status_badge",
-        "interrupt_reason",
+        "reason",
         "owner",
         "conversation_link",
         "provider_model",
-        "token_count",
+        "tokens",
         "time_to_first_token",
         "duration",
         "connection_count",
@@ -128,13 +133,13 @@ class GenerationAdmin(SearchByGenerationId, admin.ModelAdmin):
     ordering = ["-created_at"]
     actions = ["retry_generations", "continue_generations", "mark_interrupted", "delete_token_chunks"]
     fieldsets = [
-        ("What happened", {"fields": ["status", "interrupt_reason", "finish_reason", "error", "owner", "conversation_link"]}),
+        ("What happened", {"fields": ["status", "reason", "finish_reason", "error", "owner", "conversation_link"]}),
         (
             "How far it got",
             {
                 "fields": [
                     ("first_seq", "last_seq", "token_count"),
-                    ("created_at", "first_token_at", "finished_at"),
+                    ("created", "first_token", "finished"),
                     ("time_to_first_token", "duration"),
                     ("connection_count", "reconnect_count"),
                 ]
@@ -142,13 +147,13 @@ class GenerationAdmin(SearchByGenerationId, admin.ModelAdmin):
         ),
         (
             "Where it ran",
-            {"fields": ["id", "provider_model", "response_format", "worker", "heartbeat_at", "lineage"]},
+            {"fields": ["id", "provider_model", "response_format", "worker", "heartbeat", "lineage"]},
         ),
     ]
     readonly_fields = [
         "id",
         "status",
-        "interrupt_reason",
+        "reason",
         "finish_reason",
         "error",
         "owner",
@@ -156,9 +161,9 @@ class GenerationAdmin(SearchByGenerationId, admin.ModelAdmin):
         "first_seq",
         "last_seq",
         "token_count",
-        "created_at",
-        "first_token_at",
-        "finished_at",
+        "created",
+        "first_token",
+        "finished",
         "time_to_first_token",
         "duration",
         "connection_count",
@@ -166,7 +171,7 @@ class GenerationAdmin(SearchByGenerationId, admin.ModelAdmin):
         "provider_model",
         "response_format",
         "worker",
-        "heartbeat_at",
+        "heartbeat",
         "lineage",
     ]
     change_form_template = "admin/chat/generation/change_form.html"
@@ -209,6 +214,15 @@ class GenerationAdmin(SearchByGenerationId, admin.ModelAdmin):
             generation.status,
         )
 
+    @admin.display(description="reason", ordering="interrupt_reason")
+    def reason(self, generation):
+        # The code itself, as the API, the protocol and the logs spell it.
+        return generation.interrupt_reason or "—"
+
+    @admin.display(description="tokens", ordering="token_count")
+    def tokens(self, generation):
+        return generation.token_count
+
     @admin.display(description="owner", ordering="conversation__owner__username")
     def owner(self, generation):
         return generation.conversation.owner
@@ -239,6 +253,22 @@ class GenerationAdmin(SearchByGenerationId, admin.ModelAdmin):
     @admin.display(description="reconnects", ordering="reconnect_count")
     def reconnect_count(self, generation):
         return generation.reconnect_count
+
+    @admin.display(description="created")
+    def created(self, generation):
+        return timestamp(generation.created_at)
+
+    @admin.display(description="first token")
+    def first_token(self, generation):
+        return timestamp(generation.first_token_at)
+
+    @admin.display(description="finished")
+    def finished(self, generation):
+        return timestamp(generation.finished_at)
+
+    @admin.display(description="last heartbeat")
+    def heartbeat(self, generation):
+        return timestamp(generation.heartbeat_at)
 
     @admin.display(description="continued from / by")
     def lineage(self, generation):
@@ -346,37 +376,7 @@ def generation_detail(generation: Generation) -> dict:
         """Where `moment` falls on the timeline strip, in percent."""
         return min(max((moment - generation.created_at).total_seconds() / span_s * 100, 0), 100)
 
-    chunks = list(
-        generation.chunks.order_by("first_seq").values_list("first_seq", "last_seq", "tokens", "created_at")[
-            : TIMELINE_MAX_CHUNKS + 1
-        ]
-    )
-    total_chunks = generation.chunks.count() if len(chunks) > TIMELINE_MAX_CHUNKS else len(chunks)
-    chunks = chunks[:TIMELINE_MAX_CHUNKS]
-    pauses = [(b[3] - a[3]).total_seconds() for a, b in zip(chunks, chunks[1:])]
-    stall_s = max(STALL_MIN_S, STALL_FACTOR * statistics.median_low(pauses)) if pauses else STALL_MIN_S
-    timeline, previous = [], None
-    for first_seq, last_seq, tokens, created_at in chunks:
-        since = previous[3] if previous else generation.created_at
-        pause = (created_at - since).total_seconds()
-        expected = previous[1] + 1 if previous else generation.first_seq
-        timeline.append(
-            {
-                "first_seq": first_seq,
-                "last_seq": last_seq,
-                "tokens": len(tokens),
-                "created_at": created_at,
-                "offset_s": (created_at - generation.created_at).total_seconds(),
-                "pause_s": pause,
-                "stall": previous is not None and pause > stall_s,
-                "missing": (expected, first_seq - 1) if first_seq > expected else None,
-                "preview": "".join(tokens)[:120],
-                "left": at(created_at),
-                "since_left": at(since),
-                "stall_width": at(created_at) - at(since),
-            }
-        )
-        previous = (first_seq, last_seq, tokens, created_at)
+    timeline = token_timeline(generation, at)
     connections = list(generation.connections.select_related("user").order_by("started_at"))
     for connection in connections:
         ended = connection.ended_at or max(end, connection.started_at)
@@ -386,9 +386,10 @@ def generation_detail(generation: Generation) -> dict:
         connection.width = max(at(ended) - connection.left, 0.4)
         # A row still open under an ended generation was never closed: its server died.
         connection.end_label = connection.end_reason or ("never closed" if generation.is_terminal else "still open")
-    own_text = "".join("".join(chunk[2]) for chunk in chunks)
-    message_text = generation.assistant_message.content
-    text = message_text if generation.is_terminal else message_text + own_text
+    text = generation.assistant_message.content
+    if not generation.is_terminal:
+        # The runner writes the message when it ends; until then the text so far is in the chunks.
+        text += "".join("".join(tokens) for tokens in generation.chunks.order_by("first_seq").values_list("tokens", flat=True))
     refusal = actions.continuation_refusal(generation) if generation.is_terminal else "It is still running."
     return {
         "generation": generation,
@@ -396,18 +397,79 @@ def generation_detail(generation: Generation) -> dict:
         "prompt": generation.user_message.content,
         "text": text,
         "text_is_final": generation.is_terminal,
-        "pruned": generation.is_terminal and generation.last_seq >= generation.first_seq and not chunks,
-        "timeline": timeline,
-        "timeline_truncated": total_chunks - len(timeline),
-        "stall_s": stall_s,
+        "pruned": generation.is_terminal and generation.last_seq >= generation.first_seq and not timeline["chunks"],
+        "timeline": timeline["chunks"],
+        "timeline_runs": timeline["runs"],
+        "timeline_truncated": timeline["truncated"],
+        "stall_s": timeline["stall_s"],
         "first_token_left": at(generation.first_token_at) if generation.first_token_at else None,
         "connections": connections,
         "chat_url": chat_url(generation),
         "overview_url": reverse("admin:chat_generation_overview"),
         "changelist_url": reverse("admin:chat_generation_changelist"),
         "continue_refusal": refusal,
-        "has_chunks": bool(chunks),
+        "has_chunks": bool(timeline["chunks"]),
     }
+
+
+def token_timeline(generation: Generation, at) -> dict:
+    """The persisted chunks with their pauses, stalls and sequence gaps, and the runs between anomalies.
+
+    `at(moment)` places a moment on the timeline strip, in percent.
+    """
+    chunks = list(
+        generation.chunks.order_by("first_seq").values_list("first_seq", "last_seq", "tokens", "created_at")[
+            : TIMELINE_MAX_CHUNKS + 1
+        ]
+    )
+    total = generation.chunks.count() if len(chunks) > TIMELINE_MAX_CHUNKS else len(chunks)
+    chunks = chunks[:TIMELINE_MAX_CHUNKS]
+    pauses = [(b[3] - a[3]).total_seconds() for a, b in zip(chunks, chunks[1:])]
+    stall_s = max(STALL_MIN_S, STALL_FACTOR * statistics.median_low(pauses)) if pauses else STALL_MIN_S
+    rows, previous = [], None
+    for first_seq, last_seq, tokens, created_at in chunks:
+        since = previous["created_at"] if previous else generation.created_at
+        pause = (created_at - since).total_seconds()
+        expected = previous["last_seq"] + 1 if previous else generation.first_seq
+        previous = {
+            "first_seq": first_seq,
+            "last_seq": last_seq,
+            "tokens": len(tokens),
+            "text": "".join(tokens),
+            "created_at": created_at,
+            "offset_s": (created_at - generation.created_at).total_seconds(),
+            "pause_s": pause,
+            "stall": bool(rows) and pause > stall_s,
+            "missing": (expected, first_seq - 1) if first_seq > expected else None,
+            "left": at(created_at),
+            "since_left": at(since),
+            "stall_width": at(created_at) - at(since),
+        }
+        rows.append(previous)
+    return {
+        "chunks": rows,
+        "runs": chunk_runs(rows),
+        "stall_s": stall_s,
+        "truncated": total - len(rows),
+    }
+
+
+def chunk_runs(rows: list[dict]) -> list[dict]:
+    """Group the chunks into runs that a stall or a sequence gap starts: one table row per run."""
+    runs = []
+    for row in rows:
+        if not runs or row["stall"] or row["missing"]:
+            runs.append({**row, "chunks": []})
+        run = runs[-1]
+        run["chunks"].append(row)
+        run["last_seq"] = row["last_seq"]
+        run["span_s"] = row["offset_s"] - run["offset_s"]
+    for run in runs:
+        run["tokens"] = sum(chunk["tokens"] for chunk in run["chunks"])
+        run["max_pause_s"] = max((chunk["pause_s"] for chunk in run["chunks"][1:]), default=0.0)
+        # One line: the table stays readable whatever the text holds.
+        run["preview"] = "".join(chunk["text"] for chunk in run["chunks"])[:160].replace("\n", " ⏎ ")
+    return runs
 
 
 def summary(generation: Generation, connections: list) -> str:
