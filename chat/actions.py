@@ -3,19 +3,25 @@
 Views parse input, call one action and shape the output.
 """
 
+import asyncio
+import hashlib
+import json
 import logging
+from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import transaction
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from . import live
 from .errors import ApiError
 from .events import Cancel, End
 from .hub import control_group, get_hub, stream_group
 from .llm import ChatMessage, get_provider
-from .models import Conversation, Generation, Message, StreamConnection, TokenChunk
+from .models import Conversation, Generation, IdempotencyKey, Message, StreamConnection, TokenChunk
 from .runner import local_run, start_generation
 from .stream import wait_for_end
 
@@ -28,7 +34,48 @@ CANCEL_WAIT_S = 5.0
 
 
 async def conversation_create(*, owner, title: str = "") -> Conversation:
-    return await Conversation.objects.acreate(owner=owner, title=title.strip())
+    conversation = await Conversation.objects.acreate(owner=owner, title=title.strip())
+    await live.conversation_changed(conversation, "conversation.created")
+    return conversation
+
+
+async def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
+    conversation.title = title.strip()
+    await conversation.asave(update_fields=["title", "updated_at"])
+    await live.conversation_changed(conversation, "conversation.renamed")
+    return conversation
+
+
+async def conversation_delete(*, conversation: Conversation) -> None:
+    """Delete the conversation and everything in it, cancelling its running answers first.
+
+    A run must end before its rows go: the process's token writer would
+    otherwise keep failing to insert chunks of a generation that is gone.
+    """
+    running = [g async for g in Generation.objects.filter(conversation=conversation, status__in=Generation.ACTIVE_STATUSES)]
+    if running:
+        await asyncio.gather(*(generation_cancel(generation=g) for g in running))
+    owner_id, conversation_id = conversation.owner_id, conversation.pk
+    await sync_to_async(_delete_conversation)(conversation)
+    await live.conversation_deleted(owner_id=owner_id, conversation_id=conversation_id)
+
+
+def _delete_conversation(conversation: Conversation) -> None:
+    with transaction.atomic():
+        # The owner's lock keeps a message posted meanwhile from starting a new answer in it.
+        _lock_user(conversation.owner_id)
+        if Generation.objects.filter(conversation=conversation, status__in=Generation.ACTIVE_STATUSES).exists():
+            raise ApiError(
+                409,
+                "generation_active",
+                "An answer in this conversation is still stopping; try the delete again in a few seconds.",
+            )
+        conversation.delete()
+
+
+def _lock_user(user_id) -> None:
+    """Serialise one user's writes that check a limit or a key (a no-op lock on SQLite, which serialises writers)."""
+    list(get_user_model().objects.select_for_update().filter(pk=user_id).values_list("pk", flat=True))
 
 
 def _history(conversation: Conversation, user_message: Message) -> list[ChatMessage]:
@@ -69,15 +116,176 @@ async def generation_start(
     return generation
 
 
+@dataclass(frozen=True)
+class Idempotency:
+    """A client's Idempotency-Key, and the fingerprint of the request it came with."""
+
+    key: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, key: str | None, operation: str, **request) -> "Idempotency | None":
+        if key is None:
+            return None
+        canonical = json.dumps({"operation": operation, **request}, sort_keys=True, default=str)
+        return cls(key, hashlib.sha256(canonical.encode()).hexdigest())
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A user message and the generation answering it, new or (for a retried key) the original ones."""
+
+    message: Message
+    generation: Generation
+    status_code: int
+    replayed: bool = False
+
+
 async def message_post(
-    *, conversation: Conversation, content: str, response_format: str = "text"
-) -> tuple[Message, Generation]:
-    """Add the user's message and start the answer to it."""
-    message = await Message.objects.acreate(conversation=conversation, role=Message.Role.USER, content=content)
-    generation = await generation_start(
-        conversation=conversation, user_message=message, response_format=response_format
+    *,
+    conversation: Conversation,
+    content: str,
+    response_format: str = "text",
+    idempotency: Idempotency | None = None,
+    status_code: int = 201,
+) -> Answer:
+    """Add the user's message and start the answer to it.
+
+    With an idempotency key already used for the same request, return what
+    that request created instead; with a different request, refuse (409).
+    """
+    answer, history = await sync_to_async(_answer_idempotently)(
+        conversation=conversation,
+        user_message=None,
+        content=content,
+        response_format=response_format,
+        idempotency=idempotency,
+        status_code=status_code,
     )
-    return message, generation
+    if history is not None:
+        start_generation(answer.generation, history)
+        await live.generation_changed(answer.generation.id)
+    return answer
+
+
+async def generation_regenerate(
+    *, generation: Generation, idempotency: Idempotency | None = None, status_code: int = 201
+) -> Answer:
+    """Answer the same user message again, in a new assistant message; the old answer stays in history."""
+    generation = await Generation.objects.select_related("conversation", "user_message").aget(pk=generation.pk)
+    if not generation.is_terminal:
+        raise ApiError(
+            409, "generation_active", f"Generation {generation.id} is still {generation.status}; cancel it first."
+        )
+    answer, history = await sync_to_async(_answer_idempotently)(
+        conversation=generation.conversation,
+        user_message=generation.user_message,
+        content=None,
+        response_format=generation.response_format,
+        idempotency=idempotency,
+        status_code=status_code,
+    )
+    if history is not None:
+        start_generation(answer.generation, history)
+        await live.generation_changed(answer.generation.id)
+    return answer
+
+
+def _answer_idempotently(**kwargs) -> tuple[Answer, list[ChatMessage] | None]:
+    """Create the answer, or find the one an earlier request with the same key created.
+
+    Returns the history to generate from, or None when nothing was created.
+    """
+    try:
+        return _answer(**kwargs)
+    except IntegrityError:
+        idempotency, owner_id = kwargs["idempotency"], kwargs["conversation"].owner_id
+        if idempotency is None:
+            raise
+        # A concurrent request with the same key committed first: answer what it created.
+        replay = _replay(owner_id, idempotency)
+        if replay is None:
+            raise
+        return replay, None
+
+
+def _answer(
+    *,
+    conversation: Conversation,
+    user_message: Message | None,
+    content: str | None,
+    response_format: str,
+    idempotency: Idempotency | None,
+    status_code: int,
+) -> tuple[Answer, list[ChatMessage] | None]:
+    provider = get_provider()
+    owner_id = conversation.owner_id
+    with transaction.atomic():
+        _lock_user(owner_id)
+        if idempotency is not None:
+            IdempotencyKey.objects.filter(user_id=owner_id, created_at__lt=_idempotency_cutoff()).delete()
+            replay = _replay(owner_id, idempotency)
+            if replay is not None:
+                return replay, None
+        limit = settings.CHAT_MAX_ACTIVE_GENERATIONS_PER_USER
+        if limit:
+            active = Generation.objects.filter(
+                conversation__owner_id=owner_id, status__in=Generation.ACTIVE_STATUSES
+            ).count()
+            if active >= limit:
+                raise ApiError(
+                    429,
+                    "too_many_generations",
+                    f"You have {active} answers being generated; the limit is {limit}. "
+                    "Wait for one to finish, or cancel one.",
+                )
+        if user_message is None:
+            user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
+        assistant_message = Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT)
+        generation = Generation.objects.create(
+            conversation=conversation,
+            user_message=user_message,
+            assistant_message=assistant_message,
+            provider=provider.name,
+            model=provider.model,
+            response_format=response_format,
+        )
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+        if idempotency is not None:
+            # The unique (user, key) constraint is the last word on a race between retries.
+            IdempotencyKey.objects.create(
+                user_id=owner_id,
+                key=idempotency.key,
+                fingerprint=idempotency.fingerprint,
+                status_code=status_code,
+                message=user_message,
+                generation=generation,
+            )
+    return Answer(user_message, generation, status_code), _history(conversation, user_message)
+
+
+def _replay(owner_id, idempotency: Idempotency) -> Answer | None:
+    """What the key's first request created; None if the key is new or expired."""
+    row = (
+        IdempotencyKey.objects.select_related("message", "generation")
+        .filter(user_id=owner_id, key=idempotency.key)
+        .first()
+    )
+    if row is None or row.created_at < _idempotency_cutoff():
+        return None
+    if row.fingerprint != idempotency.fingerprint:
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            "This Idempotency-Key was already used for a different request; use a new key for a new request.",
+            "Idempotency-Key",
+        )
+    return Answer(row.message, row.generation, row.status_code, replayed=True)
+
+
+def _idempotency_cutoff():
+    """Keys older than this are forgotten: a retry comes within minutes, not days."""
+    return timezone.now() - timezone.timedelta(seconds=settings.CHAT_IDEMPOTENCY_TTL_S)
 
 
 async def generation_wait(*, generation: Generation, timeout: float | None = None) -> Generation:
@@ -154,6 +362,7 @@ async def _end_orphan(generation_id, status: str, reason: str = "") -> Generatio
     generation = await sync_to_async(generation_end_orphan)(generation_id, status=status, reason=reason)
     if generation is not None:
         await get_hub().publish(stream_group(generation_id), End.of(generation))
+        await live.generation_changed(generation_id)
     return generation
 
 

@@ -4,9 +4,14 @@ import hashlib
 import secrets
 from datetime import timedelta
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
+from ninja import security as ninja_security
+from ninja.security import HttpBearer
+from ninja.utils import check_csrf
 
+from .errors import ApiError
 from .models import ApiToken
 
 # A recognisable prefix lets secret scanners and people spot a leaked key.
@@ -38,8 +43,6 @@ def token_issue(*, user, name: str = "", ttl: timedelta | None = None) -> tuple[
 
 
 async def atoken_issue(*, user, name: str = "", ttl: timedelta | None = None) -> tuple[str, ApiToken]:
-    from asgiref.sync import sync_to_async
-
     return await sync_to_async(token_issue)(user=user, name=name, ttl=ttl)
 
 
@@ -69,3 +72,56 @@ async def user_for_token(raw_key: str):
 
 async def token_revoke(*, token: ApiToken) -> None:
     await ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).aupdate(revoked_at=timezone.now())
+
+
+# --- Request authentication: bearer token or session ------------------------------
+
+
+def bearer_key(request) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header, or None if there is no such header."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" else None
+
+
+class BearerAuth(HttpBearer):
+    """A bearer token, when sent, decides: a bad one is a 401 even if a session cookie came along."""
+
+    async def authenticate(self, request, token: str):
+        api_token = await token_for_key(token)
+        if api_token is None:
+            raise ApiError(401, "invalid_token", "The bearer token is invalid, expired or revoked.", "Authorization")
+        request.api_token = api_token
+        return api_token.user
+
+
+class SessionAuth(ninja_security.SessionAuth):
+    """The Django session, with CSRF enforced on unsafe methods; read without blocking the event loop."""
+
+    def _get_key(self, request):
+        key = request.COOKIES.get(self.param_name)
+        if key is None:
+            return None  # No session: a 401, not a CSRF complaint.
+        if check_csrf(request):
+            raise ApiError(
+                403,
+                "csrf_failed",
+                "CSRF check failed: send the csrftoken cookie's value in the X-CSRFToken header, "
+                "or authenticate with a bearer token instead.",
+            )
+        return key
+
+    async def authenticate(self, request, key):
+        if key is None:
+            return None
+        user = await request.auser()
+        return user if user.is_authenticated else None
+
+
+async def request_user(request) -> tuple[object | None, str | None]:
+    """The user of a request outside the ninja API (bearer first, then session), or (None, error code)."""
+    key = bearer_key(request)
+    if key is not None:
+        token = await token_for_key(key)
+        return (token.user, None) if token else (None, "invalid_token")
+    user = await request.auser()
+    return (user, None) if user.is_authenticated else (None, "unauthenticated")

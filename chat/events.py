@@ -49,6 +49,8 @@ class Token(StreamEvent):
     first_seq: int
     last_seq: int
     text: str
+    # Each token's own text, when known: a JSON answer's stream cuts the event where a `json` event falls.
+    parts: list[str] | None = field(default=None, repr=False)
     name = "token"
 
     @property
@@ -71,6 +73,30 @@ class Snapshot(Token):
     """
 
     name = "snapshot"
+
+
+@dataclass(eq=False)
+class Json(StreamEvent):
+    """A JSON answer's parse-ready snapshot after token `seq` (docs/protocol.md, "Structured answers")."""
+
+    seq: int
+    value: str  # The snapshot, already encoded.
+    name = "json"
+
+    @property
+    def id(self) -> int:
+        return self.seq
+
+    def payload(self) -> dict:
+        return {"seq": self.seq, "value": json.loads(self.value)}
+
+    @cached_property
+    def data(self) -> str:
+        return f'{{"seq":{self.seq},"value":{self.value}}}'
+
+    @cached_property
+    def ws(self) -> str:
+        return f'{{"type":"json","id":{self.seq},"seq":{self.seq},"value":{self.value}}}'
 
 
 @dataclass(eq=False)

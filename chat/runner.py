@@ -23,9 +23,11 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from . import live
 from .db import db_work
 from .events import Cancel, End, Token
 from .hub import Hub, control_group, get_hub, stream_group
+from .jsonstream import document_error
 from .llm import ChatMessage, Finish, Provider, ProviderError, get_provider
 from .models import Generation, Message, TokenChunk
 from .writer import get_writer
@@ -166,6 +168,12 @@ class GenerationRun:
         if isinstance(outcome, Finish):
             status, reason, error = Generation.Status.COMPLETE, "", ""
             finish_reason, usage = outcome.reason, outcome.usage
+            if self.response_format == "json" and (
+                problem := await asyncio.to_thread(document_error, self.prefix + "".join(self.texts))
+            ):
+                # Complete, with the raw text kept, but flagged: the client cannot parse it.
+                stopped = " (the model stopped at its token limit)" if finish_reason == "length" else ""
+                finish_reason, error = "invalid_json", f"The answer is not valid JSON: {problem}{stopped}."
         else:
             status, reason, error = outcome.status, outcome.reason, outcome.error
             finish_reason, usage = "", {}
@@ -182,6 +190,7 @@ class GenerationRun:
         finally:
             writer.remove(self)
         await self.hub.publish(stream_group(self.generation_id), end)
+        await live.generation_changed(self.generation_id)
 
     def persist_end(self, end: End, last_chunk: TokenChunk | None) -> None:
         close_old_connections()

@@ -1,16 +1,66 @@
 """Request and response schemas of the JSON API; inputs and outputs kept apart."""
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from django.conf import settings
 from ninja import Schema
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 
-class ConversationIn(Schema):
+class StrictInput(Schema):
+    """Unknown fields are a 400, so a typo in a field name is not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- Errors -----------------------------------------------------------------------
+
+
+class ErrorDetail(Schema):
+    code: str = Field(description="Stable, machine-readable: `not_found`, `invalid`, `idempotency_conflict`, ...")
+    message: str = Field(description="For people; may change between versions.")
+    field: str | None = Field(None, description="The input field (or header) at fault, if any.")
+
+
+class ErrorOut(Schema):
+    error: ErrorDetail
+
+
+# --- Auth -------------------------------------------------------------------------
+
+
+class TokenIn(StrictInput):
+    username: str = Field(min_length=1, max_length=150)
+    password: str = Field(min_length=1, max_length=1024)
+    name: str = Field("", max_length=100, description="A label for the device, shown to operators.")
+
+
+class TokenOut(Schema):
+    token: str = Field(description="Send as `Authorization: Bearer <token>`. Shown once; only its hash is stored.")
+    expires_at: datetime | None = Field(description="When the token stops working; null if it never expires.")
+
+
+# --- Conversations ------------------------------------------------------------------
+
+
+def clean_title(title: str) -> str:
+    """One line, single spaces: titles show in narrow lists."""
+    return " ".join(title.split())
+
+
+class ConversationIn(StrictInput):
     title: str = Field("", max_length=200)
+
+    @field_validator("title")
+    @classmethod
+    def one_line(cls, title: str) -> str:
+        return clean_title(title)
+
+
+class ConversationRenameIn(ConversationIn):
+    title: str = Field(max_length=200)
 
 
 class ConversationOut(Schema):
@@ -20,10 +70,20 @@ class ConversationOut(Schema):
     updated_at: datetime
 
 
-class MessageIn(Schema):
+class ConversationPage(Schema):
+    items: list[ConversationOut]
+    next_cursor: str | None = Field(description="Pass as `?cursor=` for the next page; null on the last page.")
+
+
+# --- Messages -------------------------------------------------------------------------
+
+
+class MessageIn(StrictInput):
     content: str = Field(min_length=1)
-    stream: bool = True
-    response_format: Literal["text", "json"] = "text"
+    stream: bool = Field(True, description="false: wait for the whole answer and return it (the non-streaming fallback).")
+    response_format: Literal["text", "json"] = Field(
+        "text", description='"json": the answer is one JSON document, and the stream carries `json` events.'
+    )
 
     @field_validator("content")
     @classmethod
@@ -36,12 +96,36 @@ class MessageIn(Schema):
         return content
 
 
+class GenerationRef(Schema):
+    id: UUID
+    status: str
+    stream_url: str
+    ws_url: str
+
+
 class MessageOut(Schema):
     id: int
     conversation_id: int
     role: str
-    content: str
+    content: str = Field(description="An assistant message is empty while its answer is generated; follow its generation.")
     created_at: datetime
+    reply_to: int | None = Field(None, description="For an assistant message: the user message it answers.")
+    generation: GenerationRef | None = Field(
+        None, description="For an assistant message: the (latest) generation that fills it."
+    )
+
+
+class MessagePage(Schema):
+    items: list[MessageOut]
+    next_cursor: str | None = Field(description="Pass as `?cursor=` for the next page; null on the last page.")
+
+
+# --- Generations ------------------------------------------------------------------------
+
+
+class Timings(Schema):
+    queued_ms: int | None = Field(description="From creation to the first token.")
+    total_ms: int | None = Field(description="From creation to the end; null while running.")
 
 
 class GenerationOut(Schema):
@@ -49,24 +133,35 @@ class GenerationOut(Schema):
     conversation_id: int
     user_message_id: int
     assistant_message_id: int
-    status: str
+    status: Literal["queued", "streaming", "complete", "interrupted", "failed", "cancelled"]
     provider: str
     model: str
     response_format: str
-    text: str | None = None
+    text: str | None = Field(None, description="The answer so far (the complete answer once ended).")
+    json_value: Any = Field(
+        None,
+        alias="json",
+        description="response_format json, once complete: the parsed answer; null if it is not valid JSON.",
+    )
     first_seq: int
-    last_seq: int
+    last_seq: int = Field(description="The last persisted token's sequence number: resume the stream from it.")
     token_count: int
-    finish_reason: str
-    reason: str
+    finish_reason: str = Field(description='"stop", "length" or "invalid_json" once complete; else "".')
+    reason: str = Field(description="Why it was interrupted: upstream_stall, upstream_error, server_shutdown, ...")
     error: str
     usage: dict
+    timings: Timings
     created_at: datetime
     first_token_at: datetime | None
     finished_at: datetime | None
-    stream_url: str
+    stream_url: str = Field(description="Server-Sent Events: see docs/protocol.md.")
+    ws_url: str = Field(description="The same events over a WebSocket (a path; use ws:// or wss://).")
 
 
 class PostedMessageOut(Schema):
     message: MessageOut
     generation: GenerationOut
+
+
+class RegenerateIn(StrictInput):
+    stream: bool = Field(True, description="false: wait for the whole new answer and return it.")

@@ -9,11 +9,13 @@ truth; the hub is a fast path that may drop anything, the end included.
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from django.conf import settings
 
-from .events import KEEPALIVE, End, Keepalive, Snapshot, Token
+from .events import KEEPALIVE, End, Json, Keepalive, Snapshot, Token
 from .hub import Hub, get_hub, stream_group
+from .jsonstream import JsonSnapshots
 from .models import Generation, TokenChunk
 
 END_FIELDS = ("status", "last_seq", "finish_reason", "interrupt_reason", "error", "usage")
@@ -49,7 +51,7 @@ async def persisted_tokens(generation_id, after_seq: int) -> list[Token]:
         if first_seq > after_seq + 1:
             break  # Never skip: the missing tokens are not committed yet.
         skip = after_seq + 1 - first_seq
-        replay.append(Token(first_seq + skip, last_seq, "".join(tokens[skip:])))
+        replay.append(Token(first_seq + skip, last_seq, "".join(tokens[skip:]), tokens[skip:]))
         after_seq = last_seq
     return replay
 
@@ -102,16 +104,68 @@ class Follow:
     Only `events()` is a generator; its helpers return lists for the same reason.
     """
 
-    def __init__(self, generation_id, *, after_seq: int = 0, coalesce_s: float = 0.0, hub: Hub | None = None):
+    def __init__(
+        self,
+        generation_id,
+        *,
+        after_seq: int = 0,
+        coalesce_s: float = 0.0,
+        hub: Hub | None = None,
+        response_format: str | None = None,
+    ):
         self.generation_id = generation_id
         self.sent = after_seq
         self.coalesce_s = coalesce_s
         self.hub = hub
+        self.response_format = response_format  # Looked up if not given.
         self.idle_check_s = settings.CHAT_STREAM_IDLE_CHECK_S
         self.keepalive_s = settings.CHAT_STREAM_KEEPALIVE_S
         self.flush_interval_s = settings.CHAT_FLUSH_INTERVAL_S
 
-    async def events(self) -> AsyncIterator[Token | End | Keepalive]:
+    def events(self) -> AsyncIterator[Token | Json | End | Keepalive]:
+        """The events to send: the tokens and the end, plus `json` events for a JSON answer."""
+        if self.response_format == "text":
+            return self.tail()
+        return self.structured()
+
+    async def structured(self) -> AsyncIterator[Token | Json | End | Keepalive]:
+        """`tail()`, with a `json` event after each token that grows a JSON answer's snapshot.
+
+        The parser restarts from the text the client already has (through
+        `after_seq`), so a resumed client gets exactly the `json` events of
+        the tokens after its last event id, the same as a client that stayed.
+        """
+        if self.response_format is None:
+            found = Generation.objects.filter(pk=self.generation_id).values_list("response_format", flat=True)
+            self.response_format = await found.afirst() or "text"
+        snapshots = await self.json_state() if self.response_format == "json" else None
+        async with aclosing(self.tail()) as events:
+            async for event in events:
+                if snapshots is None:
+                    yield event
+                elif isinstance(event, Snapshot):
+                    snapshots = JsonSnapshots()
+                    yield event
+                    if snapshots.feed(event.text):
+                        yield Json(event.last_seq, snapshots.dumps())
+                elif isinstance(event, Token):
+                    for piece in split_at_growth(event, snapshots):
+                        yield piece
+                elif isinstance(event, End):
+                    if snapshots.finish():  # A top-level number completes only here.
+                        yield Json(event.last_seq, snapshots.dumps())
+                    yield event
+                else:
+                    yield event
+
+    async def json_state(self) -> JsonSnapshots:
+        snapshots = JsonSnapshots()
+        if self.sent > 0:
+            snapshots.feed(await text_through(self.generation_id, self.sent))
+        return snapshots
+
+    async def tail(self) -> AsyncIterator[Token | End | Keepalive]:
+        """Replay, then tail: the tokens after the client's position, then the end."""
         hub = self.hub or get_hub()
         loop = asyncio.get_running_loop()
         async with hub.subscribe(stream_group(self.generation_id)) as subscription:
@@ -227,7 +281,60 @@ class Follow:
 
     @staticmethod
     def merged(first: Token, texts: list[str], last_seq: int) -> Token:
-        return first if len(texts) == 1 else Token(first.first_seq, last_seq, "".join(texts))
+        if len(texts) == 1:
+            return first
+        per_token = len(texts) == last_seq - first.first_seq + 1
+        return Token(first.first_seq, last_seq, "".join(texts), texts if per_token else None)
+
+
+def split_at_growth(token: Token, snapshots: JsonSnapshots) -> list[Token | Json]:
+    """Feed a token event to the parser; cut it after each token that grows the snapshot, and add its `json` event.
+
+    So a `json` event's id is always the seq of the token that completed its
+    values, whatever batching (replay chunks, coalescing) the tokens came in.
+    """
+    parts = token.parts
+    if parts is None or len(parts) != token.last_seq - token.first_seq + 1 or len(parts) == 1:
+        # Token boundaries unknown (or one token): the event's last token takes the credit.
+        return [token, Json(token.last_seq, snapshots.dumps())] if snapshots.feed(token.text) else [token]
+    out, start, pending = [], token.first_seq, []
+    for seq, part in enumerate(parts, start=token.first_seq):
+        pending.append(part)
+        if snapshots.feed(part):
+            out += [Token(start, seq, "".join(pending), pending), Json(seq, snapshots.dumps())]
+            start, pending = seq + 1, []
+    if not out:
+        return [token]
+    if pending:
+        out.append(Token(start, token.last_seq, "".join(pending), pending))
+    return out
+
+
+async def text_through(generation_id, seq: int) -> str:
+    """The answer's text through token `seq`, waiting for tokens still on their way to the database."""
+    row = await Generation.objects.filter(pk=generation_id).values("first_seq", "continued_from_id").afirst()
+    if row is None:
+        return ""
+    first_seq, text = row["first_seq"], ""
+    if first_seq > 1 and row["continued_from_id"]:
+        # A continuation: the text before it is the answer of the generation it continues.
+        found = await answer_through(row["continued_from_id"])
+        text = found[0] if found else ""
+    if seq < first_seq:
+        return text
+    while True:
+        tokens = await persisted_tokens(generation_id, first_seq - 1)
+        covered = tokens[-1].last_seq if tokens else first_seq - 1
+        if covered >= seq or await load_end(generation_id):
+            break
+        await asyncio.sleep(settings.CHAT_FLUSH_INTERVAL_S)
+    for token in tokens:
+        if token.last_seq <= seq:
+            text += token.text
+        else:
+            text += "".join(token.parts[: seq - token.first_seq + 1])
+            break
+    return text
 
 
 async def wait_for_end(generation_id, *, timeout: float, hub: Hub | None = None) -> End | None:

@@ -69,7 +69,9 @@ async def generation_stream_response(request, generation: Generation) -> Streami
         client_addr=request.META.get("REMOTE_ADDR") or "",
         user_agent=request.headers.get("User-Agent", ""),
     )
-    follow = Follow(generation.id, after_seq=after_seq, coalesce_s=coalesce_s)
+    follow = Follow(
+        generation.id, after_seq=after_seq, coalesce_s=coalesce_s, response_format=generation.response_format
+    )
     response = EventStreamResponse(sse_body(follow, log), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     # Tells nginx (and proxies that follow it) not to buffer the stream.

@@ -43,6 +43,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    # Only for its templates and static files: the API docs then load Swagger UI from here, not a CDN.
+    "ninja",
+    "django_eventstream",
     "chat",
 ]
 
@@ -191,3 +194,30 @@ CHAT_NONSTREAM_TIMEOUT_S = env_float("CHAT_NONSTREAM_TIMEOUT_S", 300.0)
 
 # Bearer tokens from POST /api/auth/token expire after this many days; 0 = never.
 CHAT_API_TOKEN_TTL_DAYS = env_float("CHAT_API_TOKEN_TTL_DAYS", 30)
+# Answers being generated at once per user (queued or streaming); one more is a 429. 0 = no limit.
+CHAT_MAX_ACTIVE_GENERATIONS_PER_USER = env_int("CHAT_MAX_ACTIVE_GENERATIONS_PER_USER", 10)
+# Request bodies larger than this are refused with 413 (Django's own limit, set here).
+CHAT_MAX_BODY_BYTES = env_int("CHAT_MAX_BODY_BYTES", 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = CHAT_MAX_BODY_BYTES
+# An Idempotency-Key is remembered this long (a day covers any sane retry schedule).
+CHAT_IDEMPOTENCY_TTL_S = env_float("CHAT_IDEMPOTENCY_TTL_S", 24 * 3600)
+# Failed POST /api/auth/token attempts per client address and per username per minute,
+# before 429. Counted in the Django cache: per process unless CACHES is shared.
+CHAT_AUTH_FAILURES_PER_MIN = env_int("CHAT_AUTH_FAILURES_PER_MIN", 10)
+
+# The per-user event channel (/api/events/, django-eventstream): events are
+# stored in the database so that a client resumes by Last-Event-ID, even
+# across restarts; with REDIS_URL, processes tell each other through Redis.
+EVENTSTREAM_STORAGE_CLASS = "django_eventstream.storage.DjangoModelStorage"
+EVENTSTREAM_CHANNELMANAGER_CLASS = "chat.live.UserChannelManager"
+if REDIS_URL:
+    from urllib.parse import unquote, urlparse
+
+    _redis = urlparse(REDIS_URL)
+    EVENTSTREAM_REDIS = {
+        "host": _redis.hostname or "127.0.0.1",
+        "port": _redis.port or 6379,
+        "db": int(_redis.path.strip("/") or 0),
+        "password": unquote(_redis.password) if _redis.password else None,
+        "ssl": _redis.scheme == "rediss",
+    }

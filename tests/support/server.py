@@ -24,6 +24,8 @@ TEST_ENV = {
     "CHAT_SIMULATED_FIRST_TOKEN_DELAY_S": "0.05",
     "CHAT_STREAM_IDLE_CHECK_S": "0.5",
     "CHAT_HEARTBEAT_S": "0.5",
+    # Load tests and benchmarks run many answers for one user; test_limits.py sets its own.
+    "CHAT_MAX_ACTIVE_GENERATIONS_PER_USER": "100000",
     "PYTHONUNBUFFERED": "1",
 }
 

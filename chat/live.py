@@ -1,0 +1,180 @@
+"""The per-user live event channel at /api/events/, served by django-eventstream.
+
+Each user has one channel, `user-<id>`. It carries conversation created /
+renamed / deleted and generation status changes, so a second device sees new
+chats and finished answers without polling. Events are stored
+(DjangoModelStorage), so a client resumes with the `Last-Event-ID` the channel
+gave it, across reconnects and server restarts.
+
+Events are published only after the data they describe is committed: by the
+actions in chat/actions.py and by the runner when a generation ends.
+docs/mobile.md describes the channel, its cost and its multi-process set-up.
+"""
+
+import logging
+import re
+
+from django.http import JsonResponse
+from django_eventstream.channelmanager import ChannelManagerBase
+
+from .auth import request_user
+from .db import db_work
+from .errors import error_body
+from .models import Conversation, Generation
+
+logger = logging.getLogger(__name__)
+
+CHANNEL_PREFIX = "user-"
+# What the channel's own ids look like: `user-<id>:<n>`; a bare `<n>` is accepted too.
+LAST_EVENT_ID = re.compile(r"(?:user-(?P<user>[0-9]{1,18}):)?(?P<n>[0-9]{1,18})")
+
+GENERATION_EVENTS = {
+    Generation.Status.QUEUED: "generation.started",
+    Generation.Status.STREAMING: "generation.started",
+    Generation.Status.COMPLETE: "generation.completed",
+    Generation.Status.INTERRUPTED: "generation.interrupted",
+    Generation.Status.FAILED: "generation.failed",
+    Generation.Status.CANCELLED: "generation.cancelled",
+}
+
+
+def user_channel(user_id) -> str:
+    return f"{CHANNEL_PREFIX}{user_id}"
+
+
+class UserChannelManager(ChannelManagerBase):
+    """Every request reads exactly its own user's channel, and nobody else's."""
+
+    def get_channels_for_request(self, request, view_kwargs):
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return set()
+        return {user_channel(user.pk)}
+
+    def can_read_channel(self, user, channel):
+        return user is not None and channel == user_channel(user.pk)
+
+    def is_channel_reliable(self, channel):
+        return True
+
+
+# --- Publishing -----------------------------------------------------------------
+
+
+def publish(user_id, event_type: str, data: dict) -> None:
+    """Append an event to the user's channel and wake its listeners; never raise.
+
+    The change it reports is already committed; losing the notice must not undo it.
+    """
+    from django_eventstream import send_event
+
+    try:
+        send_event(user_channel(user_id), event_type, data)
+    except Exception:
+        logger.exception("could not publish %s to %s", event_type, user_channel(user_id))
+
+
+async def apublish(user_id, event_type: str, data: dict) -> None:
+    await db_work(publish)(user_id, event_type, data)
+
+
+def conversation_data(conversation: Conversation) -> dict:
+    return {
+        "conversation_id": conversation.pk,
+        "conversation": {
+            "id": conversation.pk,
+            "title": conversation.title,
+            "created_at": conversation.created_at,
+            "updated_at": conversation.updated_at,
+        },
+    }
+
+
+async def conversation_changed(conversation: Conversation, event_type: str) -> None:
+    """`conversation.created` or `conversation.renamed`."""
+    await apublish(conversation.owner_id, event_type, conversation_data(conversation))
+
+
+async def conversation_deleted(*, owner_id, conversation_id: int) -> None:
+    await apublish(owner_id, "conversation.deleted", {"conversation_id": conversation_id})
+
+
+def generation_data(row: dict) -> dict:
+    return {
+        "conversation_id": row["conversation_id"],
+        "generation_id": str(row["id"]),
+        "status": row["status"],
+        "finish_reason": row["finish_reason"],
+        "reason": row["interrupt_reason"],
+        "user_message_id": row["user_message_id"],
+        "assistant_message_id": row["assistant_message_id"],
+        "stream_url": f"/api/generations/{row['id']}/stream",
+        "ws_url": f"/ws/generations/{row['id']}/",
+    }
+
+
+GENERATION_FIELDS = (
+    "id",
+    "status",
+    "finish_reason",
+    "interrupt_reason",
+    "conversation_id",
+    "conversation__owner_id",
+    "user_message_id",
+    "assistant_message_id",
+)
+
+
+def publish_generation(generation_id) -> None:
+    """Publish the generation's current status; nothing if it is gone (its conversation was deleted)."""
+    try:
+        row = Generation.objects.filter(pk=generation_id).values(*GENERATION_FIELDS).first()
+    except Exception:
+        logger.exception("could not read generation %s to publish it", generation_id)
+        return
+    if row is not None:
+        publish(row["conversation__owner_id"], GENERATION_EVENTS[row["status"]], generation_data(row))
+
+
+async def generation_changed(generation_id) -> None:
+    """`generation.started`, `.completed`, `.interrupted`, `.failed` or `.cancelled`, as it now stands."""
+    await db_work(publish_generation)(generation_id)
+
+
+# --- The view -----------------------------------------------------------------------
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> JsonResponse:
+    return JsonResponse(error_body(code, message, field), status=status)
+
+
+async def events_view(request):
+    """GET /api/events/: the user's channel as Server-Sent Events (session or bearer auth)."""
+    from django_eventstream.views import events
+
+    if request.method != "GET":
+        return _error(405, "method_not_allowed", "Use GET.")
+    user, problem = await request_user(request)
+    if user is None:
+        return _error(401, problem or "unauthenticated", "Log in or send a bearer token.")
+    query = request.GET.copy()
+    # GRIP-proxy parameters: this deployment has no GRIP proxy, and they would
+    # make the library read the database synchronously or trust a signed user.
+    for name in ("es-meta", "recover", "link", "channel", "channels"):
+        query.pop(name, None)
+    raw = request.headers.get("Last-Event-ID") or next((v for v in reversed(query.getlist("lastEventId")) if v), None)
+    query.pop("lastEventId", None)
+    request.META.pop("HTTP_LAST_EVENT_ID", None)
+    if raw:
+        match = LAST_EVENT_ID.fullmatch(raw.strip())
+        if match is None or (match["user"] is not None and int(match["user"]) != user.pk):
+            return _error(
+                400,
+                "invalid_last_event_id",
+                f"Last-Event-ID must be an id this channel sent ({user_channel(user.pk)}:<n>), got {raw[:60]!r}.",
+                "Last-Event-ID",
+            )
+        request.META["HTTP_LAST_EVENT_ID"] = f"{user_channel(user.pk)}:{int(match['n'])}"
+    request.GET = query
+    request.user = user
+    return events(request)
