@@ -207,8 +207,12 @@ class GenerationRun:
                 finished_at=timezone.now(),
             )
             if not updated:
-                # The reaper or an operator ended it, with the text of the tokens persisted by then.
+                # The reaper or an operator ended it, with the tokens persisted by then as its
+                # text; drop any chunk written since, so the stream ends where the text does.
                 logger.warning("generation %s was ended by someone else; keeping their state", self.generation_id)
+                last_seq = Generation.objects.filter(pk=self.generation_id).values_list("last_seq", flat=True).first()
+                if last_seq is not None:
+                    TokenChunk.objects.filter(generation_id=self.generation_id, first_seq__gt=last_seq).delete()
                 return
             if last_chunk is not None:
                 last_chunk.save()
@@ -258,7 +262,7 @@ def local_generation_ids() -> list:
 
 
 async def heartbeat_loop() -> None:
-    """Refresh the heartbeat of this process's runs, and stop those cancelled elsewhere."""
+    """Refresh the heartbeat of this process's runs; stop those cancelled or ended elsewhere."""
     while _runs:
         await asyncio.sleep(settings.CHAT_HEARTBEAT_S)
         try:
@@ -272,20 +276,23 @@ async def heartbeat_loop() -> None:
 
 
 def beat(runs: list[GenerationRun]) -> list:
-    """Refresh heartbeats and progress counters; return the runs flagged for cancelling."""
+    """Refresh heartbeats and progress counters; return the runs to stop: flagged for cancelling, or already ended."""
     close_old_connections()
     now = timezone.now()
+    ended = []
     with transaction.atomic():
         for run in runs:
             # Counts what was produced; the chunks on disk may trail it by one flush.
-            Generation.objects.filter(pk=run.generation_id, status__in=Generation.ACTIVE_STATUSES).update(
+            active = Generation.objects.filter(pk=run.generation_id, status__in=Generation.ACTIVE_STATUSES).update(
                 heartbeat_at=now,
                 last_seq=run.seq,
                 token_count=run.seq - run.first_seq + 1,
                 first_token_at=run.first_token_at,
             )
+            if not active and run.task and not run.task.done():
+                ended.append(run.generation_id)  # by the reaper (it thought us dead) or an operator
     ids = [run.generation_id for run in runs]
-    return list(Generation.objects.filter(pk__in=ids, cancel_requested=True).values_list("pk", flat=True))
+    return ended + list(Generation.objects.filter(pk__in=ids, cancel_requested=True).values_list("pk", flat=True))
 
 
 async def shutdown_runs(timeout: float = 10.0) -> None:

@@ -205,3 +205,29 @@ async def test_a_server_never_reaps_its_own_generations(start_server):
         generation = await client.ask(PROMPT)
         read = await client.read_stream(generation["id"])
     assert read.terminal.event == "done"
+
+
+async def test_a_live_worker_reaped_by_mistake_stops_and_leaves_a_consistent_stream(start_server):
+    """A reaper that wrongly thinks a worker dead (here: a zero staleness) costs the answer, not consistency."""
+    server = start_server(fresh=True, CHAT_SIMULATED_TOKENS_PER_S=20, CHAT_SIMULATED_POINTS=8)
+    async with await logged_in(server) as client:
+        generation = await client.ask(PROMPT)
+        first = await client.read_stream(generation["id"], max_events=5)
+        out = manage(
+            "reap_generations", env={**TEST_ENV, "DATABASE_URL": server.database_url, "CHAT_HEARTBEAT_STALE_S": "0"}
+        )
+        assert f"{generation['id']} interrupted (worker_lost)" in out
+        rest = await client.read_stream(generation["id"], last_event_id=first.last_id)
+        for _ in range(100):  # The worker notices at its next heartbeat, and stops.
+            if "was ended by someone else" in server.log():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the worker kept running a generation that had ended")
+        replay = await client.read_stream(generation["id"])
+        stored = await client.generation(generation["id"])
+    assert (stored["status"], stored["reason"]) == ("interrupted", "worker_lost")
+    assert rest.terminal.event == replay.terminal.event == "interrupted"
+    assert first.text + rest.text == replay.text == stored["text"]
+    assert max(int(e.id) for e in replay.events) == stored["last_seq"], "no chunk past the recorded end"
+    assert stored["last_seq"] < 100
