@@ -202,7 +202,7 @@ class GenerationAdmin(SearchByGenerationId, admin.ModelAdmin):
 
     # --- Columns ---------------------------------------------------------------
 
-    @admin.display(description="id")
+    @admin.display(description="id", ordering="pk")
     def short_id(self, generation):
         return str(generation.pk)[:8]
 
