@@ -231,7 +231,8 @@ async def count_failure(*keys: str) -> bool:
 
 async def too_many_failures(*keys: str) -> bool:
     limit = settings.CHAT_AUTH_FAILURES_PER_MIN
-    return any((await cache.aget(key) or 0) >= limit for key in keys)
+    counts = [await cache.aget(key) or 0 for key in keys]
+    return any(count >= limit for count in counts)
 
 
 @api.post("/auth/token", auth=None, response={201: TokenOut, **errors(400, 401, 413, 429)}, tags=["auth"])

@@ -67,3 +67,20 @@ async def alice(server):
 async def bob(server):
     async with ChatClient(server.url) as client:
         yield await client.login("bob", USERS["bob"])
+
+
+@pytest.fixture
+async def alice_api(server):
+    """Alice as a mobile app: a bearer token, no session."""
+    from tests.support.api import api_client
+
+    async with api_client(server.url, "alice") as client:
+        yield client
+
+
+@pytest.fixture
+async def bob_api(server):
+    from tests.support.api import api_client
+
+    async with api_client(server.url, "bob") as client:
+        yield client
