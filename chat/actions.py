@@ -20,7 +20,7 @@ from . import live
 from .errors import ApiError
 from .events import Cancel, End
 from .hub import control_group, get_hub, stream_group
-from .llm import ChatMessage, get_provider
+from .llm import CONTINUE_INSTRUCTION, ChatMessage, get_provider
 from .models import Conversation, Generation, IdempotencyKey, Message, StreamConnection, TokenChunk
 from .runner import local_run, start_generation
 from .stream import wait_for_end
@@ -368,11 +368,6 @@ async def _end_orphan(generation_id, status: str, reason: str = "") -> Generatio
 
 # --- Operator actions (the admin) -----------------------------------------
 
-# Appended after the partial answer when asking the model to go on.
-CONTINUE_INSTRUCTION = (
-    "Your previous answer was cut off. Continue it exactly where it stopped, "
-    "without repeating any of it and without any preamble."
-)
 
 
 async def generation_retry(*, generation: Generation) -> Generation:

@@ -69,3 +69,15 @@ async def test_stall_knob_hangs():
         async with asyncio.timeout(0.2):
             await anext(stream)
     await stream.aclose()
+
+
+async def test_asked_to_continue_it_sends_the_rest_of_its_answer():
+    from chat.llm import CONTINUE_INSTRUCTION
+
+    provider = SimulatedProvider(tokens_per_s=0)
+    full = provider.answer_tokens(MESSAGES)
+    partial = "".join(full[:9])
+    rest = provider.answer_tokens(
+        [*MESSAGES, ChatMessage("assistant", partial), ChatMessage("user", CONTINUE_INSTRUCTION)]
+    )
+    assert partial + "".join(rest) == "".join(full) and rest == full[9:]

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from .base import ChatMessage, Finish, Provider, ProviderError
+from .base import CONTINUE_INSTRUCTION, ChatMessage, Finish, Provider, ProviderError
 
 PROVIDERS = {
     "simulated": "chat.llm.simulated.SimulatedProvider",
@@ -19,4 +19,4 @@ def get_provider(name: str | None = None) -> Provider:
     return provider_class.from_settings()
 
 
-__all__ = ["ChatMessage", "Finish", "Provider", "ProviderError", "get_provider"]
+__all__ = ["CONTINUE_INSTRUCTION", "ChatMessage", "Finish", "Provider", "ProviderError", "get_provider"]

@@ -10,6 +10,13 @@ class ChatMessage:
     content: str
 
 
+# Sent as a user message after a partial answer to ask the model to go on.
+CONTINUE_INSTRUCTION = (
+    "Your previous answer was cut off. Continue it exactly where it stopped, "
+    "without repeating any of it and without any preamble."
+)
+
+
 @dataclass(frozen=True)
 class Finish:
     """The last item a provider yields: why the answer ended, and its usage."""

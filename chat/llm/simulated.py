@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 from django.conf import settings
 
-from .base import ChatMessage, Finish, Provider, ProviderError
+from .base import CONTINUE_INSTRUCTION, ChatMessage, Finish, Provider, ProviderError
 
 STOPWORDS = set(
     "a an and are as at be but by can could do does for from how i in is it its me my of on or "
@@ -122,7 +122,17 @@ class SimulatedProvider(Provider):
         )
 
     def answer_tokens(self, messages: list[ChatMessage], response_format: str = "text") -> list[str]:
-        """Return the whole answer as tokens; the same input always gives the same answer."""
+        """Return the whole answer as tokens; the same input always gives the same answer.
+
+        Asked to continue a partial answer of its own, it sends the rest of it.
+        """
+        if len(messages) >= 3 and messages[-1].content == CONTINUE_INSTRUCTION and messages[-2].role == "assistant":
+            full = self.answer_tokens(messages[:-2], response_format)
+            partial, sent = messages[-2].content, ""
+            for index, token in enumerate(full):
+                if sent == partial:
+                    return full[index:]
+                sent += token
         prompt = next((m.content for m in reversed(messages) if m.role == "user"), "")
         digest = hashlib.sha256(f"{self.seed}:{response_format}:{prompt}".encode()).digest()
         rng = random.Random(digest)
