@@ -268,7 +268,9 @@ function attach(generation, view, { resume = false } = {}) {
     generationId: generation.id,
     streamUrl: generation.stream_url || `/api/generations/${generation.id}/stream`,
     text: snapshot?.text ?? "",
-    lastEventId: snapshot?.lastEventId ?? "",
+    // Resuming with nothing kept: id 0 asks for the whole answer (for a
+    // continuation, its earlier text arrives as one snapshot event).
+    lastEventId: snapshot?.lastEventId ?? (resume ? "0" : ""),
     firstSeq: generation.first_seq ?? 1,
     config: page.config,
     onRender: (rendered) => {
@@ -314,6 +316,7 @@ function onStreamState(client, generation, view, state, detail) {
   }
   setBusy(BUSY_STATES.has(state));
   if (!BUSY_STATES.has(state)) refreshActions();
+  followScroll(); // notices and buttons change the height too
 }
 
 ui.statusRetry.addEventListener("click", () => page.stream?.client.retryNow());
@@ -465,7 +468,10 @@ function touchConversation(id) {
 }
 
 function renderConversations() {
+  const editing = ui.list.querySelector("li.renaming");
   const items = page.conversations.map((conversation) => {
+    // A live update must not take the title field away from someone typing in it.
+    if (editing?.dataset.id === String(conversation.id)) return editing;
     const li = document.createElement("li");
     li.className = "conversation";
     li.dataset.id = String(conversation.id);
@@ -498,6 +504,7 @@ function startRename(li, conversation) {
   const finish = async (save) => {
     if (done) return;
     done = true;
+    li.classList.remove("renaming");
     const title = input.value.trim();
     if (!save || title === conversation.title) return renderConversations();
     try {
@@ -513,6 +520,7 @@ function startRename(li, conversation) {
     else if (event.key === "Escape") finish(false);
   });
   input.addEventListener("blur", () => finish(true));
+  li.classList.add("renaming");
   li.replaceChildren(input);
   input.focus();
   input.select();
@@ -555,7 +563,7 @@ async function loadConversations() {
   const all = [];
   let cursor = null;
   for (let pageNo = 0; pageNo < MAX_MESSAGE_PAGES; pageNo++) {
-    const data = await api("GET", `/api/conversations${cursor ? `?cursor=${encodeURIComponent(cursor)}` : ""}`);
+    const data = await api("GET", `/api/conversations?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
     all.push(...itemsOf(data));
     cursor = nextCursorOf(data);
     if (!cursor) break;
@@ -590,7 +598,7 @@ async function loadMessages(conversationId) {
   const all = [];
   let cursor = null;
   for (let pageNo = 0; pageNo < MAX_MESSAGE_PAGES; pageNo++) {
-    const query = cursor ? `?cursor=${encodeURIComponent(cursor)}` : "";
+    const query = `?limit=200${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
     const data = await api("GET", `/api/conversations/${conversationId}/messages${query}`);
     all.push(...itemsOf(data));
     cursor = nextCursorOf(data);
@@ -700,19 +708,24 @@ function refreshSoon() {
 
 function onChannelEvent({ type, data }) {
   const record = data && typeof data === "object" ? data : {};
-  const conversationId = record.conversation_id ?? record.conversation?.id ?? (type.startsWith("conversation") ? record.id : null);
+  const conversationId = record.conversation_id ?? record.conversation?.id ?? null;
   if (type.startsWith("conversation")) {
-    if (type.endsWith("deleted") && conversationId === page.conversationId && !page.busy) newChat();
+    if (type.endsWith("deleted") && conversationId === page.conversationId) newChat();
+    else if (type.endsWith("renamed") && conversationId === page.conversationId && record.conversation) {
+      ui.title.textContent = conversationTitle(record.conversation);
+    }
     refreshSoon();
     return;
   }
-  if (type.startsWith("generation") && conversationId === page.conversationId && !page.busy && !page.stream) {
-    // An answer started or ended on another device: show it.
-    const generationId = record.generation_id ?? record.generation?.id ?? record.id;
-    if (ACTIVE_STATUSES.has(record.status) && generationId) openConversation(conversationId, { generationId });
-    else if (record.status) openConversation(conversationId);
-  }
-  if (type.startsWith("generation")) refreshSoon();
+  if (!type.startsWith("generation")) return;
+  refreshSoon(); // the conversation moved to the top
+  const generationId = record.generation_id ?? null;
+  if (conversationId !== page.conversationId || page.busy || !generationId) return;
+  if (generationId === page.stream?.generation.id) return; // ours
+  // An answer started or ended on another device: show it, streaming if it still runs.
+  const shown = ui.messages.querySelector(`.message[data-generation-id="${CSS.escape(generationId)}"] .content`);
+  if (ACTIVE_STATUSES.has(record.status)) openConversation(conversationId, { generationId });
+  else if (!shown || !shown.textContent) openConversation(conversationId);
 }
 
 // --- Sidebar drawer on narrow screens -------------------------------------------------------

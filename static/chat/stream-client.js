@@ -160,11 +160,13 @@ export class GenerationStream {
       } catch (error) {
         if (this.closed) break;
         const failure = error instanceof AttemptFailed ? error : new AttemptFailed("The connection was lost.");
-        if (failure.code === "invalid_last_event_id" && this.lastEventId) {
+        if (failure.code === "invalid_last_event_id" && this.lastEventId !== "0") {
           // Our position is past the stored end (the server lost unflushed
-          // tokens in a crash): start over from what the server has.
+          // tokens in a crash): start over from what the server has. Id 0
+          // asks for everything, a continuation's earlier text included.
           this.text = "";
-          this.lastEventId = "";
+          this.lastEventId = "0";
+          this.scheduleRender();
           continue;
         }
         if (!failure.retryable) {
@@ -245,6 +247,12 @@ export class GenerationStream {
       if (!this.liveTokens) this.firstLiveAt = now;
       this.lastLiveAt = now;
       this.liveTokens += payload.seq - (Number.isFinite(last) ? last : this.firstSeq - 1);
+      this.scheduleRender();
+    } else if (type === "snapshot") {
+      // The whole answer up to its id (a pruned or continued generation): replace, not append.
+      this.text = JSON.parse(data).text;
+      this.lastEventId = id;
+      this.failures = 0;
       this.scheduleRender();
     } else if (TERMINAL_EVENTS.has(type)) {
       const payload = data ? JSON.parse(data) : {};

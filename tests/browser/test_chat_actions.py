@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.browser.test_chat_stream import PROMPT, assert_shows_stored, stream_connections
+from tests.browser.chat_page import PROMPT, assert_shows_stored, new_chat_page, stream_connections
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -104,7 +104,10 @@ def test_unknown_generation_in_the_url_says_so(chat):
 def test_follows_the_stream_unless_the_user_scrolled_up(make_page):
     chat = make_page(viewport={"width": 900, "height": 420})
     chat.send(PROMPT)
-    chat.wait_text(150)
+    # Wait until the answer is well taller than the list, so that the top is far from the bottom.
+    chat.page.wait_for_function(
+        "(() => { const m = document.getElementById('messages'); return m.scrollHeight - m.clientHeight > 150; })()"
+    )
     at_bottom = "(() => { const m = document.getElementById('messages'); return m.scrollHeight - m.scrollTop - m.clientHeight <= 2; })()"
     assert chat.page.evaluate(at_bottom)
     chat.page.mouse.move(450, 200)
@@ -120,9 +123,11 @@ def test_follows_the_stream_unless_the_user_scrolled_up(make_page):
     assert chat.page.evaluate(at_bottom)
 
 
-def test_logout_is_a_post_and_ends_the_session(make_page):
-    chat = make_page()
+def test_logout_is_a_post_and_ends_the_session(chromium, proxy, chat_server):
+    # Its own login: logging out the shared session would log out every later test.
+    chat = new_chat_page(chromium, proxy.url, chat_server.database_url).login("alice")
     chat.page.click("#logout")
     chat.page.wait_for_url("**/accounts/login/**")
     chat.page.goto(chat.base_url + "/")
     assert "/accounts/login/" in chat.page.url
+    chat.page.context.close()

@@ -6,7 +6,7 @@ fast answer, or a fault (`[upstream:<scenario>]` in the prompt picks one).
 
 import pytest
 
-from tests.browser.test_chat_stream import assert_shows_stored
+from tests.browser.chat_page import assert_shows_stored
 
 pytestmark = pytest.mark.timeout(60)
 

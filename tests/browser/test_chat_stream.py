@@ -2,17 +2,9 @@
 
 import pytest
 
+from tests.browser.chat_page import PROMPT, assert_shows_stored, stream_connections
+
 pytestmark = pytest.mark.timeout(60)
-
-PROMPT = "How should a chat client resume a dropped stream?"
-
-
-def assert_shows_stored(chat, generation_id: str) -> dict:
-    """The finished answer in the DOM is exactly the stored message, rendered."""
-    stored = chat.wait_stored_terminal(generation_id)
-    assert chat.client_text() == stored["text"]
-    assert chat.shown_html() == chat.markdown_html(stored["text"])
-    return stored
 
 
 def test_happy_path_final_dom_equals_stored_message(chat):
@@ -32,13 +24,6 @@ def test_happy_path_final_dom_equals_stored_message(chat):
     assert chat.page.locator(".message.user").last.text_content() == PROMPT
     assert chat.page.locator("#prompt").is_enabled()
     assert chat.page.locator("#stop").is_hidden()
-
-
-def stream_connections(chat, generation_id: str) -> list[tuple]:
-    return chat.db(
-        "SELECT resumed_from, end_reason FROM chat_streamconnection WHERE generation_id = ? ORDER BY id",
-        generation_id.replace("-", ""),
-    )
 
 
 def test_cuts_mid_stream_resume_with_exact_text(chat, proxy):
