@@ -13,8 +13,11 @@ docs/mobile.md describes the channel, its cost and its multi-process set-up.
 
 import logging
 import re
+from urllib.parse import quote
 
+from django.conf import settings
 from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django_eventstream.channelmanager import ChannelManagerBase
 
 from .auth import request_user
@@ -24,9 +27,8 @@ from .models import Conversation, Generation
 
 logger = logging.getLogger(__name__)
 
-CHANNEL_PREFIX = "user-"
-# What the channel's own ids look like: `user-<id>:<n>`; a bare `<n>` is accepted too.
-LAST_EVENT_ID = re.compile(r"(?:user-(?P<user>[0-9]{1,18}):)?(?P<n>[0-9]{1,18})")
+# What the channel's own ids look like: `<channel>:<n>`; a bare `<n>` is accepted too.
+LAST_EVENT_ID = re.compile(r"(?:(?P<channel>[^:,]{1,200}):)?(?P<n>[0-9]{1,18})")
 
 GENERATION_EVENTS = {
     Generation.Status.QUEUED: "generation.started",
@@ -39,7 +41,8 @@ GENERATION_EVENTS = {
 
 
 def user_channel(user_id) -> str:
-    return f"{CHANNEL_PREFIX}{user_id}"
+    # The namespace keeps deployments that share a Redis apart: its pub/sub ignores database numbers.
+    return f"{settings.CHAT_EVENTS_NAMESPACE}user-{user_id}"
 
 
 class UserChannelManager(ChannelManagerBase):
@@ -148,6 +151,7 @@ def _error(status: int, code: str, message: str, field: str | None = None) -> Js
     return JsonResponse(error_body(code, message, field), status=status)
 
 
+@csrf_exempt  # GET only; the CSRF middleware would answer a POST with an HTML 403 instead of our 405.
 async def events_view(request):
     """GET /api/events/: the user's channel as Server-Sent Events (session or bearer auth)."""
     from django_eventstream.views import events
@@ -167,14 +171,14 @@ async def events_view(request):
     request.META.pop("HTTP_LAST_EVENT_ID", None)
     if raw:
         match = LAST_EVENT_ID.fullmatch(raw.strip())
-        if match is None or (match["user"] is not None and int(match["user"]) != user.pk):
+        if match is None or match["channel"] not in (None, quote(user_channel(user.pk))):
             return _error(
                 400,
                 "invalid_last_event_id",
                 f"Last-Event-ID must be an id this channel sent ({user_channel(user.pk)}:<n>), got {raw[:60]!r}.",
                 "Last-Event-ID",
             )
-        request.META["HTTP_LAST_EVENT_ID"] = f"{user_channel(user.pk)}:{int(match['n'])}"
+        request.META["HTTP_LAST_EVENT_ID"] = f"{quote(user_channel(user.pk))}:{int(match['n'])}"
     request.GET = query
     request.user = user
     return events(request)

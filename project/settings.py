@@ -221,3 +221,5 @@ if REDIS_URL:
         "password": unquote(_redis.password) if _redis.password else None,
         "ssl": _redis.scheme == "rediss",
     }
+# Prefix of the per-user channel names; give each deployment sharing one Redis its own.
+CHAT_EVENTS_NAMESPACE = os.environ.get("CHAT_EVENTS_NAMESPACE", "")
