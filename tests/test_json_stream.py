@@ -184,3 +184,132 @@ def test_simulated_answers_are_documents():
     for seed in range(20):
         text = compose_json_answer(f"question {seed}", random.Random(seed))
         assert parse_document(text) == json.loads(text)
+
+
+# --- Over a real server: `json` events live, on replay, after resumes -------------------------
+
+from websockets.asyncio.client import connect  # noqa: E402
+
+from tests.support.api import json_events  # noqa: E402
+
+JSON_PROMPT = "List the steps to ship a mobile release"
+
+
+def check_json_events(events) -> list[tuple[str, dict]]:
+    """Each `json` event parses, follows the token event it belongs to, and carries that event's id."""
+    found = json_events(events)
+    for index, event in enumerate(events):
+        if event.event == "json":
+            previous = events[index - 1]
+            assert previous.event in ("token", "snapshot") and previous.id == event.id, "a json event follows its token"
+            assert json.loads(event.data)["seq"] == int(event.id)
+    ids = [int(i) for i, _ in found]
+    assert ids == sorted(set(ids)), "one json event per triggering token, in order"
+    return found
+
+
+async def test_json_events_live_and_on_replay(alice_api):
+    answer = await alice_api.ask(JSON_PROMPT, response_format="json")
+    live = await alice_api.read_stream(answer["generation"]["id"])
+    stored = await alice_api.generation(answer["generation"]["id"])
+    assert live.terminal.event == "done" and json.loads(live.terminal.data)["finish_reason"] == "stop"
+    assert stored["text"] == live.text
+    document = json.loads(stored["text"])
+    assert stored["json"] == document, "GET returns the parsed answer beside the text"
+    live_json = check_json_events(live.events)
+    assert live_json[-1][1]["value"] == document, "the last json event is the whole answer"
+    assert len(live_json) > 3 and live_json[0][1]["value"] == {}
+    for (_, earlier), (_, later) in zip(live_json, live_json[1:]):
+        assert extends(earlier["value"], later["value"])
+    # A replay (tokens in stored chunks) gives the very same json events.
+    replay = await alice_api.read_stream(answer["generation"]["id"])
+    assert check_json_events(replay.events) == live_json
+    assert replay.text == stored["text"]
+
+
+async def test_resume_from_every_event_id_gives_the_same_json_events(alice_api):
+    answer = await alice_api.ask(JSON_PROMPT + " (resume)", response_format="json")
+    generation_id = answer["generation"]["id"]
+    live = await alice_api.read_stream(generation_id)
+    everything = check_json_events(live.events)
+    for event_id in sorted({int(e.id) for e in live.events if e.id}):
+        rest = await alice_api.read_stream(generation_id, last_event_id=str(event_id))
+        assert check_json_events(rest.events) == [(i, v) for i, v in everything if int(i) > event_id], event_id
+        assert live.text.endswith(rest.text)
+
+
+async def test_json_events_survive_cuts_while_live(alice_api):
+    """Cut the live stream every few events and resume: the json events add up to those of one read."""
+    answer = await alice_api.ask(JSON_PROMPT + " (cuts)", response_format="json")
+    generation_id = answer["generation"]["id"]
+    events, last_id = [], None
+    for _ in range(1000):
+        read = await alice_api.read_stream(generation_id, last_event_id=last_id, max_events=3)
+        events += read.events
+        last_id = read.last_id or last_id
+        if read.terminal:
+            break
+    whole = await alice_api.read_stream(generation_id)
+    assert check_json_events(events) == check_json_events(whole.events)
+    assert "".join(json.loads(e.data)["text"] for e in events if e.event == "token") == whole.text
+
+
+async def test_coalescing_does_not_change_the_json_events(alice_api):
+    answer = await alice_api.ask(JSON_PROMPT + " (coalesced)", response_format="json")
+    coalesced = await alice_api.read_stream(answer["generation"]["id"], params={"coalesce_ms": "300"})
+    plain = await alice_api.read_stream(answer["generation"]["id"])
+    assert check_json_events(coalesced.events) == check_json_events(plain.events)
+
+
+async def test_json_events_over_the_websocket(alice_api, server):
+    answer = await alice_api.ask(JSON_PROMPT + " (ws)", response_format="json")
+    generation_id = answer["generation"]["id"]
+    sse = check_json_events((await alice_api.read_stream(generation_id)).events)
+    frames = []
+    async with connect(
+        f"ws://127.0.0.1:{server.port}{answer['generation']['ws_url']}",
+        subprotocols=["llm-stream.v1", f"bearer.{alice_api.token}"],
+        origin=server.url,
+    ) as socket:
+        async for message in socket:
+            frames.append(json.loads(message))
+    ws = [(str(f["id"]), {"seq": f["seq"], "value": f["value"]}) for f in frames if f["type"] == "json"]
+    assert ws == sse
+
+
+async def test_non_streaming_fallback_returns_the_parsed_value(alice_api):
+    conversation = await alice_api.new_conversation()
+    response = await alice_api.post_message(conversation["id"], JSON_PROMPT, stream=False, response_format="json")
+    assert response.status_code == 200, response.text
+    generation = response.json()["generation"]
+    assert generation["status"] == "complete" and generation["json"] == json.loads(generation["text"])
+    assert isinstance(generation["json"]["items"], list)
+
+
+@pytest.fixture
+async def truncating_api(start_server):
+    """A model that stops after 25 tokens: its JSON document is cut short."""
+    from tests.support.api import api_client
+
+    server = start_server("sqlite", CHAT_SIMULATED_MAX_TOKENS="25")
+    async with api_client(server.url, "alice") as client:
+        yield client
+
+
+async def test_an_answer_that_is_not_json_ends_as_invalid_json(truncating_api):
+    answer = await truncating_api.ask(JSON_PROMPT, response_format="json")
+    read = await truncating_api.read_stream(answer["generation"]["id"])
+    done = json.loads(read.terminal.data)
+    assert read.terminal.event == "done" and done["finish_reason"] == "invalid_json"
+    assert "not valid JSON" in done["error"] and "token limit" in done["error"]
+    stored = await truncating_api.generation(answer["generation"]["id"])
+    assert stored["status"] == "complete" and stored["finish_reason"] == "invalid_json"
+    assert stored["text"] == read.text != "" and stored["json"] is None, "the raw text is kept"
+    with pytest.raises(ValueError):
+        json.loads(stored["text"])
+    for _, event in check_json_events(read.events):
+        assert isinstance(event["value"], dict), "what was complete still came through"
+    conversation = await truncating_api.new_conversation()
+    blocking = await truncating_api.post_message(conversation["id"], JSON_PROMPT, stream=False, response_format="json")
+    assert blocking.json()["generation"]["finish_reason"] == "invalid_json"
+    assert blocking.json()["generation"]["json"] is None
