@@ -6,13 +6,14 @@ hook in the server.
 """
 
 import os
-from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.browser.chat_page import CHROMIUM, CHROMIUM_ARGS, FAST_CLIENT, ChatPage, new_chat_page
 from tests.support.openai_upstream import OpenAIUpstream
 from tests.support.proxy import FaultProxy
+from tests.support.server import USERS
 
 REQUIRE_SERVICES = os.environ.get("CHAT_REQUIRE_SERVICES") == "1"
 
@@ -20,8 +21,14 @@ REQUIRE_SERVICES = os.environ.get("CHAT_REQUIRE_SERVICES") == "1"
 SIMULATED_ENV = {"CHAT_SIMULATED_TOKENS_PER_S": 40, "CHAT_SIMULATED_FIRST_TOKEN_DELAY_S": 0.05}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
+    """One browser per test module.
+
+    Playwright's sync API keeps an event loop running in this thread while it
+    is open, which would stop the async tests that run after these; closing it
+    at the end of each module gives them a clean thread.
+    """
     if not os.access(CHROMIUM, os.X_OK):
         message = f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)"
         if REQUIRE_SERVICES:
@@ -72,15 +79,27 @@ def echo_server(start_server, upstream):
     )
 
 
+def logged_in_state(base_url: str, username: str = "alice") -> dict:
+    """Log in over HTTP and return Playwright storage state holding the session cookies."""
+    with httpx.Client(base_url=base_url, timeout=10) as http:
+        http.get("/accounts/login/")
+        response = http.post(
+            "/accounts/login/",
+            data={"username": username, "password": USERS[username], "csrfmiddlewaretoken": http.cookies["csrftoken"]},
+        )
+        assert response.status_code == 302, f"login failed: {response.status_code}"
+        cookies = [
+            {"name": c.name, "value": c.value, "domain": "127.0.0.1", "path": "/", "expires": -1,
+             "httpOnly": False, "secure": False, "sameSite": "Lax"}
+            for c in http.cookies.jar
+        ]
+    return {"cookies": cookies, "origins": []}
+
+
 @pytest.fixture(scope="session")
-def alice_state(chromium, session_proxy, chat_server, tmp_path_factory) -> Path:
-    """Log alice in once; every test's browser context starts from these cookies."""
-    chat = new_chat_page(chromium, session_proxy.url, chat_server.database_url)
-    chat.login("alice")
-    path = tmp_path_factory.mktemp("browser") / "alice.json"
-    chat.page.context.storage_state(path=str(path))
-    chat.page.context.close()
-    return path
+def alice_state(chat_server) -> dict:
+    """Alice's session on the chat server: every test's browser context starts logged in."""
+    return logged_in_state(chat_server.url)
 
 
 @pytest.fixture
@@ -90,7 +109,7 @@ def make_page(chromium, session_proxy, chat_server, alice_state, proxy):
 
     def make(**options) -> ChatPage:
         options.setdefault("client_config", FAST_CLIENT)
-        chat = new_chat_page(chromium, proxy.url, chat_server.database_url, storage_state=str(alice_state), **options)
+        chat = new_chat_page(chromium, proxy.url, chat_server.database_url, storage_state=alice_state, **options)
         pages.append(chat)
         return chat.open()
 
@@ -107,20 +126,15 @@ def chat(make_page) -> ChatPage:
 
 
 @pytest.fixture(scope="session")
-def echo_state(chromium, echo_server, tmp_path_factory) -> Path:
-    chat = new_chat_page(chromium, echo_server.url, echo_server.database_url)
-    chat.login("alice")
-    path = tmp_path_factory.mktemp("browser") / "alice-echo.json"
-    chat.page.context.storage_state(path=str(path))
-    chat.page.context.close()
-    return path
+def echo_state(echo_server) -> dict:
+    return logged_in_state(echo_server.url)
 
 
 @pytest.fixture
 def echo_chat(chromium, echo_server, echo_state):
     """The chat page of the echo server (OpenAI provider), directly, without the proxy."""
     chat = new_chat_page(
-        chromium, echo_server.url, echo_server.database_url, storage_state=str(echo_state), client_config=FAST_CLIENT
+        chromium, echo_server.url, echo_server.database_url, storage_state=echo_state, client_config=FAST_CLIENT
     )
     yield chat.open()
     chat.page.context.close()
