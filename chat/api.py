@@ -76,6 +76,8 @@ api = NinjaAPI(
 
 # Postgres and SQLite both store ids as signed 64-bit integers.
 MAX_ID = 2**63 - 1
+# An address may fail this many times more than one username before it is refused.
+ADDRESS_FAILURES_FACTOR = 5
 
 
 def errors(*codes: int) -> dict:
@@ -216,11 +218,24 @@ def valid_id(value) -> int:
 # --- Auth ---------------------------------------------------------------------
 
 
-async def count_failure(*keys: str) -> bool:
-    """Count a failed login under each key; True if any is over the per-minute limit."""
+def failure_limits(request, username: str) -> dict[str, int]:
+    """Failed-login counters and their per-minute limits.
+
+    Per username, against guessing one account's password from many
+    addresses; per address, higher, because many phones share one address
+    behind a carrier's NAT.
+    """
     limit = settings.CHAT_AUTH_FAILURES_PER_MIN
+    return {
+        f"chat:auth-fail:user:{username}": limit,
+        f"chat:auth-fail:addr:{request.META.get('REMOTE_ADDR', '')}": limit * ADDRESS_FAILURES_FACTOR,
+    }
+
+
+async def count_failure(limits: dict[str, int]) -> bool:
+    """Count a failed login under each key; True if any is now over its limit."""
     over = False
-    for key in keys:
+    for key, limit in limits.items():
         await cache.aadd(key, 0, timeout=60)
         try:
             over = await cache.aincr(key) > limit or over
@@ -229,32 +244,32 @@ async def count_failure(*keys: str) -> bool:
     return over
 
 
-async def too_many_failures(*keys: str) -> bool:
-    limit = settings.CHAT_AUTH_FAILURES_PER_MIN
-    counts = [await cache.aget(key) or 0 for key in keys]
-    return any(count >= limit for count in counts)
+async def too_many_failures(limits: dict[str, int]) -> bool:
+    counts = {key: await cache.aget(key) or 0 for key in limits}
+    return any(counts[key] >= limit for key, limit in limits.items())
 
 
 @api.post("/auth/token", auth=None, response={201: TokenOut, **errors(400, 401, 413, 429)}, tags=["auth"])
 async def issue_token(request, payload: TokenIn):
     """Exchange a username and password for a bearer token.
 
-    Failed attempts are limited per client address and per username (429 with `Retry-After`).
+    Failed attempts are limited per username and (five times higher) per client address:
+    429 with `Retry-After`.
     """
-    keys = (f"chat:auth-fail:addr:{request.META.get('REMOTE_ADDR', '')}", f"chat:auth-fail:user:{payload.username}")
+    limits = failure_limits(request, payload.username)
     too_many = ApiError(429, "too_many_attempts", "Too many failed attempts; wait a minute.")
-    if await too_many_failures(*keys):
+    if await too_many_failures(limits):
         raise too_many
     user = await aauthenticate(request, username=payload.username, password=payload.password)
     if user is None or not user.is_active:
-        if await count_failure(*keys):
+        if await count_failure(limits):
             raise too_many
         raise ApiError(401, "invalid_credentials", "The username or password is wrong.")
     raw_key, token = await atoken_issue(user=user, name=payload.name)
     return 201, {"token": raw_key, "expires_at": token.expires_at}
 
 
-@api.delete("/auth/token", response={204: None, **errors(400, 401)}, tags=["auth"])
+@api.delete("/auth/token", response={204: None, **errors(400, 401, 403)}, tags=["auth"])
 async def revoke_token(request):
     """Revoke the bearer token this request is authenticated with."""
     token = getattr(request, "api_token", None)
@@ -272,11 +287,17 @@ async def revoke_token(request):
 # --- Conversations -----------------------------------------------------------------
 
 ConversationId = Path(..., ge=1, le=MAX_ID)
+CURSOR = Query(
+    None,
+    max_length=200,
+    pattern=r"^[A-Za-z0-9_-]+$",
+    description="The `next_cursor` of the previous page, as it was given; anything else is a 400.",
+)
 
 
 @api.get("/conversations", response={200: ConversationPage, **errors(400, 401)}, tags=["conversations"])
 async def list_conversations(
-    request, cursor: str | None = Query(None, max_length=200), limit: int = Query(20, ge=1, le=100)
+    request, cursor: str | None = CURSOR, limit: int = Query(20, ge=1, le=100)
 ):
     """The user's conversations, most recently active first (`updated_at`, then id).
 
@@ -341,7 +362,7 @@ async def delete_conversation(request, conversation_id: int = ConversationId):
 async def list_messages(
     request,
     conversation_id: int = ConversationId,
-    cursor: str | None = Query(None, max_length=200),
+    cursor: str | None = CURSOR,
     limit: int = Query(50, ge=1, le=200),
     order: Literal["asc", "desc"] = Query("asc", description="asc: oldest first; desc: newest first (open a chat at its end)."),
 ):
@@ -387,6 +408,9 @@ async def list_messages(
 IDEMPOTENCY_KEY = Header(
     None,
     alias="Idempotency-Key",
+    min_length=1,
+    max_length=255,
+    pattern=r"^[\x20-\x7e]+$",
     description="Any unique string (a UUID) per new message; a retry with the same key and body returns the "
     "original message and generation instead of creating new ones. The same key with another body is a 409.",
 )
@@ -431,7 +455,7 @@ async def answer_out(answer: actions.Answer) -> tuple[int, dict]:
 # --- Generations ---------------------------------------------------------------------
 
 
-@api.get("/generations/{generation_id}", response={200: GenerationOut, **errors(401, 404)}, by_alias=True, tags=["generations"])
+@api.get("/generations/{generation_id}", response={200: GenerationOut, **errors(400, 401, 404)}, by_alias=True, tags=["generations"])
 async def get_generation(request, generation_id: UUID):
     """Status, the text so far, the last persisted sequence number, usage and timings."""
     return await generation_out(await owned_generation(request, generation_id))
@@ -439,7 +463,7 @@ async def get_generation(request, generation_id: UUID):
 
 @api.post(
     "/generations/{generation_id}/cancel",
-    response={200: GenerationOut, **errors(401, 403, 404)},
+    response={200: GenerationOut, **errors(400, 401, 403, 404)},
     by_alias=True,
     tags=["generations"],
 )

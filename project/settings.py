@@ -201,7 +201,7 @@ CHAT_MAX_BODY_BYTES = env_int("CHAT_MAX_BODY_BYTES", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = CHAT_MAX_BODY_BYTES
 # An Idempotency-Key is remembered this long (a day covers any sane retry schedule).
 CHAT_IDEMPOTENCY_TTL_S = env_float("CHAT_IDEMPOTENCY_TTL_S", 24 * 3600)
-# Failed POST /api/auth/token attempts per client address and per username per minute,
+# Failed POST /api/auth/token attempts per username per minute (five times that per address),
 # before 429. Counted in the Django cache: per process unless CACHES is shared.
 CHAT_AUTH_FAILURES_PER_MIN = env_int("CHAT_AUTH_FAILURES_PER_MIN", 10)
 

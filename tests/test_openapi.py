@@ -1,0 +1,99 @@
+"""Schemathesis against the spec the server serves: no server errors, and answers that match the spec.
+
+Bounded: at most MAX_EXAMPLES generated requests per operation (plus the
+explicit examples and negative cases), each answered by a server whose
+simulated model is fast, and the whole run under a time limit.
+"""
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from tests.support.server import USERS
+
+MAX_EXAMPLES = 25
+# Fast, short answers: the non-streaming fallback waits for them.
+FAST = {
+    "CHAT_SIMULATED_TOKENS_PER_S": "2000",
+    "CHAT_SIMULATED_MAX_TOKENS": "12",
+    "CHAT_SIMULATED_FIRST_TOKEN_DELAY_S": "0",
+    # Fuzzed logins fail by the hundred; test_auth.py covers that limit.
+    "CHAT_AUTH_FAILURES_PER_MIN": "1000000",
+}
+
+
+def issue_token(server) -> str:
+    response = httpx.post(f"{server.url}/api/auth/token", json={"username": "alice", "password": USERS["alice"]})
+    response.raise_for_status()
+    return response.json()["token"]
+
+
+@pytest.fixture(scope="module")
+def live_api(start_server):
+    """A fast server, alice's token, and ids of a conversation and a finished generation of hers."""
+    server = start_server("sqlite", **FAST)
+    token = issue_token(server)
+    headers = {"Authorization": f"Bearer {token}"}
+    conversation = httpx.post(f"{server.url}/api/conversations", json={"title": "fuzzed"}, headers=headers).json()
+    answer = httpx.post(
+        f"{server.url}/api/conversations/{conversation['id']}/messages",
+        json={"content": "Hello", "stream": False},
+        headers=headers,
+        timeout=30,
+    ).json()
+    return server, token, {"conversation_id": conversation["id"], "generation_id": answer["generation"]["id"]}
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_api_conforms_to_its_spec(live_api, mode):
+    """Every operation, with valid (positive) and invalid (negative) input, authenticated as alice.
+
+    Positive runs also use ids of alice's real objects, so that success
+    answers are checked against the spec too; deletes run last.
+    """
+    server, token, real_ids = live_api
+    schema = schemathesis.openapi.from_url(f"{server.url}/api/openapi.json")
+    operations = sorted((result.ok() for result in schema.get_all_operations()), key=lambda o: o.method == "delete")
+    failures, calls = {}, []
+    for operation in operations:
+        strategies = [operation.as_strategy(generation_mode=mode)]
+        fixed = {name: value for name, value in real_ids.items() if f"{{{name}}}" in operation.path}
+        if fixed and mode == GenerationMode.POSITIVE:
+            strategies.append(operation.as_strategy(generation_mode=mode, path_parameters=fixed))
+        if operation.label == "POST /api/auth/token" and mode == GenerationMode.POSITIVE:
+            strategies.append(operation.as_strategy(body={"username": "alice", "password": USERS["alice"]}))
+
+        @given(case=st.one_of(strategies))
+        @settings(
+            max_examples=MAX_EXAMPLES,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+            phases=[Phase.explicit, Phase.generate],
+        )
+        def exercise(case):
+            # Revoking must not revoke the token every other case uses.
+            bearer = issue_token(server) if case.operation.label == "DELETE /api/auth/token" else token
+            # A cursor is opaque: the spec cannot tell a given-out one from any other string.
+            excluded = [positive_data_acceptance] if (case.query or {}).get("cursor") else []
+            response = case.call_and_validate(
+                base_url=server.url, headers={"Authorization": f"Bearer {bearer}"}, excluded_checks=excluded, timeout=30
+            )
+            calls.append((case.operation.label, response.status_code))
+
+        try:
+            exercise()
+        except Exception as exc:  # One report per operation, then the next one.
+            failures[operation.label] = exc
+    assert not failures, "\n\n".join(f"{label}:\n{exc}" for label, exc in failures.items())
+    assert len(operations) >= 10, "the spec lists every operation"
+    assert len(calls) >= 5 * len(operations), f"too few requests were made: {len(calls)}"
+    if mode == GenerationMode.POSITIVE:
+        succeeded = {label for label, status in calls if status < 300}
+        assert len(succeeded) == len(operations), f"success answers checked only for {sorted(succeeded)}"
