@@ -339,6 +339,8 @@ function refreshActions() {
   for (const el of ui.messages.querySelectorAll(".regenerate")) el.remove();
   const last = page.lastAnswer;
   if (!last || page.busy || !last.view.article.isConnected) return;
+  // After an Error the answer may still be running on the server: retry it, don't replace it.
+  if (page.stream?.generation.id === last.generationId && page.stream.client.state === State.ERROR) return;
   last.view.actions.append(button("↻ Regenerate", "btn small regenerate", () => regenerate(last.generationId)));
 }
 
@@ -687,6 +689,7 @@ async function resume(generationId, views, token) {
   setLocation(page.conversationId, null);
   if (!known || !known.message.content) renderText(view, generation.text ?? "");
   const { label, text, outcome = "" } = describe(State.ENDED, { status: generation.status, reason: generation.reason, error: generation.error });
+  view.article.dataset.state = State.ENDED;
   view.article.dataset.outcome = generation.status;
   setStatus(State.ENDED, label, text, { outcome });
   setMetrics(generation.token_count, 0);

@@ -116,6 +116,7 @@ def test_fallback_failure_is_an_error_that_keeps_the_text_and_can_retry(chat, pr
     status = chat.status()
     assert status["label"] == "Error" and "The text so far is kept." in status["detail"]
     assert chat.page.locator("#status-retry").is_visible()
+    assert chat.page.locator(".regenerate").count() == 0  # it may still be running: retry, don't replace
     proxy.allow()
     chat.page.locator("#status-retry").click()
     chat.wait_state("ended")

@@ -1,0 +1,74 @@
+"""Layout at phone and desktop widths, and the screenshots in docs/img/.
+
+The screenshots are taken only when CHAT_SCREENSHOT_DIR names a folder
+(`CHAT_SCREENSHOT_DIR=docs/img make test PYTEST_ARGS=tests/browser/test_chat_layout.py`),
+because they stream a dozen answers; the layout checks always run.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.browser.chat_page import DESKTOP, PHONE, PROMPT
+
+pytestmark = pytest.mark.timeout(90)
+
+SCREENSHOT_DIR = os.environ.get("CHAT_SCREENSHOT_DIR", "")
+NO_HORIZONTAL_OVERFLOW = "document.documentElement.scrollWidth <= window.innerWidth"
+
+
+def test_phone_width_layout(make_page):
+    chat = make_page(viewport=PHONE)
+    assert chat.page.locator("#sidebar").bounding_box()["x"] < 0  # a drawer, off screen
+    chat.send("A long question " + "with many words " * 12 + "and `code_that_does_not_wrap_easily_at_all()`")
+    chat.wait_text(120)
+    assert chat.page.evaluate(NO_HORIZONTAL_OVERFLOW)
+    composer = chat.page.locator("#composer").bounding_box()
+    assert composer["x"] >= 0 and composer["x"] + composer["width"] <= PHONE["width"]
+    assert composer["y"] + composer["height"] <= PHONE["height"]
+    assert chat.page.locator("#stop").is_visible()
+    chat.page.click("#toggle-sidebar")
+    chat.page.wait_for_function("document.getElementById('sidebar').getBoundingClientRect().x >= 0")
+    assert chat.page.locator(".conversation.active").is_visible()
+    chat.page.click("#scrim", position={"x": PHONE["width"] - 20, "y": 400})
+    chat.page.wait_for_function("document.getElementById('sidebar').getBoundingClientRect().right <= 0")
+    chat.wait_state("ended")
+    assert chat.page.evaluate(NO_HORIZONTAL_OVERFLOW)
+
+
+@pytest.mark.skipif(not SCREENSHOT_DIR, reason="set CHAT_SCREENSHOT_DIR to write the docs/img screenshots")
+@pytest.mark.parametrize("name, viewport", [("desktop", DESKTOP), ("phone", PHONE)])
+def test_screenshots_of_each_state(make_page, proxy, name, viewport):
+    folder = Path(SCREENSHOT_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    chat = make_page(viewport=viewport, client_config={"stallMs": 1500, "backoffBaseMs": 400, "backoffCapMs": 1500, "fallbackPollMs": 300})
+
+    def shot(state: str) -> None:
+        chat.page.wait_for_timeout(150)  # let the render window and the caret settle
+        chat.page.screenshot(path=str(folder / f"{name}-{state}.png"))
+
+    chat.send("Explain how a chat client resumes a dropped stream")
+    chat.wait_text(260 if name == "desktop" else 180)
+    shot("streaming")
+    chat.wait_state("ended")
+    shot("complete")
+
+    chat.send("What does exponential backoff with full jitter mean?")
+    chat.wait_text(120)
+    proxy.stall("/stream", new_requests=True)
+    chat.wait_transition("interrupted")
+    shot("interrupted")
+    chat.wait_state("fallback", timeout=30_000)
+    proxy.reset()
+    shot("fallback")
+
+    chat.send(PROMPT)
+    chat.wait_text(120)
+    proxy.refuse(path="/api/generations/")
+    proxy.cut()
+    chat.wait_state("error", timeout=30_000)
+    shot("error")
+    proxy.allow()
+    chat.page.click("#status-retry")
+    chat.wait_state("ended")
