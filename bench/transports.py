@@ -172,8 +172,18 @@ class Bench:
         )
 
     def latencies(self, reads: list[Received], t0: float) -> list[float]:
-        """Arrival minus production time, per token event, in ms (live tokens are one per event)."""
-        return [(at - (t0 + (payload["seq"] - 1) / self.rate)) * 1000 for read in reads for at, _, payload in read.tokens]
+        """Arrival minus production time, per token, in ms.
+
+        A late subscriber's gap is filled from the database in stored chunks: one
+        event then carries several tokens, each with its own production time.
+        """
+        result = []
+        for read in reads:
+            previous = 0
+            for at, _, payload in read.tokens:
+                result += [(at - (t0 + (seq - 1) / self.rate)) * 1000 for seq in range(previous + 1, payload["seq"] + 1)]
+                previous = payload["seq"]
+        return result
 
     # --- phases ------------------------------------------------------------
 
@@ -187,17 +197,21 @@ class Bench:
         await asyncio.sleep(max(0.0, t0 - time.time()))
         cpu_before, wall_before = cpu_seconds(self.server.pid), time.time()
         if transport is None:
-            await self.wait_ended(ids)
+            # Sleep rather than poll, so the window holds the generations' own work only.
+            await asyncio.sleep(t0 + self.size["tokens"] / self.rate + 1.0 - time.time())
             reads = []
         else:
             reads = await asyncio.gather(*tasks)
         cpu = cpu_seconds(self.server.pid) - cpu_before
-        tokens = sum(len(r.tokens) for r in reads) if reads else n * self.size["tokens"]
+        if transport is None:
+            await self.wait_ended(ids)
         latency = self.latencies(reads, t0)
+        tokens = len(latency) if reads else n * self.size["tokens"]
         result = {
             "transport": transport or "no client",
             "streams": n,
             "tokens": tokens,
+            "events": sum(len(r.tokens) for r in reads) if reads else None,
             "wall_s": time.time() - wall_before,
             "cpu_s": cpu,
             "cpu_us_per_token": cpu / tokens * 1e6 if tokens else None,
@@ -236,7 +250,7 @@ class Bench:
                 read = await self.follow(transport, gid, max_tokens=1)
                 totals.append((read.tokens[0][0] - started) * 1000)
                 opens.append((read.tokens[0][0] - read.opened_at) * 1000)
-                await self.wait_ended([gid])
+                await client.post(f"/api/generations/{gid}/cancel")
         return {"ttft_p50_ms": percentile(totals, 50), "ttft_p90_ms": percentile(totals, 90),
                 "open_to_token_p50_ms": percentile(opens, 50)}
 
@@ -283,7 +297,9 @@ class Bench:
         ids, _ = await self.ask_many(n, lead_s=seconds + 60)
         reads = [Received() for _ in ids]
         tasks = [asyncio.create_task(self.follow(transport, gid, received=r)) for gid, r in zip(ids, reads)]
-        await asyncio.sleep(1.0)  # Let every stream open before measuring.
+        while not all(r.connected_at for r in reads):  # Every stream open and its headers in, before measuring.
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
         before_in, before_out = sum(r.bytes_in for r in reads), sum(r.bytes_out for r in reads)
         cpu_before = cpu_seconds(self.server.pid)
         await asyncio.sleep(seconds)
@@ -476,7 +492,7 @@ def machine() -> str:
 
 async def run(size: dict, bench: Bench, with_nginx: bool) -> dict:
     await bench.login()
-    results = {"size": size, "machine": machine(), "load": [], "bytes": {}}
+    results = {"size": size, "machine": machine(), "loadavg_before": os.getloadavg(), "load": [], "bytes": {}}
     print(f"bytes per token: {size['levels'][0]} streams of {size['tokens']} tokens per transport", flush=True)
     for transport in TRANSPORTS:
         row = await bench.run_streams(transport, size["levels"][0])
@@ -515,6 +531,7 @@ async def run(size: dict, bench: Bench, with_nginx: bool) -> dict:
             nginx.stop()
     print("idle connections", flush=True)
     results["idle"] = {t: await bench.idle(t, size["idle_n"], size["idle_s"]) for t in ("sse", "ws")}
+    results["loadavg_after"] = os.getloadavg()
     return results
 
 
@@ -528,7 +545,8 @@ def fmt(value, digits=1) -> str:
 
 def report(results: dict) -> str:
     """The results as plain-text tables, with ratios against SSE (no gzip) from the same run."""
-    lines = [f"Machine: {results['machine']}", ""]
+    lines = [f"Machine: {results['machine']}",
+             f"Load average (1, 5, 15 min) before {results['loadavg_before']}, after {results['loadavg_after']}", ""]
     lines.append("Bytes on the wire per token (whole answer: headers, framing, terminal event, close)")
     base = results["bytes"]["sse"]["bytes_in_per_token"] + results["bytes"]["sse"]["bytes_out_per_token"]
     lines.append(f"{'transport':42} {'down B/tok':>10} {'up B/tok':>9} {'ratio':>6} {'p50 ms':>8}")
@@ -537,7 +555,7 @@ def report(results: dict) -> str:
         lines.append(f"{label:42} {row['bytes_in_per_token']:>10.1f} {row['bytes_out_per_token']:>9.1f} "
                      f"{total / base:>5.2f}x {fmt(row.get('latency_p50_ms')):>8}")
     lines += ["", "Load: server CPU per delivered token and delivery latency (produced -> received)"]
-    lines.append(f"{'streams':>7} {'transport':10} {'tokens':>7} {'CPU s':>6} {'us/tok':>7} {'ratio':>6} "
+    lines.append(f"{'streams':>7} {'transport':10} {'tokens':>7} {'events':>7} {'CPU s':>6} {'us/tok':>7} {'ratio':>6} "
                  f"{'p50 ms':>7} {'p99 ms':>7} {'done':>5}")
     by_n = {}
     for row in results["load"]:
@@ -545,7 +563,7 @@ def report(results: dict) -> str:
     for n, rows in by_n.items():
         base_cpu = rows["sse"]["cpu_us_per_token"]
         for transport, row in rows.items():
-            lines.append(f"{n:>7} {transport:10} {row['tokens']:>7} {row['cpu_s']:>6.2f} {row['cpu_us_per_token']:>7.1f} "
+            lines.append(f"{n:>7} {transport:10} {row['tokens']:>7} {fmt(row['events']):>7} {row['cpu_s']:>6.2f} {row['cpu_us_per_token']:>7.1f} "
                          f"{row['cpu_us_per_token'] / base_cpu:>5.2f}x {fmt(row['latency_p50_ms']):>7} "
                          f"{fmt(row['latency_p99_ms']):>7} {fmt(row.get('complete')):>5}")
     lines += ["", "Time to first token (POST then open the stream), resume (cut -> first replayed token)"]
