@@ -112,6 +112,7 @@ async def generation_start(
     generation, history = await sync_to_async(_create_generation)(
         conversation=conversation, user_message=user_message, response_format=response_format
     )
+    await live.generation_changed(generation.id)
     start_generation(generation, history)
     return generation
 
@@ -163,8 +164,9 @@ async def message_post(
         status_code=status_code,
     )
     if history is not None:
-        start_generation(answer.generation, history)
+        # Announced first, so that `generation.started` always precedes its end on the channel.
         await live.generation_changed(answer.generation.id)
+        start_generation(answer.generation, history)
     return answer
 
 
@@ -186,8 +188,9 @@ async def generation_regenerate(
         status_code=status_code,
     )
     if history is not None:
-        start_generation(answer.generation, history)
+        # Announced first, so that `generation.started` always precedes its end on the channel.
         await live.generation_changed(answer.generation.id)
+        start_generation(answer.generation, history)
     return answer
 
 
@@ -438,6 +441,7 @@ async def generation_continue(*, generation: Generation) -> Generation:
     it with Last-Event-ID = old.last_seq sees one seamless answer.
     """
     continuation, history = await sync_to_async(_create_continuation)(generation.pk)
+    await live.generation_changed(continuation.id)
     start_generation(continuation, history)
     return continuation
 

@@ -24,7 +24,7 @@ from django.core.signals import request_started
 from django.db import close_old_connections
 from django.utils import timezone
 
-from . import runner
+from . import live, runner
 from .actions import generation_end_orphan, stale_heartbeat
 from .db import db_work
 from .events import End
@@ -79,6 +79,7 @@ async def reap_and_announce() -> list[Generation]:
     hub = get_hub()
     for generation in reaped:
         await hub.publish(stream_group(generation.id), End.of(generation))
+        await live.generation_changed(generation.id)
     return reaped
 
 
