@@ -470,10 +470,10 @@ function touchConversation(id) {
 }
 
 function renderConversations() {
-  const editing = ui.list.querySelector("li.renaming");
+  // A live update must not take the title field away from someone typing in
+  // it (even detaching it for a moment would blur it); the rename re-renders.
+  if (ui.list.querySelector("li.renaming")) return;
   const items = page.conversations.map((conversation) => {
-    // A live update must not take the title field away from someone typing in it.
-    if (editing?.dataset.id === String(conversation.id)) return editing;
     const li = document.createElement("li");
     li.className = "conversation";
     li.dataset.id = String(conversation.id);
@@ -510,8 +510,9 @@ function startRename(li, conversation) {
     const title = input.value.trim();
     if (!save || title === conversation.title) return renderConversations();
     try {
-      upsertConversation(await renameConversation(conversation.id, title));
-      if (conversation.id === page.conversationId) ui.title.textContent = title || "Untitled";
+      const renamed = await renameConversation(conversation.id, title);
+      upsertConversation(renamed);
+      if (conversation.id === page.conversationId) ui.title.textContent = conversationTitle(renamed);
     } catch (error) {
       renderConversations();
       flash(error.message);

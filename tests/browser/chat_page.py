@@ -4,6 +4,8 @@ import json
 import sqlite3
 import time
 
+import httpx
+
 from tests.support.server import USERS
 
 CHROMIUM = "/usr/bin/chromium"
@@ -191,3 +193,20 @@ def stream_connections(chat: ChatPage, generation_id: str) -> list[tuple]:
         "SELECT resumed_from, end_reason FROM chat_streamconnection WHERE generation_id = ? ORDER BY id",
         generation_id.replace("-", ""),
     )
+
+
+def logged_in_state(base_url: str, username: str = "alice") -> dict:
+    """Log in over HTTP and return Playwright storage state holding the session cookies."""
+    with httpx.Client(base_url=base_url, timeout=10) as http:
+        http.get("/accounts/login/")
+        response = http.post(
+            "/accounts/login/",
+            data={"username": username, "password": USERS[username], "csrfmiddlewaretoken": http.cookies["csrftoken"]},
+        )
+        assert response.status_code == 302, f"login failed: {response.status_code}"
+        cookies = [
+            {"name": c.name, "value": c.value, "domain": "127.0.0.1", "path": "/", "expires": -1,
+             "httpOnly": False, "secure": False, "sameSite": "Lax"}
+            for c in http.cookies.jar
+        ]
+    return {"cookies": cookies, "origins": []}

@@ -7,13 +7,11 @@ hook in the server.
 
 import os
 
-import httpx
 import pytest
 
-from tests.browser.chat_page import CHROMIUM, CHROMIUM_ARGS, FAST_CLIENT, ChatPage, new_chat_page
+from tests.browser.chat_page import CHROMIUM, CHROMIUM_ARGS, FAST_CLIENT, ChatPage, logged_in_state, new_chat_page
 from tests.support.openai_upstream import OpenAIUpstream
 from tests.support.proxy import FaultProxy
-from tests.support.server import USERS
 
 REQUIRE_SERVICES = os.environ.get("CHAT_REQUIRE_SERVICES") == "1"
 
@@ -79,23 +77,6 @@ def echo_server(start_server, upstream):
     )
 
 
-def logged_in_state(base_url: str, username: str = "alice") -> dict:
-    """Log in over HTTP and return Playwright storage state holding the session cookies."""
-    with httpx.Client(base_url=base_url, timeout=10) as http:
-        http.get("/accounts/login/")
-        response = http.post(
-            "/accounts/login/",
-            data={"username": username, "password": USERS[username], "csrfmiddlewaretoken": http.cookies["csrftoken"]},
-        )
-        assert response.status_code == 302, f"login failed: {response.status_code}"
-        cookies = [
-            {"name": c.name, "value": c.value, "domain": "127.0.0.1", "path": "/", "expires": -1,
-             "httpOnly": False, "secure": False, "sameSite": "Lax"}
-            for c in http.cookies.jar
-        ]
-    return {"cookies": cookies, "origins": []}
-
-
 @pytest.fixture(scope="session")
 def alice_state(chat_server) -> dict:
     """Alice's session on the chat server: every test's browser context starts logged in."""
@@ -109,7 +90,8 @@ def make_page(chromium, session_proxy, chat_server, alice_state, proxy):
 
     def make(**options) -> ChatPage:
         options.setdefault("client_config", FAST_CLIENT)
-        chat = new_chat_page(chromium, proxy.url, chat_server.database_url, storage_state=alice_state, **options)
+        options.setdefault("storage_state", alice_state)
+        chat = new_chat_page(chromium, proxy.url, chat_server.database_url, **options)
         pages.append(chat)
         return chat.open()
 

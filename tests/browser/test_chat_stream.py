@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.browser.chat_page import PROMPT, assert_shows_stored, stream_connections
+from tests.browser.chat_page import PROMPT, assert_shows_stored, logged_in_state, stream_connections
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -122,3 +122,34 @@ def test_fallback_failure_is_an_error_that_keeps_the_text_and_can_retry(chat, pr
     chat.wait_state("ended")
     assert assert_shows_stored(chat, generation_id)["text"].startswith(error["text"])
     assert chat.states()[-3:] == ["error", "streaming", "ended"]
+
+
+def test_a_refused_first_connection_is_retried(chat, proxy):
+    proxy.refuse(path="/stream")
+    generation_id = chat.send(PROMPT)
+    interrupted = chat.wait_transition("interrupted")
+    assert interrupted["detail"]["failures"] == 1 and interrupted["text"] == ""
+    proxy.allow()
+    chat.wait_state("ended")
+    assert assert_shows_stored(chat, generation_id)["status"] == "complete"
+    assert chat.states()[:2] == ["connecting", "interrupted"]
+    assert "streaming" in chat.states()
+
+
+def test_a_client_error_on_reconnect_is_not_retried(make_page, proxy, chat_server):
+    # Its own session, because the test ends it.
+    chat = make_page(storage_state=logged_in_state(chat_server.url))
+    generation_id = chat.send(PROMPT)
+    chat.wait_text(30)
+    chat.page.evaluate(
+        """() => fetch('/accounts/logout/', { method: 'POST', headers: {
+            'X-CSRFToken': document.querySelector('meta[name=csrf-token]').content } })"""
+    )
+    proxy.cut()
+    error = chat.wait_state("error")
+    assert error["detail"]["status"] == 401
+    assert error["detail"]["message"] == "Log in or send a bearer token."
+    assert len(chat.shown_text()) >= 30  # the partial text is kept
+    # One failed attempt (the cut), then the 401: no pointless retries, no fallback.
+    assert chat.states()[-2:] == ["interrupted", "error"]
+    assert chat.wait_stored_terminal(generation_id)["status"] == "complete"  # the server carried on
