@@ -15,8 +15,8 @@ from tests.support.proxy import FaultProxy
 
 REQUIRE_SERVICES = os.environ.get("CHAT_REQUIRE_SERVICES") == "1"
 
-# Paced so that a test can act mid-stream: answers of ~60-120 tokens take 1.5-3 s.
-SIMULATED_ENV = {"CHAT_SIMULATED_TOKENS_PER_S": 40, "CHAT_SIMULATED_FIRST_TOKEN_DELAY_S": 0.05}
+# Paced so that a test can act mid-stream: answers of ~60-120 tokens take 1-2 s.
+SIMULATED_ENV = {"CHAT_SIMULATED_TOKENS_PER_S": 60, "CHAT_SIMULATED_FIRST_TOKEN_DELAY_S": 0.05}
 
 
 @pytest.fixture(scope="module")
