@@ -317,7 +317,7 @@ export class GenerationStream {
       } finally {
         clearTimeout(timer);
       }
-      await this.sleep(this.config.fallbackPollMs);
+      await this.sleep(errors ? backoffDelay(errors - 1, this.config) : this.config.fallbackPollMs);
     }
   }
 
