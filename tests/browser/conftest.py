@@ -73,7 +73,10 @@ def echo_server(start_server, upstream):
         CHAT_LLM_PROVIDER="openai",
         CHAT_OPENAI_BASE_URL=upstream.base_url,
         CHAT_OPENAI_MODEL="echo",
-        CHAT_UPSTREAM_STALL_S=1,
+        # A silent upstream outlasts the tests' client stall timer (1.2 s), while
+        # keepalives every 0.4 s keep the connection visibly alive.
+        CHAT_UPSTREAM_STALL_S=2.5,
+        CHAT_STREAM_KEEPALIVE_S=0.4,
     )
 
 

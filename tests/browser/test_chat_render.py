@@ -83,3 +83,7 @@ def test_terminal_events_from_the_server_are_shown_as_such(echo_chat, scenario, 
     assert shown["label"] == label and shown["outcome"] == status
     assert echo_chat.page.locator(".message.assistant").last.locator(".notice").text_content().startswith(notice)
     assert echo_chat.page.locator("#prompt").is_enabled()
+    # The connection itself never looked dead: in the stall case the upstream
+    # was silent for 2.5 s, past the client's 1.2 s stall timer, but the
+    # server's keepalive comments count as bytes.
+    assert echo_chat.states() == ["connecting", "streaming", "ended"]
