@@ -1,8 +1,10 @@
 """What a person does on the chat page: compose, stop, regenerate, refresh, scroll, manage conversations."""
 
+import httpx
 import pytest
 
 from tests.browser.chat_page import PROMPT, assert_shows_stored, new_chat_page, stream_connections
+from tests.support.server import USERS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,10 +97,27 @@ def test_opening_a_finished_generation_by_url_shows_it_without_streaming(chat, m
     assert len(stream_connections(chat, generation_id)) == 1  # nothing was streamed again
 
 
-def test_unknown_generation_in_the_url_says_so(chat):
-    chat.open("/?generation=00000000-0000-4000-8000-000000000000")
-    assert chat.status()["label"] == "Not found"
-    assert chat.page.locator(".message").count() == 0
+def test_unknown_or_foreign_objects_in_the_url_say_not_found(chat, chat_server):
+    # Bob's answer, posted over the API.
+    with httpx.Client(base_url=chat_server.url, timeout=10) as bob:
+        bob.get("/accounts/login/")
+        bob.post("/accounts/login/", data={"username": "bob", "password": USERS["bob"],
+                                          "csrfmiddlewaretoken": bob.cookies["csrftoken"]})
+        csrf = {"X-CSRFToken": bob.cookies["csrftoken"]}
+        conversation = bob.post("/api/conversations", json={"title": "bob's"}, headers=csrf).json()
+        posted = bob.post(f"/api/conversations/{conversation['id']}/messages", json={"content": "secret"}, headers=csrf)
+        generation_id = posted.json()["generation"]["id"]
+    for path in (
+        "/?generation=00000000-0000-4000-8000-000000000000",
+        "/?generation=not-a-uuid",
+        f"/?generation={generation_id}",
+        "/?conversation=999999",
+        f"/?conversation={conversation['id']}",
+    ):
+        chat.open(path)
+        assert chat.status()["label"] == "Not found", path
+        assert chat.page.locator(".message").count() == 0, path
+        assert chat.page.locator(f".conversation[data-id='{conversation['id']}']").count() == 0
 
 
 def test_follows_the_stream_unless_the_user_scrolled_up(make_page):
