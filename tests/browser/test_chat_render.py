@@ -38,8 +38,6 @@ def test_dom_updates_are_batched_by_the_window_not_by_token(echo_chat, upstream)
     # One update per 48 ms window at most (plus the first), however many tokens arrive.
     assert len(updates) <= span_ms / window_ms + 2, (len(updates), span_ms)
     assert len(updates) * 5 <= tokens, (len(updates), tokens)
-    gaps = [b - a for a, b in zip(updates, updates[1:])]
-    assert min(gaps) >= window_ms - 8, gaps  # timer granularity aside, never closer than the window
     assert echo_chat.page.evaluate("window.chatDebug.renders") == len(updates)
 
 
