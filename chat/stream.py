@@ -138,7 +138,9 @@ class Follow:
         if self.response_format is None:
             found = Generation.objects.filter(pk=self.generation_id).values_list("response_format", flat=True)
             self.response_format = await found.afirst() or "text"
-        snapshots = await self.json_state() if self.response_format == "json" else None
+        snapshots, resend = await self.json_state() if self.response_format == "json" else (None, None)
+        if resend is not None:
+            yield resend
         async with aclosing(self.tail()) as events:
             async for event in events:
                 if snapshots is None:
@@ -158,11 +160,21 @@ class Follow:
                 else:
                     yield event
 
-    async def json_state(self) -> JsonSnapshots:
+    async def json_state(self) -> tuple[JsonSnapshots, Json | None]:
+        """The parser as it stood after the client's last token, and that token's `json` event, if it had one.
+
+        The `json` event shares its id with its token, so a client cut off
+        between the two cannot say it missed it: it is sent again, first.
+        Snapshots only grow, so a second copy is harmless.
+        """
         snapshots = JsonSnapshots()
-        if self.sent > 0:
-            snapshots.feed(await text_through(self.generation_id, self.sent))
-        return snapshots
+        if self.sent <= 0:
+            return snapshots, None
+        before, last = await text_through(self.generation_id, self.sent)
+        snapshots.feed(before)
+        if last is not None and snapshots.feed(last):
+            return snapshots, Json(self.sent, snapshots.dumps())
+        return snapshots, None
 
     async def tail(self) -> AsyncIterator[Token | End | Keepalive]:
         """Replay, then tail: the tokens after the client's position, then the end."""
@@ -310,31 +322,31 @@ def split_at_growth(token: Token, snapshots: JsonSnapshots) -> list[Token | Json
     return out
 
 
-async def text_through(generation_id, seq: int) -> str:
-    """The answer's text through token `seq`, waiting for tokens still on their way to the database."""
+async def text_through(generation_id, seq: int) -> tuple[str, str | None]:
+    """The answer's text through token `seq`, as (the text before it, its own text or None).
+
+    Waits for tokens still on their way to the database.
+    """
     row = await Generation.objects.filter(pk=generation_id).values("first_seq", "continued_from_id").afirst()
     if row is None:
-        return ""
+        return "", None
     first_seq, text = row["first_seq"], ""
     if first_seq > 1 and row["continued_from_id"]:
         # A continuation: the text before it is the answer of the generation it continues.
         found = await answer_through(row["continued_from_id"])
         text = found[0] if found else ""
     if seq < first_seq:
-        return text
+        return text, None
     while True:
         tokens = await persisted_tokens(generation_id, first_seq - 1)
         covered = tokens[-1].last_seq if tokens else first_seq - 1
         if covered >= seq or await load_end(generation_id):
             break
         await asyncio.sleep(settings.CHAT_FLUSH_INTERVAL_S)
-    for token in tokens:
-        if token.last_seq <= seq:
-            text += token.text
-        else:
-            text += "".join(token.parts[: seq - token.first_seq + 1])
-            break
-    return text
+    parts = [part for token in tokens for part in token.parts][: seq - first_seq + 1]
+    if len(parts) < seq - first_seq + 1:
+        return text + "".join(parts), None  # Pruned or never stored: a snapshot will follow.
+    return text + "".join(parts[:-1]), parts[-1]
 
 
 async def wait_for_end(generation_id, *, timeout: float, hub: Hub | None = None) -> End | None:
