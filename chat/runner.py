@@ -182,7 +182,7 @@ class GenerationRun:
         try:
             for attempt in range(3):
                 try:
-                    await writer.finish(self, lambda chunk: self.persist_end(end, chunk))
+                    end = await writer.finish(self, lambda chunk: self.persist_end(end, chunk))
                     break
                 except Exception:
                     logger.exception("could not record the end of generation %s (attempt %d)", self.generation_id, attempt + 1)
@@ -192,7 +192,8 @@ class GenerationRun:
         await self.hub.publish(stream_group(self.generation_id), end)
         await live.generation_changed(self.generation_id)
 
-    def persist_end(self, end: End, last_chunk: TokenChunk | None) -> None:
+    def persist_end(self, end: End, last_chunk: TokenChunk | None) -> End:
+        """Record the end; return the end that stands, which is someone else's if they ended it first."""
         close_old_connections()
         with transaction.atomic():
             updated = Generation.objects.filter(pk=self.generation_id, status__in=Generation.ACTIVE_STATUSES).update(
@@ -210,15 +211,17 @@ class GenerationRun:
                 # The reaper or an operator ended it, with the tokens persisted by then as its
                 # text; drop any chunk written since, so the stream ends where the text does.
                 logger.warning("generation %s was ended by someone else; keeping their state", self.generation_id)
-                last_seq = Generation.objects.filter(pk=self.generation_id).values_list("last_seq", flat=True).first()
-                if last_seq is not None:
-                    TokenChunk.objects.filter(generation_id=self.generation_id, first_seq__gt=last_seq).delete()
-                return
+                stored = Generation.objects.filter(pk=self.generation_id).first()
+                if stored is None:
+                    return end  # Deleted with its conversation.
+                TokenChunk.objects.filter(generation_id=self.generation_id, first_seq__gt=stored.last_seq).delete()
+                return End.of(stored)
             if last_chunk is not None:
                 last_chunk.save()
             Message.objects.filter(pk=self.assistant_message_id).update(
                 content=self.prefix + "".join(self.texts), updated_at=timezone.now()
             )
+        return end
 
     async def watch_control(self) -> None:
         """Stop on a cancel sent from any process through the hub."""

@@ -39,17 +39,17 @@ async def load_end(generation_id) -> End | None:
     )
 
 
-async def persisted_tokens(generation_id, after_seq: int) -> list[Token]:
-    """Return the persisted tokens after `after_seq`, one event per stored chunk."""
-    chunks = (
-        TokenChunk.objects.filter(generation_id=generation_id, last_seq__gt=after_seq)
-        .order_by("first_seq")
-        .values_list("first_seq", "last_seq", "tokens")
-    )
+async def persisted_tokens(generation_id, after_seq: int, through: int | None = None) -> list[Token]:
+    """Return the persisted tokens after `after_seq` (and up to `through`), one event per stored chunk."""
+    chunks = TokenChunk.objects.filter(generation_id=generation_id, last_seq__gt=after_seq)
+    if through is not None:
+        chunks = chunks.filter(first_seq__lte=through)
     replay = []
-    async for first_seq, last_seq, tokens in chunks:
+    async for first_seq, last_seq, tokens in chunks.order_by("first_seq").values_list("first_seq", "last_seq", "tokens"):
         if first_seq > after_seq + 1:
             break  # Never skip: the missing tokens are not committed yet.
+        if through is not None and last_seq > through:
+            tokens, last_seq = tokens[: through - first_seq + 1], through
         skip = after_seq + 1 - first_seq
         replay.append(Token(first_seq + skip, last_seq, "".join(tokens[skip:]), tokens[skip:]))
         after_seq = last_seq
@@ -183,9 +183,11 @@ class Follow:
         async with hub.subscribe(stream_group(self.generation_id)) as subscription:
             for snapshot in await self.snapshot_if_behind():
                 yield snapshot
-            for token in await self.catch_up():
-                yield token
+            # An ended generation replays only up to its recorded end.
             end = await load_end(self.generation_id)
+            for token in await self.catch_up(through=end.last_seq if end else None):
+                yield token
+            end = end or await load_end(self.generation_id)
             if end:
                 for event in await self.finish(end):
                     yield event
@@ -234,8 +236,8 @@ class Follow:
                 last_sent_at = loop.time()
                 yield event
 
-    async def catch_up(self) -> list[Token]:
-        tokens = await persisted_tokens(self.generation_id, self.sent)
+    async def catch_up(self, through: int | None = None) -> list[Token]:
+        tokens = await persisted_tokens(self.generation_id, self.sent, through)
         if tokens:
             self.sent = tokens[-1].last_seq
         return tokens
@@ -250,11 +252,12 @@ class Follow:
             await asyncio.sleep(self.flush_interval_s)
 
     async def finish(self, end: End) -> list[Token | End]:
-        tokens = await self.catch_up() if end.last_seq > self.sent else []
-        if end.last_seq > self.sent:
-            # Retention deleted the tokens: send the stored text whole, never a silent partial.
-            tokens += await self.snapshot()
-        return [*tokens, end]
+        events = await self.catch_up(through=end.last_seq) if end.last_seq > self.sent else []
+        if end.last_seq != self.sent:
+            # Short: retention deleted the tokens. Past it: the run went on after it
+            # was ended (reaped while alive). Either way the stored text, whole, wins.
+            events += await self.snapshot()
+        return [*events, end]
 
     async def snapshot_if_behind(self) -> list[Snapshot]:
         """Give a client from before a continuation's first token the text so far, in one snapshot.
@@ -267,11 +270,12 @@ class Follow:
         return await self.snapshot()
 
     async def snapshot(self) -> list[Snapshot]:
+        """The stored answer through the generation's end, replacing whatever the client has."""
         found = await answer_through(self.generation_id)
-        if found is None or found[1] <= self.sent:
+        if found is None or found[1] == self.sent:
             return []
         text, seq = found
-        snapshot = Snapshot(self.sent + 1, seq, text)
+        snapshot = Snapshot(1, seq, text)
         self.sent = seq
         return [snapshot]
 

@@ -58,12 +58,12 @@ class TokenWriter:
                 for run, chunk in batch:
                     run.restore_pending(chunk)
 
-    async def finish(self, run, write_end) -> None:
+    async def finish(self, run, write_end):
         """Write the run's last tokens and its end in one transaction, after all its earlier chunks."""
         async with self.lock:
             chunk = run.take_pending()
             try:
-                await db_work(write_end)(chunk)
+                return await db_work(write_end)(chunk)
             except Exception:
                 run.restore_pending(chunk)
                 raise

@@ -213,6 +213,15 @@ async def test_a_live_worker_reaped_by_mistake_stops_and_leaves_a_consistent_str
     async with await logged_in(server) as client:
         generation = await client.ask(PROMPT)
         first = await client.read_stream(generation["id"], max_events=5)
+        # A second device follows live across the reap: the worker goes on publishing
+        # until its next heartbeat, and the stored end must still win.
+        live = asyncio.create_task(client.read_stream(generation["id"]))
+        # Reap only once what this client saw is persisted: tokens published but
+        # not yet flushed when a worker is reaped are, by design, not part of the answer.
+        for _ in range(100):
+            if (await client.generation(generation["id"]))["last_seq"] >= int(first.last_id):
+                break
+            await asyncio.sleep(0.05)
         out = manage(
             "reap_generations", env={**TEST_ENV, "DATABASE_URL": server.database_url, "CHAT_HEARTBEAT_STALE_S": "0"}
         )
@@ -226,6 +235,8 @@ async def test_a_live_worker_reaped_by_mistake_stops_and_leaves_a_consistent_str
             raise AssertionError("the worker kept running a generation that had ended")
         replay = await client.read_stream(generation["id"])
         stored = await client.generation(generation["id"])
+        live = await asyncio.wait_for(live, 10)
+    assert live.answer == stored["text"], "a run that went on past its end is rewound by a snapshot"
     assert (stored["status"], stored["reason"]) == ("interrupted", "worker_lost")
     assert rest.terminal.event == replay.terminal.event == "interrupted"
     assert first.text + rest.text == replay.text == stored["text"]

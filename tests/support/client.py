@@ -23,6 +23,17 @@ class StreamRead:
         return "".join(json.loads(e.data)["text"] for e in self.tokens)
 
     @property
+    def answer(self) -> str:
+        """The text a client shows: tokens appended, a `snapshot` replacing everything before it."""
+        text = ""
+        for event in self.events:
+            if event.event == "snapshot":
+                text = json.loads(event.data)["text"]
+            elif event.event == "token":
+                text += json.loads(event.data)["text"]
+        return text
+
+    @property
     def terminal(self):
         return next((e for e in self.events if e.event in TERMINAL_EVENTS), None)
 
