@@ -183,14 +183,6 @@ async def generation_out(generation: Generation, *, with_text: bool = True) -> d
     return data
 
 
-def idempotency_key(raw: str | None) -> str | None:
-    if raw is None:
-        return None
-    if not (1 <= len(raw) <= 255) or not raw.isascii() or not raw.isprintable():
-        raise ApiError(400, "invalid", "Idempotency-Key must be 1 to 255 printable ASCII characters.", "Idempotency-Key")
-    return raw
-
-
 # --- Cursors: opaque to clients, keyset pagination underneath -------------------
 
 
@@ -328,13 +320,17 @@ async def create_conversation(request, payload: ConversationIn):
     return 201, await actions.conversation_create(owner=request.auth, title=payload.title)
 
 
-@api.get("/conversations/{conversation_id}", response={200: ConversationOut, **errors(400, 401, 404)}, tags=["conversations"])
+@api.get(
+    "/conversations/{conversation_id}", response={200: ConversationOut, **errors(400, 401, 404)}, tags=["conversations"]
+)
 async def get_conversation(request, conversation_id: int = ConversationId):
     return await owned_conversation(request, conversation_id)
 
 
 @api.patch(
-    "/conversations/{conversation_id}", response={200: ConversationOut, **errors(400, 401, 403, 404, 413)}, tags=["conversations"]
+    "/conversations/{conversation_id}",
+    response={200: ConversationOut, **errors(400, 401, 403, 404, 413)},
+    tags=["conversations"],
 )
 async def rename_conversation(request, payload: ConversationRenameIn, conversation_id: int = ConversationId):
     conversation = await owned_conversation(request, conversation_id)
@@ -364,7 +360,9 @@ async def list_messages(
     conversation_id: int = ConversationId,
     cursor: str | None = CURSOR,
     limit: int = Query(50, ge=1, le=200),
-    order: Literal["asc", "desc"] = Query("asc", description="asc: oldest first; desc: newest first (open a chat at its end)."),
+    order: Literal["asc", "desc"] = Query(
+        "asc", description="asc: oldest first; desc: newest first (open a chat at its end)."
+    ),
 ):
     """The conversation's messages; an assistant message names the generation that fills it."""
     conversation = await owned_conversation(request, conversation_id)
@@ -432,13 +430,14 @@ async def post_message(
     and answers 200 with it (the non-streaming fallback); `generation.json` then holds the parsed
     answer for `response_format: "json"`.
     """
-    key = idempotency_key(idempotency)
     conversation = await owned_conversation(request, conversation_id)
     answer = await actions.message_post(
         conversation=conversation,
         content=payload.content,
         response_format=payload.response_format,
-        idempotency=actions.Idempotency.of(key, "message_post", conversation=conversation.pk, **payload.model_dump()),
+        idempotency=actions.Idempotency.of(
+            idempotency, "message_post", conversation=conversation.pk, **payload.model_dump()
+        ),
         status_code=201 if payload.stream else 200,
     )
     return await answer_out(answer)
@@ -455,7 +454,12 @@ async def answer_out(answer: actions.Answer) -> tuple[int, dict]:
 # --- Generations ---------------------------------------------------------------------
 
 
-@api.get("/generations/{generation_id}", response={200: GenerationOut, **errors(400, 401, 404)}, by_alias=True, tags=["generations"])
+@api.get(
+    "/generations/{generation_id}",
+    response={200: GenerationOut, **errors(400, 401, 404)},
+    by_alias=True,
+    tags=["generations"],
+)
 async def get_generation(request, generation_id: UUID):
     """Status, the text so far, the last persisted sequence number, usage and timings."""
     return await generation_out(await owned_generation(request, generation_id))
@@ -487,11 +491,12 @@ async def regenerate_generation(
     The old answer stays in the conversation's history. A generation still running is a 409:
     cancel it first. `message` in the answer is the user message being answered again.
     """
-    key = idempotency_key(idempotency)
     generation = await owned_generation(request, generation_id)
     answer = await actions.generation_regenerate(
         generation=generation,
-        idempotency=actions.Idempotency.of(key, "generation_regenerate", generation=generation.pk, **payload.model_dump()),
+        idempotency=actions.Idempotency.of(
+            idempotency, "generation_regenerate", generation=generation.pk, **payload.model_dump()
+        ),
         status_code=201 if payload.stream else 200,
     )
     return await answer_out(answer)
