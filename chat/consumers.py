@@ -81,7 +81,12 @@ class GenerationConsumer(AsyncWebsocketConsumer):
             client_addr=(self.scope.get("client") or ("",))[0] or "",
             user_agent=dict(self.scope.get("headers", ())).get(b"user-agent", b"").decode("latin1"),
         )
-        follow = Follow(self.generation.id, after_seq=after_seq, coalesce_s=coalesce_s)
+        follow = Follow(
+            self.generation.id,
+            after_seq=after_seq,
+            coalesce_s=coalesce_s,
+            response_format=self.generation.response_format,
+        )
         self.follower = asyncio.get_running_loop().create_task(self.follow(follow))
 
     async def parse(self) -> tuple[Generation, int, float]:
