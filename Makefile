@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test browser-deps migrate bench clean
+.PHONY: install run test system-deps migrate bench clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -24,17 +24,21 @@ run: migrate
 	$(BIN)/python manage.py create_demo_user
 	$(BIN)/daphne -b $(HOST) -p $(PORT) project.asgi:application
 
-# The browser tests drive Debian's Chromium; install it when we can (root).
-browser-deps:
-	@if [ ! -x /usr/bin/chromium ]; then \
+# Debian packages the tests use: Chromium for the browser tests, nginx for the
+# proxy phase of the transport benchmark. Installed when we can (root).
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		else \
-			echo "Chromium is missing: install Debian's 'chromium' package, or the browser tests will skip."; \
+			echo "Missing Debian packages:$$missing. Install them, or the tests that need them will skip."; \
 		fi; \
 	fi
 
-test: install browser-deps
+test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
