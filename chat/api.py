@@ -9,12 +9,14 @@ from pathlib import Path as FilePath
 from typing import Literal
 from uuid import UUID
 
+from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.contrib.auth import aauthenticate
 from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig
 from django.db.models import Q
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, JsonResponse
+from django.utils.decorators import sync_and_async_middleware
 from ninja import Header, NinjaAPI, Path, Query, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
@@ -529,8 +531,30 @@ def guide(request, name: str):
     return HttpResponse((DOCS_DIR / name).read_text(), content_type="text/markdown; charset=utf-8")
 
 
+@sync_and_async_middleware
+def method_not_allowed_middleware(get_response):
+    """ninja answers a wrong method with a bare-text 405: give it the API's error shape (and keep `Allow`)."""
+
+    def reshape(request, response):
+        if response.status_code == 405 and request.path.startswith("/api/") and not isinstance(response, JsonResponse):
+            allowed = response.get("Allow", "")
+            response = JsonResponse(error_body("method_not_allowed", f"Use {allowed} on this path."), status=405)
+            response["Allow"] = allowed
+        return response
+
+    if iscoroutinefunction(get_response):
+
+        async def middleware(request):
+            return reshape(request, await get_response(request))
+
+    else:
+
+        def middleware(request):
+            return reshape(request, get_response(request))
+
+    return middleware
+
+
 def not_found(request, path: str = ""):
     """Any other path under /api/: a 404 in the API's error shape, not an HTML page."""
-    from django.http import JsonResponse
-
     return JsonResponse(error_body("not_found", f"No API endpoint at {request.path}."), status=404)

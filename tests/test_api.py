@@ -303,3 +303,10 @@ async def test_spec_documents_every_error_shape(server):
             for code in errors:
                 schema = json.dumps(operation["responses"][code])
                 assert "ErrorOut" in schema, (method, path, code)
+
+
+async def test_a_wrong_method_answers_in_the_error_shape(alice_api):
+    response = await alice_api.request("PUT", "/api/conversations/1", json={"title": "x"})
+    error = error_of(response, 405)
+    assert error["code"] == "method_not_allowed"
+    assert set(response.headers["Allow"].split(", ")) == {"GET", "PATCH", "DELETE"}
