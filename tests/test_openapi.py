@@ -48,7 +48,7 @@ def live_api(start_server):
     return server, token, {"conversation_id": conversation["id"], "generation_id": answer["generation"]["id"]}
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_api_conforms_to_its_spec(live_api, mode):
     """Every operation, with valid (positive) and invalid (negative) input, authenticated as alice.
