@@ -87,34 +87,26 @@ def _history(conversation: Conversation, user_message: Message) -> list[ChatMess
     return [ChatMessage(m.role, m.content) for m in reversed(messages)]
 
 
-def _create_generation(
-    *, conversation: Conversation, user_message: Message, response_format: str
-) -> tuple[Generation, list[ChatMessage]]:
+def _new_generation(*, conversation: Conversation, user_message: Message, response_format: str) -> Generation:
+    """Create an empty assistant message and the generation that will fill it (in the caller's transaction)."""
     provider = get_provider()
-    with transaction.atomic():
-        assistant_message = Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT)
-        generation = Generation.objects.create(
-            conversation=conversation,
-            user_message=user_message,
-            assistant_message=assistant_message,
-            provider=provider.name,
-            model=provider.model,
-            response_format=response_format,
-        )
-        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
-    return generation, _history(conversation, user_message)
-
-
-async def generation_start(
-    *, conversation: Conversation, user_message: Message, response_format: str = "text"
-) -> Generation:
-    """Create the assistant message and its generation, and start producing it in the background."""
-    generation, history = await sync_to_async(_create_generation)(
-        conversation=conversation, user_message=user_message, response_format=response_format
+    assistant_message = Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT)
+    generation = Generation.objects.create(
+        conversation=conversation,
+        user_message=user_message,
+        assistant_message=assistant_message,
+        provider=provider.name,
+        model=provider.model,
+        response_format=response_format,
     )
+    Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    return generation
+
+
+async def _launch(generation: Generation, history: list[ChatMessage]) -> None:
+    # Announced first, so that `generation.started` always precedes its end on the channel.
     await live.generation_changed(generation.id)
     start_generation(generation, history)
-    return generation
 
 
 @dataclass(frozen=True)
@@ -164,9 +156,7 @@ async def message_post(
         status_code=status_code,
     )
     if history is not None:
-        # Announced first, so that `generation.started` always precedes its end on the channel.
-        await live.generation_changed(answer.generation.id)
-        start_generation(answer.generation, history)
+        await _launch(answer.generation, history)
     return answer
 
 
@@ -188,9 +178,7 @@ async def generation_regenerate(
         status_code=status_code,
     )
     if history is not None:
-        # Announced first, so that `generation.started` always precedes its end on the channel.
-        await live.generation_changed(answer.generation.id)
-        start_generation(answer.generation, history)
+        await _launch(answer.generation, history)
     return answer
 
 
@@ -221,7 +209,6 @@ def _answer(
     idempotency: Idempotency | None,
     status_code: int,
 ) -> tuple[Answer, list[ChatMessage] | None]:
-    provider = get_provider()
     owner_id = conversation.owner_id
     with transaction.atomic():
         _lock_user(owner_id)
@@ -244,16 +231,9 @@ def _answer(
                 )
         if user_message is None:
             user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
-        assistant_message = Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT)
-        generation = Generation.objects.create(
-            conversation=conversation,
-            user_message=user_message,
-            assistant_message=assistant_message,
-            provider=provider.name,
-            model=provider.model,
-            response_format=response_format,
+        generation = _new_generation(
+            conversation=conversation, user_message=user_message, response_format=response_format
         )
-        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
         if idempotency is not None:
             # The unique (user, key) constraint is the last word on a race between retries.
             IdempotencyKey.objects.create(
@@ -378,11 +358,19 @@ async def generation_retry(*, generation: Generation) -> Generation:
     generation = await Generation.objects.select_related("conversation", "user_message").aget(pk=generation.pk)
     if not generation.is_terminal:
         raise ApiError(409, "generation_active", f"Generation {generation.id} is still {generation.status}; stop it first.")
-    return await generation_start(
+    retry, history = await sync_to_async(_new_generation_with_history)(
         conversation=generation.conversation,
         user_message=generation.user_message,
         response_format=generation.response_format,
     )
+    await _launch(retry, history)
+    return retry
+
+
+def _new_generation_with_history(**kwargs) -> tuple[Generation, list[ChatMessage]]:
+    with transaction.atomic():
+        generation = _new_generation(**kwargs)
+    return generation, _history(kwargs["conversation"], kwargs["user_message"])
 
 
 def _create_continuation(generation_id) -> tuple[Generation, list[ChatMessage]]:
@@ -441,8 +429,7 @@ async def generation_continue(*, generation: Generation) -> Generation:
     it with Last-Event-ID = old.last_seq sees one seamless answer.
     """
     continuation, history = await sync_to_async(_create_continuation)(generation.pk)
-    await live.generation_changed(continuation.id)
-    start_generation(continuation, history)
+    await _launch(continuation, history)
     return continuation
 
 
