@@ -3,7 +3,7 @@ import os
 import pytest
 
 from tests.support.client import ChatClient
-from tests.support.server import USERS, DatabaseTemplates, LiveServer, postgres_available
+from tests.support.server import USERS, DatabaseTemplates, LiveServer, postgres_available, redis_available
 
 REQUIRE_SERVICES = os.environ.get("CHAT_REQUIRE_SERVICES") == "1"
 
@@ -15,12 +15,21 @@ def database_templates(tmp_path_factory):
     templates.drop_all()
 
 
-def require_backend(backend: str) -> None:
-    if backend == "postgres" and not postgres_available():
-        message = "PostgreSQL is not reachable at 127.0.0.1:5432"
+def require_service(available: bool, message: str) -> None:
+    """Skip a test whose service is missing, or fail it when CHAT_REQUIRE_SERVICES=1 (CI)."""
+    if not available:
         if REQUIRE_SERVICES:
             pytest.fail(f"{message}, and CHAT_REQUIRE_SERVICES=1")
         pytest.skip(message)
+
+
+def require_backend(backend: str) -> None:
+    if backend == "postgres":
+        require_service(postgres_available(), "PostgreSQL is not reachable at 127.0.0.1:5432")
+
+
+def require_redis() -> None:
+    require_service(redis_available(), "Redis is not reachable at 127.0.0.1:6379")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from tests.conftest import REQUIRE_SERVICES, require_backend
+from tests.conftest import require_backend, require_redis
 from tests.support.api import ApiClient, api_client, issue_token
 from tests.support.client import ChatClient
 from tests.support.server import USERS, LiveServer
@@ -206,13 +206,10 @@ async def test_ids_survive_a_restart(database_templates, tmp_path):
 
 async def test_an_event_from_another_process_reaches_the_listener(database_templates, tmp_path):
     """Two processes share PostgreSQL (storage) and Redis (publish): a change on B reaches a listener on A."""
-    from tests.test_scale_out import REDIS_URL, redis_available
+    from tests.test_scale_out import REDIS_URL
 
     require_backend("postgres")
-    if not redis_available():
-        if REQUIRE_SERVICES:
-            pytest.fail("Redis is not reachable at 127.0.0.1:6379, and CHAT_REQUIRE_SERVICES=1")
-        pytest.skip("Redis is not reachable at 127.0.0.1:6379")
+    require_redis()
     database_url = database_templates.fresh("postgres")
     # Redis pub/sub is global: a namespace of our own keeps other test servers' events out.
     env = {"REDIS_URL": REDIS_URL, "CHAT_EVENTS_NAMESPACE": f"t{uuid.uuid4().hex[:8]}-"}

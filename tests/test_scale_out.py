@@ -4,30 +4,17 @@ import asyncio
 
 import pytest
 
-from tests.conftest import REQUIRE_SERVICES, require_backend
+from tests.conftest import require_backend, require_redis
 from tests.support.client import ChatClient
 from tests.support.server import USERS, LiveServer
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def redis_available() -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def two_servers(database_templates, tmp_path_factory):
     require_backend("postgres")
-    if not redis_available():
-        if REQUIRE_SERVICES:
-            pytest.fail("Redis is not reachable at 127.0.0.1:6379, and CHAT_REQUIRE_SERVICES=1")
-        pytest.skip("Redis is not reachable at 127.0.0.1:6379")
+    require_redis()
     database_url = database_templates.fresh("postgres")
     workdir = tmp_path_factory.mktemp("scale-out")
     env = {"REDIS_URL": REDIS_URL, "CHAT_SIMULATED_TOKENS_PER_S": "40"}

@@ -11,9 +11,8 @@ import pytest
 
 from tests.browser.chat_page import CHROMIUM, CHROMIUM_ARGS, FAST_CLIENT, ChatPage, logged_in_state, new_chat_page
 from tests.support.openai_upstream import OpenAIUpstream
+from tests.conftest import require_service
 from tests.support.proxy import FaultProxy
-
-REQUIRE_SERVICES = os.environ.get("CHAT_REQUIRE_SERVICES") == "1"
 
 # Paced so that a test can act mid-stream: answers of ~60-120 tokens take 1-2 s.
 SIMULATED_ENV = {"CHAT_SIMULATED_TOKENS_PER_S": 60, "CHAT_SIMULATED_FIRST_TOKEN_DELAY_S": 0.05}
@@ -27,11 +26,9 @@ def chromium():
     is open, which would stop the async tests that run after these; closing it
     at the end of each module gives them a clean thread.
     """
-    if not os.access(CHROMIUM, os.X_OK):
-        message = f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{message}, and CHAT_REQUIRE_SERVICES=1")
-        pytest.skip(message)
+    require_service(
+        os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)"
+    )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

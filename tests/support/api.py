@@ -5,9 +5,8 @@ import json
 from contextlib import asynccontextmanager
 
 import httpx
-from httpx_sse import aconnect_sse
 
-from tests.support.client import TERMINAL_EVENTS, StreamRead
+from tests.support.client import ChatClient
 from tests.support.server import USERS
 
 
@@ -18,8 +17,12 @@ async def issue_token(base_url: str, username: str, **extra) -> str:
     return response.json()["token"]
 
 
-class ApiClient:
+class ApiClient(ChatClient):
     """httpx with `Authorization: Bearer`; no cookies, no CSRF token."""
+
+    @staticmethod
+    def counts_toward_cut(event) -> bool:
+        return True  # Any event, so json tests can cut between a token and its json event.
 
     def __init__(self, base_url: str, token: str):
         self.token = token
@@ -51,11 +54,6 @@ class ApiClient:
         assert response.status_code == 201, response.text
         return response.json()
 
-    async def generation(self, generation_id: str) -> dict:
-        response = await self.http.get(f"/api/generations/{generation_id}")
-        assert response.status_code == 200, response.text
-        return response.json()
-
     async def wait_terminal(self, generation_id: str, timeout: float = 30.0) -> dict:
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
@@ -64,28 +62,6 @@ class ApiClient:
                 return generation
             await asyncio.sleep(0.05)
         raise AssertionError(f"generation {generation_id} did not end within {timeout} s")
-
-    async def read_stream(
-        self, generation_id: str, *, last_event_id: str | None = None, max_events: int | None = None, params=None
-    ) -> StreamRead:
-        """Read SSE events until the terminal one, or cut after `max_events` events of any kind."""
-        headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
-        events = []
-        async with aconnect_sse(
-            self.http, "GET", f"/api/generations/{generation_id}/stream", headers=headers, params=params
-        ) as source:
-            if source.response.status_code != 200:
-                await source.response.aread()
-                return StreamRead([], source.response.status_code)
-            async for event in source.aiter_sse():
-                if event.event == "message" and not event.data:
-                    continue
-                events.append(event)
-                if event.event in TERMINAL_EVENTS:
-                    break
-                if max_events is not None and len(events) >= max_events:
-                    break
-        return StreamRead(events, 200)
 
 
 @asynccontextmanager

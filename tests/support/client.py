@@ -44,6 +44,10 @@ class StreamRead:
 
 
 class ChatClient:
+    @staticmethod
+    def counts_toward_cut(event) -> bool:
+        return event.event == "token"
+
     def __init__(self, base_url: str):
         self.http = httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(30.0))
 
@@ -95,7 +99,7 @@ class ChatClient:
     async def read_stream(
         self, generation_id: str, *, last_event_id: str | None = None, max_events: int | None = None, params=None
     ) -> StreamRead:
-        """Read events until the terminal one, or cut the connection after `max_events` token events."""
+        """Read events until the terminal one, or cut the connection after `max_events` counted events."""
         headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
         events = []
         async with aconnect_sse(
@@ -110,7 +114,7 @@ class ChatClient:
                 events.append(event)
                 if event.event in TERMINAL_EVENTS:
                     break
-                if max_events is not None and sum(e.event == "token" for e in events) >= max_events:
+                if max_events is not None and sum(self.counts_toward_cut(e) for e in events) >= max_events:
                     break
         return StreamRead(events, 200)
 

@@ -60,6 +60,14 @@ def postgres_available() -> bool:
         return False
 
 
+def redis_available() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def postgres_execute(sql: str) -> None:
     import psycopg
 
