@@ -467,7 +467,7 @@ PRUNE_BATCH = 1000
 def streams_prune(*, older_than, dry_run: bool = False) -> dict:
     """Delete the token chunks and connection rows of generations finished more than `older_than` ago.
 
-    Message texts stay. Rows go in batches, so that a large backlog never
+    Also forget expired Idempotency-Keys (CHAT_IDEMPOTENCY_TTL_S). Message texts stay. Rows go in batches, so that a large backlog never
     holds the database in one long transaction.
     """
     expired = Generation.objects.filter(
@@ -478,9 +478,16 @@ def streams_prune(*, older_than, dry_run: bool = False) -> dict:
     counts = {
         "generations": expired.filter(Q(chunks__isnull=False) | Q(connections__isnull=False)).distinct().count()
     }
+    # Idempotency keys have their own, much shorter, lifetime.
+    keys = IdempotencyKey.objects.filter(created_at__lt=_idempotency_cutoff())
     if dry_run:
-        return {**counts, "chunks": chunks.count(), "connections": connections.count()}
-    return {**counts, "chunks": _delete_in_batches(chunks), "connections": _delete_in_batches(connections)}
+        return {**counts, "chunks": chunks.count(), "connections": connections.count(), "keys": keys.count()}
+    return {
+        **counts,
+        "chunks": _delete_in_batches(chunks),
+        "connections": _delete_in_batches(connections),
+        "keys": _delete_in_batches(keys),
+    }
 
 
 def _delete_in_batches(queryset) -> int:

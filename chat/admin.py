@@ -18,7 +18,7 @@ from django.utils.html import format_html, format_html_join
 
 from . import actions
 from .errors import ApiError
-from .models import Conversation, Generation, Message, StreamConnection, TokenChunk
+from .models import ApiToken, Conversation, Generation, Message, StreamConnection, TokenChunk
 from .reaper import orphans
 
 # The detail page shows at most this many chunks of a long generation's timeline.
@@ -673,3 +673,23 @@ class MessageAdmin(admin.ModelAdmin):
     @admin.display(description="content")
     def short_content(self, message):
         return message.content[:100]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Bearer tokens: seen and revoked here, issued only by the API or `create_api_token` (the key is shown once)."""
+
+    list_display = ("prefix", "user", "name", "created_at", "expires_at", "last_used_at", "revoked_at")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "created_at")
+    search_fields = ("user__username", "name", "prefix")
+    readonly_fields = ("user", "prefix", "name", "created_at", "expires_at", "last_used_at", "revoked_at")
+    exclude = ("key_hash",)
+    actions = ("revoke",)
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Revoke the selected tokens", permissions=["change"])
+    def revoke(self, request, queryset):
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)

@@ -330,3 +330,26 @@ def test_detail_page_offers_the_actions_that_apply(admin_client):
     form = re.search(r'<form id="gen-actions" method="post" action="([^"]+)">', interrupted)
     assert form and form.group(1) == CHANGELIST
     assert str(uuid.UUID(str(states["upstream_error"].pk))) in interrupted
+
+
+def test_api_tokens_are_listed_without_their_hash_and_can_be_revoked(admin_client, django_user_model):
+    from chat.models import ApiToken
+
+    user = django_user_model.objects.create_user("carol", password="x")
+    token = ApiToken.objects.create(user=user, key_hash="f" * 64, prefix="tok_abc", name="phone")
+    changelist = reverse("admin:chat_apitoken_changelist")
+    response = admin_client.get(changelist)
+    assert response.status_code == 200
+    assert "tok_abc" in response.text and "carol" in response.text and "f" * 64 not in response.text
+    assert "f" * 64 not in admin_client.get(reverse("admin:chat_apitoken_change", args=[token.pk])).text
+    assert admin_client.get(reverse("admin:chat_apitoken_add")).status_code == 403
+    admin_client.post(changelist, {"action": "revoke", "_selected_action": [token.pk]})
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+
+
+def test_api_token_admin_is_staff_only(client, django_user_model):
+    django_user_model.objects.create_user("dave", password="x")
+    client.login(username="dave", password="x")
+    response = client.get(reverse("admin:chat_apitoken_changelist"))
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]

@@ -156,3 +156,26 @@ async def test_resuming_a_pruned_generation_over_websocket_gives_one_snapshot_th
         assert frames[0] == {"type": "snapshot", "id": last, "seq": last, "text": stored["text"]}
     assert [f["type"] for f in at_end] == ["done"]
     assert code == 1000
+
+
+def test_prune_forgets_expired_idempotency_keys(generations, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from chat.models import IdempotencyKey
+
+    old = generations["old"]
+    owner = old.conversation.owner
+    fresh = IdempotencyKey.objects.create(
+        user=owner, key="fresh", fingerprint="a" * 64, status_code=201, message=old.user_message, generation=old
+    )
+    stale = IdempotencyKey.objects.create(
+        user=owner, key="stale", fingerprint="b" * 64, status_code=201, message=old.user_message, generation=old
+    )
+    IdempotencyKey.objects.filter(pk=stale.pk).update(
+        created_at=timezone.now() - timedelta(seconds=settings.CHAT_IDEMPOTENCY_TTL_S + 60)
+    )
+    assert "and 1 expired idempotency key(s)" in prune("--older-than", "30d", "--dry-run")
+    assert "and 1 expired idempotency key(s)" in prune("--older-than", "365d")
+    assert list(IdempotencyKey.objects.values_list("key", flat=True)) == [fresh.key]

@@ -41,5 +41,6 @@ class Command(BaseCommand):
         verb = "Would delete" if dry_run else "Deleted"
         self.stdout.write(
             f"{verb} {counts['chunks']} token chunk(s) and {counts['connections']} connection row(s) "
-            f"of {counts['generations']} generation(s) finished more than {older_than} ago."
+            f"of {counts['generations']} generation(s) finished more than {older_than} ago, "
+            f"and {counts['keys']} expired idempotency key(s)."
         )
