@@ -23,6 +23,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from tests.support.loopback import LoopbackServer
+
 SCENARIOS = ("ok", "json", "error_500", "cut", "stall", "malformed", "error_chunk")
 ERROR_500_MESSAGE = "The upstream test server crashed on purpose."
 ERROR_CHUNK_MESSAGE = "The upstream test server ran out of capacity mid-answer."
@@ -61,8 +63,10 @@ class RecordedRequest:
 
 
 @dataclass
-class OpenAIUpstream:
+class OpenAIUpstream(LoopbackServer):
     """A streaming `/v1/chat/completions` server; `start()`/`stop()` or use `with`."""
+
+    thread_name = "openai-upstream"
 
     scenario: str = "ok"
     tokens_before_fault: int = 3
@@ -76,9 +80,6 @@ class OpenAIUpstream:
     requests: list[RecordedRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task] = set()
         self._idle = threading.Condition()
 
@@ -90,43 +91,15 @@ class OpenAIUpstream:
     def open_connections(self) -> int:
         return len(self._handlers)
 
-    def start(self) -> "OpenAIUpstream":
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="openai-upstream", daemon=True)
-        self._thread.start()
-        self._server = self._call(asyncio.start_server(self._handle, "127.0.0.1", self.port))
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        self._call(self._shutdown())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
-        self._loop = None
-
     def wait_idle(self, timeout: float = 5.0) -> bool:
         """Block until no connection is open; blocking, so await it via `asyncio.to_thread`."""
         with self._idle:
             return self._idle.wait_for(lambda: not self._handlers, timeout)
 
-    def __enter__(self) -> "OpenAIUpstream":
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    def _call(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
-
-    async def _shutdown(self) -> None:
-        self._server.close()
+    async def _close_connections(self) -> None:
         for task in list(self._handlers):
             task.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
-        await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with self._idle:

@@ -23,8 +23,9 @@ first; responses are forwarded as raw bytes.
 """
 
 import asyncio
-import threading
 from dataclasses import dataclass, field
+
+from tests.support.loopback import LoopbackServer
 
 READ_SIZE = 65536
 
@@ -50,7 +51,9 @@ class _Connection:
                 writer.transport.abort()
 
 
-class FaultProxy:
+class FaultProxy(LoopbackServer):
+    thread_name = "fault-proxy"
+
     def __init__(self, target_port: int, *, target_host: str = "127.0.0.1", port: int = 0):
         self.target = (target_host, target_port)
         self.port = port
@@ -63,9 +66,6 @@ class FaultProxy:
         self._refuse_count = 0
         self._refuse_path: str | None = None
         self._refuse_path_count: int | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task] = set()
 
     @property
@@ -73,29 +73,6 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.port}"
 
     # --- Lifecycle ------------------------------------------------------------
-
-    def start(self) -> "FaultProxy":
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy", daemon=True)
-        self._thread.start()
-        self._server = self._call(self._listen())
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        self._call(self._shutdown())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
-        self._loop = None
-
-    def __enter__(self) -> "FaultProxy":
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
 
     # --- Faults (called from the test's thread) --------------------------------
 
@@ -177,22 +154,14 @@ class FaultProxy:
 
     # --- The event loop side -------------------------------------------------------
 
-    def _call(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
-
-    async def _listen(self) -> asyncio.Server:
-        return await asyncio.start_server(self._accept, "127.0.0.1", self.port)
-
-    async def _shutdown(self) -> None:
-        self._server.close()
+    async def _close_connections(self) -> None:
         for connection in list(self._live):
             connection.abort()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
 
-    async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+    async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         self.connections_accepted += 1
         if self._refuse_count > 0:
             self._refuse_count -= 1
