@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.support.api import ApiClient, api_client, issue_token
+from tests.support.api import ApiClient, issue_token
 from tests.support.client import ChatClient
 from tests.support.server import ROOT, USERS
 

@@ -10,7 +10,7 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from tests.conftest import require_backend, require_redis
-from tests.support.api import ApiClient, api_client, issue_token
+from tests.support.api import api_client
 from tests.support.client import ChatClient
 from tests.support.server import USERS, LiveServer
 

@@ -11,7 +11,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from chat.models import Generation, TokenChunk
+from chat.models import Generation
 from chat.reaper import reap_orphans
 from tests.support import factories
 from tests.support.client import ChatClient

@@ -86,20 +86,14 @@ async def read_ws(
 
 
 @pytest.fixture
-def ws_server(start_server):
-    return start_server("sqlite")
+def ws_server(server):
+    return server
 
 
 @pytest.fixture
-async def alice(ws_server):
-    async with ChatClient(ws_server.url) as client:
-        yield await client.login("alice", USERS["alice"])
-
-
-@pytest.fixture
-async def bob(ws_server):
-    async with ChatClient(ws_server.url) as client:
-        yield await client.login("bob", USERS["bob"])
+def backend():
+    """The transport is what varies here; one database backend is enough."""
+    return "sqlite"
 
 
 async def connection_rows(server, generation_id: str, count: int) -> list[dict]:
