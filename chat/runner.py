@@ -44,6 +44,13 @@ class _Fault:
     error: str = ""
 
 
+@dataclass
+class _UpstreamError:
+    """Failed or interrupted is decided when the consume loop reaches it, after the tokens before it."""
+
+    error: str
+
+
 class _Stop:
     """Wakes the consume loop after `request_stop`."""
 
@@ -108,7 +115,7 @@ class GenerationRun:
                 if isinstance(item, Finish):
                     return
         except StopAsyncIteration:
-            await self.buffer.put(self.fault_for_error("upstream ended without a finish"))
+            await self.buffer.put(_UpstreamError("upstream ended without a finish"))
         except TimeoutError:
             await self.buffer.put(
                 _Fault(
@@ -118,10 +125,10 @@ class GenerationRun:
                 )
             )
         except ProviderError as exc:
-            await self.buffer.put(self.fault_for_error(str(exc)))
+            await self.buffer.put(_UpstreamError(str(exc)))
         except Exception as exc:
             logger.exception("provider %s crashed", self.provider.name)
-            await self.buffer.put(self.fault_for_error(f"provider error: {exc}"))
+            await self.buffer.put(_UpstreamError(f"provider error: {exc}"))
         finally:
             await stream.aclose()
 
@@ -147,6 +154,8 @@ class GenerationRun:
                     self.first_token_at = timezone.now()
                 await self.hub.publish(group, Token(self.seq, self.seq, item))
                 writer.tokens_added(self)
+            elif isinstance(item, _UpstreamError):
+                return self.fault_for_error(item.error)
             elif not isinstance(item, _Stop):
                 return item  # Finish or _Fault
 

@@ -152,3 +152,17 @@ async def test_server_shutdown_interrupts_and_flushes(start_server, database_tem
     assert stored["last_seq"] >= 5, "every token produced before the shutdown is flushed"
     assert replay.text == stored["text"] and stored["text"].startswith(read.text)
     assert replay.terminal.event == "interrupted"
+
+
+async def test_error_right_after_a_burst_of_tokens_is_interrupted_not_failed(start_server):
+    """Regression: the pump decided failed-or-interrupted before the consume loop had counted
+    the tokens queued ahead of the error, so a burst then an error ended `failed` with text."""
+    server = start_server(
+        CHAT_SIMULATED_TOKENS_PER_S=0, CHAT_SIMULATED_FIRST_TOKEN_DELAY_S=0, CHAT_SIMULATED_FAIL_AFTER=5
+    )
+    async with await logged_in(server) as client:
+        generation = await client.ask(PROMPT)
+        read = await client.read_stream(generation["id"])
+        stored = await client.generation(generation["id"])
+    assert (stored["status"], stored["reason"], stored["last_seq"]) == ("interrupted", "upstream_error", 5)
+    assert read.terminal.event == "interrupted" and read.text == stored["text"] != ""
