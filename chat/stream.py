@@ -23,20 +23,11 @@ END_FIELDS = ("status", "last_seq", "finish_reason", "interrupt_reason", "error"
 
 async def load_end(generation_id) -> End | None:
     """Return the generation's terminal event if it has ended, else None."""
-    row = await Generation.objects.filter(pk=generation_id).values(*END_FIELDS).afirst()
-    if row is None:
+    generation = await Generation.objects.filter(pk=generation_id).only(*END_FIELDS).afirst()
+    if generation is None:
         # Deleted under us (its conversation was deleted): nothing more will come.
         return End(status=Generation.Status.CANCELLED, last_seq=0, reason="deleted")
-    if row["status"] not in Generation.TERMINAL_STATUSES:
-        return None
-    return End(
-        status=row["status"],
-        last_seq=row["last_seq"],
-        finish_reason=row["finish_reason"],
-        reason=row["interrupt_reason"],
-        error=row["error"],
-        usage=row["usage"],
-    )
+    return End.of(generation) if generation.is_terminal else None
 
 
 async def persisted_tokens(generation_id, after_seq: int, through: int | None = None) -> list[Token]:
