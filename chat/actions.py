@@ -287,17 +287,10 @@ async def generation_cancel(*, generation: Generation) -> Generation:
         # Another process runs it: flag it (checked at every heartbeat) and ask it directly.
         await Generation.objects.filter(pk=generation.id).aupdate(cancel_requested=True)
         await get_hub().publish(control_group(generation.id), Cancel())
-        if await _is_orphaned(generation.id):
-            await _end_orphan(generation.id, Generation.Status.CANCELLED)
+        # If nobody heartbeats it, its worker is gone: end it here (a locked, stale-only update).
+        await _end_orphan(generation.id, Generation.Status.CANCELLED, stale_before=stale_before())
     await wait_for_end(generation.id, timeout=CANCEL_WAIT_S)
     return await Generation.objects.aget(pk=generation.id)
-
-
-async def _is_orphaned(generation_id) -> bool:
-    """True if nobody has heartbeated the generation recently: its worker is gone."""
-    stale_before = timezone.now() - timezone.timedelta(seconds=settings.CHAT_HEARTBEAT_STALE_S)
-    row = await Generation.objects.filter(pk=generation_id).values("heartbeat_at", "created_at").afirst()
-    return row is not None and (row["heartbeat_at"] or row["created_at"]) < stale_before
 
 
 def generation_end_orphan(
@@ -336,13 +329,20 @@ def generation_end_orphan(
     return generation
 
 
+def stale_before():
+    """Heartbeats older than this mean the worker is gone."""
+    return timezone.now() - timezone.timedelta(seconds=settings.CHAT_HEARTBEAT_STALE_S)
+
+
 def stale_heartbeat(stale_before) -> Q:
     """Generations not heartbeated since `stale_before` (or never, and created before it)."""
     return Q(heartbeat_at__lt=stale_before) | Q(heartbeat_at__isnull=True, created_at__lt=stale_before)
 
 
-async def _end_orphan(generation_id, status: str, reason: str = "") -> Generation | None:
-    generation = await sync_to_async(generation_end_orphan)(generation_id, status=status, reason=reason)
+async def _end_orphan(generation_id, status: str, reason: str = "", stale_before=None) -> Generation | None:
+    generation = await sync_to_async(generation_end_orphan)(
+        generation_id, status=status, reason=reason, stale_before=stale_before
+    )
     if generation is not None:
         await get_hub().publish(stream_group(generation_id), End.of(generation))
         await live.generation_changed(generation_id)

@@ -22,10 +22,9 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.core.signals import request_started
 from django.db import close_old_connections
-from django.utils import timezone
 
 from . import live, runner
-from .actions import generation_end_orphan, stale_heartbeat
+from .actions import generation_end_orphan, stale_before, stale_heartbeat
 from .db import db_work
 from .events import End
 from .hub import get_hub, stream_group
@@ -35,10 +34,6 @@ logger = logging.getLogger(__name__)
 
 # Orphans ended per pass; the next pass takes the rest.
 REAP_BATCH = 200
-
-
-def stale_before():
-    return timezone.now() - timezone.timedelta(seconds=settings.CHAT_HEARTBEAT_STALE_S)
 
 
 def orphans(*, exclude=()):
