@@ -161,6 +161,14 @@ class Cancel:
         return {"type": "gen.cancel"}
 
 
+@dataclass(eq=False)
+class Wake:
+    """Something was written; subscribers re-read the database (durable streams' appends)."""
+
+    def to_message(self) -> dict:
+        return {"type": "gen.wake"}
+
+
 class Keepalive:
     """Nothing happened for a while; transports send a comment or a ping."""
 
@@ -170,7 +178,7 @@ class Keepalive:
 KEEPALIVE = Keepalive()
 
 
-def from_message(message: dict) -> Token | End | Cancel:
+def from_message(message: dict) -> Token | End | Cancel | Wake:
     kind = message["type"]
     if kind == "gen.token":
         return Token(message["first_seq"], message["last_seq"], message["text"])
@@ -178,4 +186,6 @@ def from_message(message: dict) -> Token | End | Cancel:
         return End(**{k: v for k, v in message.items() if k != "type"})
     if kind == "gen.cancel":
         return Cancel()
+    if kind == "gen.wake":
+        return Wake()
     raise ValueError(f"unknown hub message type {kind!r}")
