@@ -512,7 +512,7 @@ async def regenerate_generation(
         "description": "Server-Sent Events: `token` events (and `json` events for a JSON answer), then one of "
         "`done`, `interrupted`, `failed`, `cancelled`. Resume with the `Last-Event-ID` header or "
         "`?last_event_id=`. See [the wire protocol](/api/guide/protocol.md).",
-        "responses": {"200": {"description": "An SSE stream", "content": {"text/event-stream": {}}}},
+        "responses": {200: {"description": "An SSE stream", "content": {"text/event-stream": {}}}},
     },
 )
 async def stream_generation(request, generation_id: UUID):
