@@ -12,7 +12,7 @@ from uuid import UUID
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.contrib.auth import aauthenticate
-from django.core.cache import cache
+from django.contrib.auth.signals import user_logged_in
 from django.core.exceptions import RequestDataTooBig
 from django.db.models import Q
 from django.http import Http404, HttpResponse, JsonResponse
@@ -78,8 +78,6 @@ api = NinjaAPI(
 
 # Postgres and SQLite both store ids as signed 64-bit integers.
 MAX_ID = 2**63 - 1
-# An address may fail this many times more than one username before it is refused.
-ADDRESS_FAILURES_FACTOR = 5
 
 
 def errors(*codes: int) -> dict:
@@ -212,53 +210,20 @@ def valid_id(value) -> int:
 # --- Auth ---------------------------------------------------------------------
 
 
-def failure_limits(request, username: str) -> dict[str, int]:
-    """Failed-login counters and their per-minute limits.
-
-    Per username, against guessing one account's password from many
-    addresses; per address, higher, because many phones share one address
-    behind a carrier's NAT.
-    """
-    limit = settings.CHAT_AUTH_FAILURES_PER_MIN
-    return {
-        f"chat:auth-fail:user:{username}": limit,
-        f"chat:auth-fail:addr:{request.META.get('REMOTE_ADDR', '')}": limit * ADDRESS_FAILURES_FACTOR,
-    }
-
-
-async def count_failure(limits: dict[str, int]) -> bool:
-    """Count a failed login under each key; True if any is now over its limit."""
-    over = False
-    for key, limit in limits.items():
-        await cache.aadd(key, 0, timeout=60)
-        try:
-            over = await cache.aincr(key) > limit or over
-        except ValueError:  # Expired between add and incr.
-            await cache.aset(key, 1, timeout=60)
-    return over
-
-
-async def too_many_failures(limits: dict[str, int]) -> bool:
-    counts = {key: await cache.aget(key) or 0 for key in limits}
-    return any(counts[key] >= limit for key, limit in limits.items())
-
-
 @api.post("/auth/token", auth=None, response={201: TokenOut, **errors(400, 401, 413, 429)}, tags=["auth"])
 async def issue_token(request, payload: TokenIn):
     """Exchange a username and password for a bearer token.
 
-    Failed attempts are limited per username and (five times higher) per client address:
-    429 with `Retry-After`.
+    Failed attempts are counted per username and client address together
+    (django-axes, see docs/deploy.md): past the limit that pair gets 429 with
+    `Retry-After`, while the same user from another address still logs in.
     """
-    limits = failure_limits(request, payload.username)
-    too_many = ApiError(429, "too_many_attempts", "Too many failed attempts; wait a minute.")
-    if await too_many_failures(limits):
-        raise too_many
     user = await aauthenticate(request, username=payload.username, password=payload.password)
     if user is None or not user.is_active:
-        if await count_failure(limits):
-            raise too_many
+        # A locked-out pair gets its 429 from AxesMiddleware, which replaces this answer.
         raise ApiError(401, "invalid_credentials", "The username or password is wrong.")
+    # A token is a login: axes clears this pair's failures, Django records last_login.
+    await user_logged_in.asend(sender=user.__class__, request=request, user=user)
     raw_key, token = await atoken_issue(user=user, name=payload.name)
     return 201, {"token": raw_key, "expires_at": token.expires_at}
 

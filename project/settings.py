@@ -1,6 +1,7 @@
 """Settings, all read from the environment with safe defaults for local use."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -42,6 +43,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "channels",
     # Only for its templates and static files: the API docs then load Swagger UI from here, not a CDN.
     "ninja",
@@ -58,6 +60,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "chat.api.method_not_allowed_middleware",
+    # Last, as django-axes asks: it turns a locked-out login's answer into a 429.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -119,6 +123,24 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Security ------------------------------------------------------------------
+
+# Login throttling (django-axes) on every login path: /accounts/login/, the
+# admin's and POST /api/auth/token. Failures count per username and address
+# together, so an attacker elsewhere cannot lock the user's own device out;
+# they are stored in the database, shared by every process.
+AUTHENTICATION_BACKENDS = ["chat.lockout.AxesBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_FAILURE_LIMIT = env_int("CHAT_LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(seconds=env_float("CHAT_LOGIN_COOLOFF_S", 15 * 60))
+AXES_RESET_ON_SUCCESS = True
+# Attempts during a lockout do not extend it, so Retry-After (the cool-off) holds.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# Failures are kept (AccessAttempt); a row per successful login is not.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_LOCKOUT_CALLABLE = "chat.lockout.lockout_response"
+# The address is REMOTE_ADDR: behind a proxy, run the server with --proxy-headers (docs/deploy.md).
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
@@ -202,9 +224,6 @@ CHAT_MAX_BODY_BYTES = env_int("CHAT_MAX_BODY_BYTES", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = CHAT_MAX_BODY_BYTES
 # An Idempotency-Key is remembered this long (a day covers any sane retry schedule).
 CHAT_IDEMPOTENCY_TTL_S = env_float("CHAT_IDEMPOTENCY_TTL_S", 24 * 3600)
-# Failed POST /api/auth/token attempts per username per minute (five times that per address),
-# before 429. Counted in the Django cache: per process unless CACHES is shared.
-CHAT_AUTH_FAILURES_PER_MIN = env_int("CHAT_AUTH_FAILURES_PER_MIN", 10)
 
 # The per-user event channel (/api/events/, django-eventstream): events are
 # stored in the database so that a client resumes by Last-Event-ID, even
