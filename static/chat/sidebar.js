@@ -1,0 +1,182 @@
+// The conversations sidebar: the list (rename, delete) and, on narrow
+// screens, the drawer that holds it.
+
+import { api, itemsOf, nextCursorOf } from "./api.js";
+import { button } from "./messages.js";
+
+// The list loads in pages; this bounds a runaway history.
+const MAX_PAGES = 50;
+// Clicking Delete arms it; a second click within this window deletes.
+const DELETE_CONFIRM_MS = 4_000;
+
+const app = document.getElementById("app");
+const scrim = document.getElementById("scrim");
+const toggle = document.getElementById("toggle-sidebar");
+const list = document.getElementById("conversation-list");
+const empty = document.getElementById("conversation-empty");
+
+export function conversationTitle(conversation) {
+  return conversation.title || "Untitled";
+}
+
+export class Sidebar {
+  /**
+   * onOpen(id): a conversation was picked; onRenamed(conversation);
+   * onDeleted(id); onError(message).
+   */
+  constructor({ onOpen, onRenamed, onDeleted, onError }) {
+    Object.assign(this, { onOpen, onRenamed, onDeleted, onError });
+    this.conversations = [];
+    this.activeId = null;
+    toggle.addEventListener("click", () => (app.classList.contains("sidebar-open") ? this.close() : this.open()));
+    scrim.addEventListener("click", () => this.close());
+  }
+
+  find(id) {
+    return this.conversations.find((c) => c.id === id);
+  }
+
+  async load() {
+    const all = [];
+    let cursor = null;
+    for (let pageNo = 0; pageNo < MAX_PAGES; pageNo++) {
+      const data = await api("GET", `/api/conversations?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+      all.push(...itemsOf(data));
+      cursor = nextCursorOf(data);
+      if (!cursor) break;
+    }
+    this.conversations = all;
+    this.render();
+  }
+
+  upsert(conversation, { first = false } = {}) {
+    const index = this.conversations.findIndex((c) => c.id === conversation.id);
+    if (index >= 0) this.conversations[index] = { ...this.conversations[index], ...conversation };
+    else if (first) this.conversations.unshift(conversation);
+    else this.conversations.push(conversation);
+    this.render();
+  }
+
+  /** Move a conversation to the top (it has a new message). */
+  touch(id) {
+    const index = this.conversations.findIndex((c) => c.id === id);
+    if (index > 0) {
+      this.conversations.unshift(...this.conversations.splice(index, 1));
+      this.render();
+    }
+  }
+
+  /** Mark the open conversation (null: none). */
+  select(id) {
+    this.activeId = id;
+    for (const li of list.children) li.classList.toggle("active", li.dataset.id === String(id));
+  }
+
+  render() {
+    // A live update must not take the title field away from someone typing in
+    // it (even detaching it for a moment would blur it); the rename re-renders.
+    if (list.querySelector("li.renaming")) return;
+    const items = this.conversations.map((conversation) => {
+      const li = document.createElement("li");
+      li.className = "conversation";
+      li.dataset.id = String(conversation.id);
+      if (conversation.id === this.activeId) li.classList.add("active");
+      const title = conversationTitle(conversation);
+      const open = button(title, "conversation-open", () => {
+        this.close();
+        this.onOpen(conversation.id);
+      });
+      open.title = title;
+      const rename = button("✎", "conversation-action rename", () => this.startRename(li, conversation));
+      rename.setAttribute("aria-label", `Rename ${title}`);
+      rename.title = "Rename";
+      const remove = button("✕", "conversation-action delete", () => this.confirmDelete(remove, conversation));
+      remove.setAttribute("aria-label", `Delete ${title}`);
+      remove.title = "Delete";
+      li.append(open, rename, remove);
+      return li;
+    });
+    list.replaceChildren(...items);
+    empty.hidden = this.conversations.length > 0;
+  }
+
+  startRename(li, conversation) {
+    const input = document.createElement("input");
+    input.className = "conversation-rename";
+    input.value = conversation.title;
+    input.maxLength = 200;
+    input.setAttribute("aria-label", "New title");
+    let done = false;
+    const finish = async (save) => {
+      if (done) return;
+      done = true;
+      li.classList.remove("renaming");
+      const title = input.value.trim();
+      if (!save || title === conversation.title) return this.render();
+      try {
+        const renamed = await renameConversation(conversation.id, title);
+        this.upsert(renamed);
+        this.onRenamed(renamed);
+      } catch (error) {
+        this.render();
+        this.onError(error.message);
+      }
+    };
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") finish(true);
+      else if (event.key === "Escape") finish(false);
+    });
+    input.addEventListener("blur", () => finish(true));
+    li.classList.add("renaming");
+    li.replaceChildren(input);
+    input.focus();
+    input.select();
+  }
+
+  confirmDelete(buttonEl, conversation) {
+    if (buttonEl.dataset.armed) return this.delete(conversation.id);
+    buttonEl.dataset.armed = "1";
+    buttonEl.textContent = "Delete?";
+    buttonEl.classList.add("armed");
+    setTimeout(() => {
+      if (!buttonEl.isConnected) return;
+      delete buttonEl.dataset.armed;
+      buttonEl.textContent = "✕";
+      buttonEl.classList.remove("armed");
+    }, DELETE_CONFIRM_MS);
+  }
+
+  async delete(id) {
+    try {
+      await api("DELETE", `/api/conversations/${id}`);
+    } catch (error) {
+      if (error.status !== 404) return this.onError(error.message);
+    }
+    this.conversations = this.conversations.filter((c) => c.id !== id);
+    this.render();
+    this.onDeleted(id);
+  }
+
+  // --- The drawer on narrow screens ------------------------------------------------
+
+  open() {
+    app.classList.add("sidebar-open");
+    scrim.hidden = false;
+    toggle.setAttribute("aria-expanded", "true");
+  }
+
+  close() {
+    app.classList.remove("sidebar-open");
+    scrim.hidden = true;
+    toggle.setAttribute("aria-expanded", "false");
+  }
+}
+
+async function renameConversation(id, title) {
+  try {
+    return await api("PATCH", `/api/conversations/${id}`, { title });
+  } catch (error) {
+    if (error.status === 405) return api("PUT", `/api/conversations/${id}`, { title });
+    throw error;
+  }
+}
