@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "ninja",
     "django_eventstream",
     "chat",
+    "durable",
 ]
 
 MIDDLEWARE = [

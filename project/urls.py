@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/events/", live.events_view, name="events"),
     path("api/", api.urls),
     re_path(r"^api/", not_found),
+    path("ds/v1/stream/", include("durable.urls")),
     path("", pages.chat_page, name="chat"),
     re_path(rf"^{settings.STATIC_URL.strip('/')}/(?P<path>.+)$", pages.static_file),
 ]

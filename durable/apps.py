@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class DurableConfig(AppConfig):
+    name = "durable"
+    verbose_name = "Durable Streams"
+    default_auto_field = "django.db.models.BigAutoField"

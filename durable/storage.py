@@ -1,0 +1,271 @@
+"""Every read and write of the general namespace: one transaction per request, run off the event loop.
+
+Each public coroutine is one `sync_to_async` unit of work. Writers lock the
+stream's row, so appends to one stream are serialised across processes, and
+the idempotent producer check and the append commit together (protocol 5.2.1).
+"""
+
+import json
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from django.db import IntegrityError, transaction
+from django.db.models import Max, Q
+from django.utils import timezone
+
+from .conf import setting
+from .models import Producer, Stream, StreamMessage
+from .protocol import STREAM_CLOSED, STREAM_NEXT_OFFSET, ProtocolError, encode_offset, is_json, media_type
+
+PRODUCER_EPOCH = "Producer-Epoch"
+PRODUCER_SEQ = "Producer-Seq"
+# Messages whose sizes one read looks at; a catch-up read returns at most this many.
+READ_MAX_MESSAGES = 10000
+
+
+@dataclass(frozen=True)
+class ProducerClaim:
+    producer_id: str
+    epoch: int
+    seq: int
+
+    def as_json(self) -> list:
+        return [self.producer_id, self.epoch, self.seq]
+
+
+@dataclass
+class Outcome:
+    """A write's answer: status and headers; `changed` when readers must be woken."""
+
+    status: int
+    headers: dict = field(default_factory=dict)
+    changed: bool = False
+    group: str = ""
+
+
+@dataclass
+class Chunk:
+    """What one read returns, consistent with one look at the stream's row."""
+
+    content_type: str
+    messages: list[bytes]
+    next_seq: int
+    tail: int
+    closed: bool
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.next_seq == self.tail
+
+    @property
+    def at_eof(self) -> bool:
+        return self.closed and self.up_to_date
+
+
+def live(queryset):
+    """Streams that have not expired; an expired one found on the way is deleted."""
+    now = timezone.now()
+    stream = queryset.first()
+    if stream is not None and stream.is_expired(now):
+        stream.delete()
+        return None
+    return stream
+
+
+def split_json(body: bytes, *, allow_empty: bool) -> list[bytes]:
+    """A JSON append's messages: an array is flattened one level (protocol 9.1.2); each stored compact."""
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ProtocolError(400, "invalid_json", f"The body is not valid JSON: {error}.") from None
+    values = value if isinstance(value, list) else [value]
+    if not values and not allow_empty:
+        raise ProtocolError(400, "empty_json_array", "An append of an empty JSON array adds nothing; send at least one message.")
+    return [json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode() for item in values]
+
+
+def add_messages(stream: Stream, data: list[bytes]) -> None:
+    now = timezone.now()
+    StreamMessage.objects.bulk_create(
+        StreamMessage(stream=stream, seq=stream.tail + i, data=item, size=len(item), created_at=now)
+        for i, item in enumerate(data, start=1)
+    )
+    stream.tail += len(data)
+
+
+def closed_headers(stream: Stream) -> dict:
+    return {STREAM_NEXT_OFFSET: encode_offset(stream.tail), STREAM_CLOSED: "true"}
+
+
+# --- Units of work (sync) --------------------------------------------------------
+
+
+def _find(owner_id: int, path: str) -> Stream | None:
+    with transaction.atomic():
+        return live(Stream.objects.filter(owner_id=owner_id, path=path))
+
+
+def _create(owner_id, path, *, content_type, ttl_s, expires_at, closed, body) -> tuple[Stream, bool]:
+    """Create the stream, or return the existing one if its configuration matches (else a 409)."""
+    for _ in range(2):
+        try:
+            with transaction.atomic():
+                existing = live(Stream.objects.select_for_update().filter(owner_id=owner_id, path=path))
+                if existing is not None:
+                    same = (
+                        media_type(existing.content_type) == media_type(content_type)
+                        and existing.ttl_s == ttl_s
+                        and existing.expires_at == expires_at
+                        and existing.closed == closed
+                    )
+                    if not same:
+                        raise ProtocolError(
+                            409, "stream_exists", "A stream exists at this path with another content type, TTL, expiry or closure."
+                        )
+                    return existing, False
+                messages = split_json(body, allow_empty=True) if body and is_json(content_type) else [body] if body else []
+                stream = Stream.objects.create(
+                    owner_id=owner_id, path=path, content_type=content_type, ttl_s=ttl_s, expires_at=expires_at, closed=closed
+                )
+                if messages:
+                    add_messages(stream, messages)
+                    stream.save(update_fields=["tail"])
+                return stream, True
+        except IntegrityError:
+            continue  # Created by a concurrent PUT: compare with that one.
+    raise ProtocolError(409, "stream_exists", "The stream was created concurrently; retry.")
+
+
+def _check_producer(stream: Stream, claim: ProducerClaim) -> tuple[Producer | None, Outcome | None]:
+    """Validate a producer's (epoch, seq) without changing it: (its state, or an early answer)."""
+    state = Producer.objects.filter(stream=stream, producer_id=claim.producer_id).first()
+    if state is None or claim.epoch > state.epoch:
+        if claim.seq != 0:
+            if state is None:
+                return None, Outcome(409, {"Producer-Expected-Seq": "0", "Producer-Received-Seq": str(claim.seq)})
+            raise ProtocolError(400, "invalid_producer_seq", "A new Producer-Epoch must start at Producer-Seq 0.")
+        return state, None
+    if claim.epoch < state.epoch:
+        return state, Outcome(403, {PRODUCER_EPOCH: str(state.epoch)})
+    if claim.seq <= state.last_seq:
+        return state, Outcome(204, {PRODUCER_EPOCH: str(claim.epoch), PRODUCER_SEQ: str(state.last_seq)})
+    if claim.seq > state.last_seq + 1:
+        return state, Outcome(
+            409, {"Producer-Expected-Seq": str(state.last_seq + 1), "Producer-Received-Seq": str(claim.seq)}
+        )
+    return state, None
+
+
+def _save_producer(stream: Stream, state: Producer | None, claim: ProducerClaim) -> None:
+    if state is None:
+        Producer.objects.create(stream=stream, producer_id=claim.producer_id, epoch=claim.epoch, last_seq=claim.seq)
+    else:
+        Producer.objects.filter(pk=state.pk).update(epoch=claim.epoch, last_seq=claim.seq)
+
+
+def _append(owner_id, path, *, content_type, body, stream_seq, claim: ProducerClaim | None, close) -> Outcome:
+    with transaction.atomic():
+        stream = live(Stream.objects.select_for_update().filter(owner_id=owner_id, path=path))
+        if stream is None:
+            raise ProtocolError(404, "not_found", "No stream at this path.")
+        producer_headers = {PRODUCER_EPOCH: str(claim.epoch), PRODUCER_SEQ: str(claim.seq)} if claim else {}
+        if stream.closed:
+            if claim is not None and stream.closed_by == claim.as_json():
+                return Outcome(204, {**closed_headers(stream), **producer_headers})
+            if close and not body and claim is None:
+                return Outcome(204, closed_headers(stream))  # Closing is idempotent.
+            raise ProtocolError(409, "stream_closed", "The stream is closed: nothing more can be appended.", closed_headers(stream))
+        if body and media_type(content_type) != media_type(stream.content_type):
+            raise ProtocolError(
+                409, "content_type_mismatch", f"This stream's content type is {stream.content_type}, not {content_type}."
+            )
+        state = None
+        if claim is not None:
+            state, early = _check_producer(stream, claim)
+            if early is not None:
+                return early
+        if body and stream_seq is not None and stream.last_stream_seq and stream_seq <= stream.last_stream_seq:
+            raise ProtocolError(
+                409, "stream_seq_conflict", f"Stream-Seq {stream_seq!r} is not after the last one, {stream.last_stream_seq!r}."
+            )
+        if body:
+            add_messages(stream, split_json(body, allow_empty=False) if is_json(stream.content_type) else [body])
+            if stream_seq is not None:
+                stream.last_stream_seq = stream_seq
+        if claim is not None:
+            _save_producer(stream, state, claim)
+        if close:
+            stream.closed = True
+            stream.closed_by = claim.as_json() if claim else None
+        stream.touched_at = timezone.now()
+        stream.save(update_fields=["tail", "last_stream_seq", "closed", "closed_by", "touched_at"])
+    headers = {STREAM_NEXT_OFFSET: encode_offset(stream.tail), **producer_headers}
+    if close:
+        headers[STREAM_CLOSED] = "true"
+    # An accepted producer write is a 200 (a duplicate is the 204); a plain append is a 204 (protocol 5.2).
+    status = 200 if claim is not None and body else 204
+    return Outcome(status, headers, changed=True, group=stream.group)
+
+
+def _read(stream_id: int, after: int | None, *, touch: bool) -> Chunk | None:
+    """Messages after `after` (None: from the tail), up to the read chunk size; None if the stream is gone."""
+    with transaction.atomic():
+        stream = live(Stream.objects.filter(pk=stream_id))
+        if stream is None:
+            return None
+        if after is None:
+            after = stream.tail
+        if after > stream.tail:
+            raise ProtocolError(400, "invalid_offset", "That offset is past the end of this stream.")
+        if after < stream.pruned_through:
+            raise ProtocolError(410, "offset_gone", "Retention has dropped the messages at that offset; read from the start.")
+        if touch and stream.ttl_s is not None:
+            Stream.objects.filter(pk=stream.pk).update(touched_at=timezone.now())
+        messages, next_seq = [], after
+        if after < stream.tail:
+            sizes = (
+                StreamMessage.objects.filter(stream=stream, seq__gt=after, seq__lte=stream.tail)
+                .order_by("seq")
+                .values_list("seq", "size")[:READ_MAX_MESSAGES]
+            )
+            budget = setting("DURABLE_READ_CHUNK_BYTES")
+            for seq, size in sizes:
+                next_seq = seq
+                budget -= size
+                if budget <= 0:
+                    break
+            rows = StreamMessage.objects.filter(stream=stream, seq__gt=after, seq__lte=next_seq).order_by("seq")
+            messages = [bytes(data) for data in rows.values_list("data", flat=True)]
+        return Chunk(stream.content_type, messages, next_seq, stream.tail, stream.closed)
+
+
+def _delete(owner_id, path) -> str | None:
+    with transaction.atomic():
+        stream = live(Stream.objects.select_for_update().filter(owner_id=owner_id, path=path))
+        if stream is None:
+            return None
+        group = stream.group
+        stream.delete()
+        return group
+
+
+def prune(now, retention_cutoff) -> tuple[int, int]:
+    """Delete expired streams, and messages created before the cutoff; return how many of each."""
+    candidates = Stream.objects.filter(Q(ttl_s__isnull=False) | Q(expires_at__isnull=False))
+    expired = [stream.pk for stream in candidates if stream.is_expired(now)]
+    streams = Stream.objects.filter(pk__in=expired).delete()[1].get("durable.Stream", 0)
+    messages = 0
+    if retention_cutoff is not None:
+        with transaction.atomic():
+            old = StreamMessage.objects.filter(created_at__lt=retention_cutoff)
+            for stream_id, last in old.values("stream_id").annotate(last=Max("seq")).values_list("stream_id", "last"):
+                Stream.objects.filter(pk=stream_id, pruned_through__lt=last).update(pruned_through=last)
+            messages = old.delete()[1].get("durable.StreamMessage", 0)
+    return streams, messages
+
+
+find = sync_to_async(_find)
+create = sync_to_async(_create)
+append = sync_to_async(_append)
+read = sync_to_async(_read)
+delete = sync_to_async(_delete)

@@ -1,0 +1,3 @@
+"""Helpers for the Durable Streams tests."""
+
+DS = "/ds/v1/stream"
