@@ -5,6 +5,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -29,11 +30,16 @@ def env_optional_int(name: str) -> int | None:
     return int(value) if value else None
 
 
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
 DEBUG = env_bool("DEBUG", False)
-# The fallback key is only acceptable for local runs; production sets SECRET_KEY.
-SECRET_KEY = os.environ.get("SECRET_KEY", "insecure-local-development-key-change-me")
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h.strip()]
-CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+# A public fallback key would let anyone forge sessions: outside DEBUG, no key, no start.
+SECRET_KEY = os.environ.get("SECRET_KEY", "") or ("insecure-local-development-key" if DEBUG else "")
+if not SECRET_KEY:
+    raise ImproperlyConfigured("SECRET_KEY is not set. Set it (see docs/deploy.md), or DEBUG=1 for local development.")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost")
 
 INSTALLED_APPS = [
     "daphne",
@@ -44,6 +50,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "axes",
+    "csp",
     "channels",
     # Only for its templates and static files: the API docs then load Swagger UI from here, not a CDN.
     "ninja",
@@ -54,6 +61,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -142,6 +150,50 @@ AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_DISABLE_ACCESS_LOG = True
 AXES_LOCKOUT_CALLABLE = "chat.lockout.lockout_response"
 # The address is REMOTE_ADDR: behind a proxy, run the server with --proxy-headers (docs/deploy.md).
+
+# HTTPS. On unless DEBUG=1; HTTPS=0 is the explicit opt-out for a server
+# reached over plain http (`make run`, the test servers on 127.0.0.1). Each
+# setting below can also be set on its own.
+HTTPS = env_bool("HTTPS", not DEBUG)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", HTTPS)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", HTTPS)
+# A year, the preload list's minimum; start lower (e.g. 300) on a new domain, since browsers remember it.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", HTTPS)
+# Behind a TLS-terminating proxy that sets it (and strips it from clients), e.g.
+# "X-Forwarded-Proto: https"; without it, SECURE_SSL_REDIRECT would loop.
+_proxy_ssl_header, _, _proxy_ssl_value = os.environ.get("SECURE_PROXY_SSL_HEADER", "").partition(":")
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _proxy_ssl_header.strip().upper().replace("-", "_"), _proxy_ssl_value.strip())
+    if _proxy_ssl_value.strip()
+    else None
+)
+# Origins (scheme://host[:port]) allowed to post forms and open WebSockets besides the site's own.
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+# Content-Security-Policy (django-csp): every script, style, image and
+# connection comes from this origin; no inline script or style sheet, no framing. The chat
+# page, the admin and /api/docs (Swagger UI from ninja's static files) work
+# under it, which tests/browser/test_csp.py checks in Chromium.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        # Style attributes only (the admin's status colours and timeline positions);
+        # they run no script, and any url() in them is still held to img-src.
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"

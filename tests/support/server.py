@@ -18,6 +18,8 @@ USERS = {"alice": "alice-password", "bob": "bob-password"}
 TEST_ENV = {
     "DJANGO_SETTINGS_MODULE": "project.settings",
     "SECRET_KEY": "test-only-secret-key",
+    # The test servers serve plain http on 127.0.0.1: no HTTPS redirect, no secure-only cookies.
+    "HTTPS": "0",
     "ALLOWED_HOSTS": "127.0.0.1,localhost",
     "CHAT_LLM_PROVIDER": "simulated",
     "CHAT_SIMULATED_TOKENS_PER_S": "200",
