@@ -1,0 +1,61 @@
+# Everything runs inside .venv. `make install` is idempotent: it reinstalls
+# only when pyproject.toml changed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run test system-deps migrate bench clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# `make run` serves plain http on 127.0.0.1: HTTPS=0, and a random key kept
+# in .venv so sessions survive restarts. A deployment sets its own SECRET_KEY
+# and keeps HTTPS on (docs/deploy.md); either wins here when set.
+KEY_FILE := $(VENV)/secret-key
+LOCAL_ENV = HTTPS=$${HTTPS:-0} SECRET_KEY="$${SECRET_KEY:-$$(cat $(KEY_FILE))}"
+# Daphne closes a connection that has not sent its request within 60 s
+# (--http-timeout is the whole-request limit: unset, as streams are long),
+# a WebSocket handshake after 10 s, and pings sockets every 20 s.
+DAPHNE_FLAGS ?= --websocket_connect_timeout 10 --ping-interval 20 --ping-timeout 30
+
+$(KEY_FILE): | $(STAMP)
+	$(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
+
+migrate: install $(KEY_FILE)
+	$(LOCAL_ENV) $(BIN)/python manage.py migrate --noinput
+
+run: migrate
+	$(LOCAL_ENV) $(BIN)/python manage.py create_demo_user
+	$(LOCAL_ENV) $(BIN)/daphne $(DAPHNE_FLAGS) -b $(HOST) -p $(PORT) project.asgi:application
+
+# Debian packages the tests use: Chromium for the browser tests, nginx for the
+# proxy phase of the transport benchmark. Installed when we can (root).
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else \
+			echo "Missing Debian packages:$$missing. Install them, or the tests that need them will skip."; \
+		fi; \
+	fi
+
+test: install system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m bench.transports
+
+clean:
+	rm -rf $(VENV) db.sqlite3*
