@@ -51,8 +51,27 @@ system-deps:
 		fi; \
 	fi
 
-test: install system-deps
+test: install system-deps conformance-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The Durable Streams conformance suite and Node client (tests/conformance),
+# pinned by its package-lock.json. Without npm the step only says so, and the
+# tests that need it skip (or fail under CHAT_REQUIRE_SERVICES=1).
+CONFORMANCE := tests/conformance
+.PHONY: conformance-deps conformance
+
+$(CONFORMANCE)/node_modules/.installed: $(CONFORMANCE)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		cd $(CONFORMANCE) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else \
+		echo "npm is missing: the Durable Streams conformance tests will skip."; \
+	fi
+
+conformance-deps: $(CONFORMANCE)/node_modules/.installed
+
+# Runs the conformance suite alone and prints its pass count per group (docs/durable-streams.md).
+conformance: install conformance-deps
+	$(BIN)/python -m pytest tests/durable/test_ds_conformance.py -s -q
 
 bench: install
 	$(BIN)/python -m bench.transports
