@@ -71,7 +71,10 @@ def test_conformance_suite(start_server, tmp_path):
     assert report_path.exists(), f"vitest wrote no report:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     report = json.loads(report_path.read_text())
     groups = group_counts(report)
-    lines = [f"{name}: {c['passed']}/{sum(c.values())}" for name, c in groups.items()]
+    lines = [
+        f"{name}: {c['passed']}/{sum(c.values())} passed" + (f" ({c['skipped']} skipped)" if c["skipped"] else "")
+        for name, c in groups.items()
+    ]
     total = sum(c["passed"] for c in groups.values()), sum(sum(c.values()) for c in groups.values())
     print(f"conformance: {total[0]}/{total[1]} passed\n" + "\n".join(lines))
     required = [name for name in failures(report) if not name.startswith(OPTIONAL_GROUP_PREFIX)]
