@@ -19,7 +19,7 @@ import {
 } from "./messages.js";
 import { Sidebar, conversationTitle } from "./sidebar.js";
 import { dropSnapshot, loadSnapshot, saveSnapshot } from "./snapshots.js";
-import { describe, flash, retryButton, setMetrics, setStatus } from "./status-line.js";
+import { announce, describe, flash, outcomeText, retryButton, setMetrics, setStatus } from "./status-line.js";
 import { GenerationStream, State, clientConfig } from "./stream-client.js";
 
 // A conversation's messages load in pages; this bounds a runaway history.
@@ -68,6 +68,13 @@ const debug = {
   get generationId() {
     return page.stream?.generation.id ?? null;
   },
+  /** Whether the stream client still retries in the background, and what it waits for. */
+  get retrying() {
+    return page.stream ? !page.stream.client.loop.closed : false;
+  },
+  get waiting() {
+    return page.stream?.client.loop.waiting ?? null;
+  },
 };
 window.chatDebug = debug;
 
@@ -100,7 +107,7 @@ function attach(generation, view, { resume = false } = {}) {
       debug.renders++;
       renderText(view, rendered.text);
       setMetrics(rendered.tokens, rendered.tokensPerSecond);
-      if (BUSY_STATES.has(client.state) || client.state === null) {
+      if (!isFinal(client)) {
         saveSnapshot(generation.id, rendered.text, rendered.lastEventId);
       }
       followScroll();
@@ -116,6 +123,12 @@ function attach(generation, view, { resume = false } = {}) {
   client.start();
 }
 
+/** The client has stopped: the answer is shown whole, or cannot be had. */
+function isFinal(client) {
+  const { state, detail } = client;
+  return state === State.ENDED || state === State.FALLBACK || (state === State.ERROR && detail.final);
+}
+
 function onStreamState(client, generation, view, state, detail) {
   debug.transitions.push({
     state,
@@ -126,12 +139,12 @@ function onStreamState(client, generation, view, state, detail) {
     at: performance.now(),
   });
   if (page.stream?.client !== client) return;
-  const { label, text, tone = "muted", outcome = "", retry = false } = describe(state, detail, page.config);
+  const { label, text, notice = "", tone = "muted", outcome = "", retry = false, announce: said } = describe(state, detail);
   view.article.dataset.state = state;
   if (outcome) view.article.dataset.outcome = outcome;
   setStatus(state, label, text, { outcome, retry });
-  const retryNow = retry ? button("Retry now", "btn small", () => client.retryNow()) : null;
-  setNotice(view, state === State.STREAMING || state === State.CONNECTING ? "" : text, tone, retryNow);
+  setNotice(view, notice, tone);
+  announce(said);
   setMetrics(client.tokens, client.tokensPerSecond);
   if (state === State.ENDED || state === State.FALLBACK) {
     dropSnapshot(generation.id);
@@ -148,7 +161,10 @@ retryButton.addEventListener("click", () => page.stream?.client.retryNow());
 
 function setBusy(busy) {
   page.busy = busy;
-  ui.prompt.disabled = busy;
+  // Read-only, not disabled: a disabled field would drop the focus, and the
+  // composer keeps it while an answer streams.
+  ui.prompt.readOnly = busy;
+  ui.prompt.setAttribute("aria-disabled", String(busy));
   ui.send.disabled = busy;
   ui.send.hidden = busy;
   ui.stop.hidden = !busy;
@@ -221,9 +237,11 @@ async function send(content) {
   }
 }
 
-ui.stop.addEventListener("click", async () => {
+ui.stop.addEventListener("click", stop);
+
+async function stop() {
   const stream = page.stream;
-  if (!stream) return;
+  if (!stream || !page.busy || ui.stop.disabled) return;
   ui.stop.disabled = true;
   try {
     await api("POST", `/api/generations/${stream.generation.id}/cancel`);
@@ -234,7 +252,7 @@ ui.stop.addEventListener("click", async () => {
     ui.stop.disabled = false;
     flash(error.message);
   }
-});
+}
 
 async function regenerate(generationId) {
   if (page.busy) return;
@@ -342,6 +360,8 @@ async function openConversation(conversationId, { generationId = null } = {}) {
       const generation = generationOf(message);
       if (generation?.id) {
         view.article.dataset.generationId = generation.id;
+        // How it ended, as when it was followed live ("You stopped this answer.").
+        setNotice(view, outcomeText({ status: generation.status }), generation.status === "failed" ? "danger" : "muted");
         page.lastAnswer = { generationId: generation.id, view };
         if (!generationId && ACTIVE_STATUSES.has(generation.status)) generationId = generation.id;
       }
@@ -378,9 +398,10 @@ async function resume(generationId, views, token) {
   setLocation(page.conversationId, null);
   if (!known || !known.message.content) renderText(view, generation.text ?? "");
   const ended = { status: generation.status, reason: generation.reason, error: generation.error };
-  const { label, text, outcome = "" } = describe(State.ENDED, ended, page.config);
+  const { label, text, notice = "", tone = "muted", outcome = "" } = describe(State.ENDED, ended);
   view.article.dataset.state = State.ENDED;
   view.article.dataset.outcome = generation.status;
+  setNotice(view, notice, tone);
   setStatus(State.ENDED, label, text, { outcome });
   setMetrics(generation.token_count, 0);
 }
@@ -425,9 +446,21 @@ ui.newChat.addEventListener("click", () => {
   sidebar.close();
   newChat();
 });
+// Escape closes the drawer if it is open, else stops a running answer.
 document.addEventListener("keydown", (event) => {
-  if (event.key === "Escape") sidebar.close();
+  if (event.key !== "Escape" || event.defaultPrevented) return;
+  if (sidebar.isOpen) sidebar.close();
+  else stop();
 });
+
+// A long placeholder would wrap, and be clipped, in a phone's narrow field.
+const narrow = matchMedia("(max-width: 760px)");
+const widePlaceholder = ui.prompt.placeholder;
+function fitPlaceholder() {
+  ui.prompt.placeholder = narrow.matches ? ui.prompt.dataset.narrowPlaceholder : widePlaceholder;
+}
+narrow.addEventListener("change", fitPlaceholder);
+fitPlaceholder();
 
 // --- Start ---------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ export class Sidebar {
     Object.assign(this, { onOpen, onRenamed, onDeleted, onError });
     this.conversations = [];
     this.activeId = null;
-    toggle.addEventListener("click", () => (app.classList.contains("sidebar-open") ? this.close() : this.open()));
+    toggle.addEventListener("click", () => (this.isOpen ? this.close() : this.open()));
     scrim.addEventListener("click", () => this.close());
   }
 
@@ -124,7 +124,10 @@ export class Sidebar {
     };
     input.addEventListener("keydown", (event) => {
       if (event.key === "Enter") finish(true);
-      else if (event.key === "Escape") finish(false);
+      else if (event.key === "Escape") {
+        event.preventDefault(); // cancels the rename only, not the answer
+        finish(false);
+      }
     });
     input.addEventListener("blur", () => finish(true));
     li.classList.add("renaming");
@@ -158,6 +161,10 @@ export class Sidebar {
   }
 
   // --- The drawer on narrow screens ------------------------------------------------
+
+  get isOpen() {
+    return app.classList.contains("sidebar-open");
+  }
 
   open() {
     app.classList.add("sidebar-open");

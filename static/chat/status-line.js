@@ -8,6 +8,9 @@ const detailEl = document.getElementById("status-detail");
 const tokensEl = document.getElementById("status-tokens");
 const rateEl = document.getElementById("status-rate");
 export const retryButton = document.getElementById("status-retry");
+// The polite live region: state changes and the end of an answer, never the
+// counters (they change on every render).
+const announcer = document.getElementById("announcer");
 
 const OUTCOME_LABELS = {
   complete: "Complete",
@@ -38,51 +41,71 @@ export function setMetrics(tokens, tokensPerSecond) {
   rateEl.textContent = tokensPerSecond ? `${tokensPerSecond.toFixed(1)} tok/s` : "";
 }
 
+/** Have screen readers say `text` (politely: after what they are saying). */
+export function announce(text) {
+  if (!text) return;
+  // The same words again would not be announced: make them differ invisibly.
+  announcer.textContent = announcer.textContent === text ? `${text}\u00a0` : text;
+}
+
 /** An error outside any stream (a failed post, rename, load). */
 export function flash(message) {
   setStatus("error", "Error", message);
+  announce(message);
 }
 
-function outcomeText(result) {
-  if (result.status === "interrupted") return `Stopped early: ${REASON_TEXT[result.reason] || result.reason || "unknown reason"}.`;
-  if (result.status === "failed") return result.error ? `The model failed: ${result.error}` : "The model failed before answering.";
-  if (result.status === "cancelled") return "You stopped this answer.";
+/** The sentence under an ended answer, from its status (and reason, when known). */
+export function outcomeText({ status, reason = "" }) {
+  if (status === "interrupted") return `Stopped early: ${REASON_TEXT[reason] || "the answer was cut short"}.`;
+  if (status === "failed") return "The model could not finish this answer.";
+  if (status === "cancelled") return "You stopped this answer.";
   return "";
 }
 
-/** {label, text, tone, outcome, retry} for a stream state and its detail. */
-export function describe(state, detail, config) {
+/**
+ * What a stream state shows: the badge `label`, one sentence in the status
+ * line (`text`, with the one Retry button if `retry`), the sentence kept
+ * under the answer (`notice`: its outcome), and what the live region
+ * announces (`announce`: state changes and the end of an answer only).
+ */
+export function describe(state, detail) {
   switch (state) {
     case State.CONNECTING:
-      return { label: "Connecting", text: "" };
+      return { label: "Connecting", text: "", announce: "" };
     case State.STREAMING:
-      return { label: "Streaming", text: detail.attempt > 1 ? "Resumed." : "" };
+      return { label: "Streaming", text: "", announce: detail.attempt > 1 ? "Reconnected; the answer continues." : "" };
     case State.INTERRUPTED: {
-      const waitS = detail.retryAt ? Math.max(0, (detail.retryAt - Date.now()) / 1000) : 0;
-      const next = detail.fallback
-        ? "Loading the complete answer without streaming…"
-        : `Resuming in ${waitS.toFixed(1)} s…`;
-      return { label: "Interrupted", text: `${detail.reason} ${next}`, tone: "warn", retry: true };
+      if (detail.offline) {
+        const text = "You are offline. The answer continues when the connection is back.";
+        return { label: "Interrupted", text, tone: "warn", announce: text };
+      }
+      const text = detail.fallback
+        ? "The connection keeps failing; loading the answer without streaming…"
+        : `${detail.reason} Reconnecting…`;
+      return { label: "Interrupted", text, tone: "warn", retry: true, announce: "Connection lost. Reconnecting." };
     }
     case State.FALLBACK: {
-      const extra = detail.status && detail.status !== "complete" ? ` ${outcomeText(detail)}` : "";
-      return {
-        label: "Fallback",
-        text: `Streaming failed ${config.maxFailedAttempts} times in a row; this is the answer from one plain request.${extra}`,
-        tone: "info",
-        outcome: detail.status,
-      };
+      const outcome = outcomeText(detail);
+      const text = "Streaming kept failing, so the complete answer was loaded in one piece.";
+      return { label: "Fallback", text, notice: outcome, tone: "info", outcome: detail.status, announce: `Answer loaded. ${outcome}` };
     }
-    case State.ERROR:
-      return { label: "Error", text: `${detail.message} The text so far is kept.`, tone: "danger", retry: true };
-    case State.ENDED:
+    case State.ERROR: {
+      if (detail.final) return { label: "Error", text: detail.message, tone: "danger", announce: detail.message };
+      const text = "The server can't be reached; the text so far is kept and the page keeps trying.";
+      return { label: "Error", text, tone: "danger", retry: true, announce: "The server can't be reached. Still trying." };
+    }
+    case State.ENDED: {
+      const outcome = outcomeText(detail);
       return {
         label: OUTCOME_LABELS[detail.status] || detail.status,
-        text: outcomeText(detail),
+        text: "",
+        notice: outcome,
         tone: detail.status === "failed" ? "danger" : "muted",
         outcome: detail.status,
+        announce: detail.status === "complete" ? "Answer complete." : `Answer ended. ${outcome}`,
       };
+    }
     default:
-      return { label: state, text: "" };
+      return { label: state, text: "", announce: "" };
   }
 }

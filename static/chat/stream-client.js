@@ -2,7 +2,9 @@
 // fetch, resumes by Last-Event-ID, and falls back to a plain request.
 // docs/client.md describes the states, the constants and the events.
 
-import { SSEParser } from "./sse-parser.js";
+import { AttemptFailed, RetryLoop, backoffDelay, failureFromResponse, readEventStream } from "./recovery.js";
+
+export { backoffDelay };
 
 // The DOM is updated at most this often, whatever the token rate: one
 // re-render per frame-ish window instead of one per token.
@@ -17,11 +19,15 @@ export const STALL_MS = 10_000;
 export const BACKOFF_BASE_MS = 500;
 export const BACKOFF_CAP_MS = 8_000;
 // This many failed attempts in a row, with no token between them, and the
-// client stops streaming and asks for the complete answer instead.
+// client falls back to reading the stored answer; as many failed reads of it
+// in a row are shown as an Error (while it keeps trying).
 export const MAX_FAILED_ATTEMPTS = 3;
 // While the fallback waits for a generation that is still running, it asks
-// again this often; it gives up after MAX_FAILED_ATTEMPTS failed requests.
+// again after this long, doubling (with full jitter) up to BACKOFF_CAP_MS.
 export const FALLBACK_POLL_MS = 1_000;
+// The browser is back online, or the page visible again: retry within this
+// window (random) rather than at the same instant as every other tab.
+export const WAKE_JITTER_MS = 250;
 
 export const DEFAULT_CONFIG = Object.freeze({
   renderWindowMs: RENDER_WINDOW_MS,
@@ -30,6 +36,7 @@ export const DEFAULT_CONFIG = Object.freeze({
   backoffCapMs: BACKOFF_CAP_MS,
   maxFailedAttempts: MAX_FAILED_ATTEMPTS,
   fallbackPollMs: FALLBACK_POLL_MS,
+  wakeJitterMs: WAKE_JITTER_MS,
 });
 
 /** The defaults, overridden by `window.CHAT_CLIENT_CONFIG` (tests set it) and then by `overrides`. */
@@ -42,11 +49,6 @@ export function clientConfig(overrides = {}) {
     }
   }
   return Object.freeze(config);
-}
-
-/** Delay before reconnect number `attempt` (0-based): exponential, capped, full jitter. */
-export function backoffDelay(attempt, { backoffBaseMs, backoffCapMs }, random = Math.random) {
-  return Math.floor(random() * Math.min(backoffCapMs, backoffBaseMs * 2 ** attempt));
 }
 
 export const TERMINAL_EVENTS = new Set(["done", "interrupted", "failed", "cancelled"]);
@@ -63,17 +65,27 @@ export const State = Object.freeze({
   ENDED: "ended",
 });
 
-class AttemptFailed extends Error {
-  constructor(reason, { retryable = true, status = 0, code = "" } = {}) {
-    super(reason);
-    this.retryable = retryable;
-    this.status = status;
-    this.code = code;
-  }
-}
+// What a final (non-retryable) failure says, by HTTP status.
+const FINAL_MESSAGES = {
+  401: "Your session has ended. Log in again to see the rest of this answer.",
+  403: "Your session has ended. Log in again to see the rest of this answer.",
+  404: "This answer no longer exists.",
+  410: "This answer no longer exists.",
+};
 
 /**
- * Follow one generation to its end.
+ * Follow one generation to its end, whatever the network does.
+ *
+ * Streaming: one SSE request at a time (stream mode); a failed attempt is
+ * retried with backoff, resuming by Last-Event-ID. After maxFailedAttempts
+ * failures in a row without progress it falls back (recover mode): each
+ * round tries the stream once more and, if that fails, reads the stored
+ * answer with a plain GET; a finished answer ends there (Fallback), a running
+ * one is polled with backoff. maxFailedAttempts failed rounds in a row are
+ * shown as Error, but the rounds go on, so the client leaves Error and
+ * Fallback by itself once the server answers. Only what asking again cannot
+ * fix (401, 403, 404) ends in a final Error. The retry loop (recovery.js)
+ * waits instead of failing while the browser is offline.
  *
  * Callbacks:
  *   onRender(view)          at most every renderWindowMs: {text, tokens, tokensPerSecond, lastEventId}
@@ -89,52 +101,54 @@ export class GenerationStream {
     firstSeq = 1,
     config = clientConfig(),
     fetch = globalThis.fetch.bind(globalThis),
+    now = () => performance.now(),
     onRender = () => {},
     onState = () => {},
   }) {
-    Object.assign(this, { generationId, streamUrl, generationUrl, config, fetch, onRender, onState });
+    Object.assign(this, { generationId, streamUrl, generationUrl, config, fetch, now, onRender, onState });
     this.text = text;
     this.lastEventId = lastEventId;
     this.firstSeq = firstSeq;
     this.state = null;
     this.detail = {};
     this.result = null; // the terminal outcome: {status, reason, error, finishReason, usage}
-    this.failures = 0; // consecutive failed attempts
-    this.attempts = 0;
+    this.mode = "stream"; // or "recover": streaming failed; the stored answer is read
+    this.attempts = 0; // stream requests made
+    this.polls = 0; // plain reads in a row that found the answer still running
     this.closed = false;
-    this.liveTokens = 0;
-    this.firstLiveAt = 0;
-    this.lastLiveAt = 0;
+    this.controller = null;
+    // tok/s: only tokens that arrived live, over the time they took (see countLive)
+    this.live = { tokens: 0, ms: 0, reads: 0, connection: null };
     this.renderTimer = null;
     this.lastRenderAt = -Infinity;
     this.renders = 0;
     this.deferred = null; // a transition applied right after the next render
-    this.controller = null;
-    this.wake = null; // resolves the current backoff sleep early
+    this.loop = new RetryLoop({
+      config,
+      attempt: () => (this.mode === "stream" ? this.follow() : this.recover()),
+      onFailure: (failure, { failures }) => this.failed(failure, failures),
+      onOffline: () => this.transition(State.INTERRUPTED, { reason: "You are offline.", offline: true, failures: this.loop.failures, fallback: this.mode === "recover" }),
+    });
   }
 
-  /** Start following; resolves when the stream has reached a final state. */
+  /** Start following; resolves when the stream has reached a final state or was closed. */
   start() {
-    this.running = this.run();
+    if (this.state === null) this.transition(State.CONNECTING, {});
+    this.running = this.loop.run();
     return this.running;
   }
 
-  /** Skip the backoff wait, or start again from Error. */
+  /** Skip the current wait: try again now. */
   retryNow() {
-    if (this.closed) return;
-    if (this.wake) return this.wake();
-    if (this.state === State.ERROR) {
-      this.failures = 0;
-      this.start();
-    }
+    this.loop.now();
   }
 
   /** Stop all network activity and timers (the page is leaving this generation). */
   close() {
     this.closed = true;
+    this.loop.close();
     this.controller?.abort();
     clearTimeout(this.renderTimer);
-    this.wake?.();
   }
 
   get tokens() {
@@ -143,95 +157,122 @@ export class GenerationStream {
   }
 
   get tokensPerSecond() {
-    const seconds = (this.lastLiveAt - this.firstLiveAt) / 1000;
-    return this.liveTokens > 1 && seconds > 0 ? (this.liveTokens - 1) / seconds : 0;
+    return this.live.tokens > 0 && this.live.ms > 0 ? (this.live.tokens * 1000) / this.live.ms : 0;
   }
 
-  // --- The connection loop ---------------------------------------------------
+  // --- Attempts (run by the retry loop) ---------------------------------------
 
-  async run() {
-    if (this.state === null) this.transition(State.CONNECTING, {});
-    while (!this.closed && !this.result) {
-      this.attempts++;
-      try {
-        await this.follow();
-        if (this.result || this.closed) break;
-        throw new AttemptFailed("The stream closed before the answer ended.");
-      } catch (error) {
-        if (this.closed) break;
-        const failure = error instanceof AttemptFailed ? error : new AttemptFailed("The connection was lost.");
-        if (failure.code === "invalid_last_event_id" && this.lastEventId !== "0") {
-          // Our position is past the stored end (the server lost unflushed
-          // tokens in a crash): start over from what the server has. Id 0
-          // asks for everything, a continuation's earlier text included.
-          this.text = "";
-          this.lastEventId = "0";
-          this.scheduleRender();
-          continue;
-        }
-        if (!failure.retryable) {
-          this.transition(State.ERROR, { message: failure.message, status: failure.status });
-          return;
-        }
-        this.failures++;
-        if (this.failures >= this.config.maxFailedAttempts) {
-          await this.fallback(failure.message);
-          return;
-        }
-        const delay = backoffDelay(this.failures - 1, this.config);
-        this.transition(State.INTERRUPTED, {
-          reason: failure.message,
-          failures: this.failures,
-          retryAt: Date.now() + delay,
-        });
-        await this.sleep(delay);
-      }
-    }
-  }
-
-  /** One connection: read events until the terminal one, a cut or a stall. */
+  /** One stream request: read events until the terminal one; throws AttemptFailed on a cut or a stall. */
   async follow() {
-    const controller = (this.controller = new AbortController());
-    let stalled = false;
-    let stallTimer = null;
-    const armStallTimer = () => {
-      clearTimeout(stallTimer);
-      stallTimer = setTimeout(() => {
-        stalled = true;
-        controller.abort();
-      }, this.config.stallMs);
-    };
-    const headers = { Accept: "text/event-stream" };
-    if (this.lastEventId) headers["Last-Event-ID"] = this.lastEventId;
-    armStallTimer();
+    this.attempts++;
+    this.controller = new AbortController();
+    this.live.connection = null;
+    await readEventStream(this.streamUrl, {
+      lastEventId: this.lastEventId,
+      stallMs: this.config.stallMs,
+      signal: this.controller.signal,
+      fetch: this.fetch,
+      onOpen: () => this.transition(State.STREAMING, { attempt: this.attempts }),
+      onBytes: () => this.live.reads++,
+      onEvent: (event) => this.handle(event),
+      done: () => this.result !== null || this.closed,
+    });
+    return true;
+  }
+
+  /**
+   * One round of the fallback: the stream once more (it may be the network
+   * that failed, and it is back), else the stored answer.
+   */
+  async recover() {
+    let probe;
     try {
-      const response = await this.fetch(this.streamUrl, {
-        headers,
+      return await this.follow();
+    } catch (failure) {
+      if (!failure.retryable || this.mode === "stream") throw failure; // not fixable, or it made progress and broke
+      probe = failure;
+    }
+    const interrupted = { reason: probe.message, failures: this.loop.failures, fallback: true };
+    if (this.state === State.STREAMING) this.transition(State.INTERRUPTED, interrupted); // connected, then nothing
+    const generation = await this.readStored();
+    this.loop.failures = 0; // the server answers
+    if (TERMINAL_STATUSES.has(generation.status)) {
+      this.text = generation.text ?? this.text;
+      this.lastEventId = String(generation.last_seq);
+      this.finish(State.FALLBACK, {
+        status: generation.status,
+        reason: generation.reason || "",
+        error: generation.error || "",
+        finishReason: generation.finish_reason || "",
+        usage: generation.usage || null,
+      });
+      return true;
+    }
+    // Still running: show what the server has so far, and ask again later.
+    if (this.state === State.ERROR) this.transition(State.INTERRUPTED, { ...interrupted, failures: 0 });
+    if ((generation.text || "").length > this.text.length) {
+      this.text = generation.text;
+      this.lastEventId = String(generation.last_seq);
+      this.scheduleRender();
+    }
+    const poll = { backoffBaseMs: this.config.fallbackPollMs, backoffCapMs: this.config.backoffCapMs };
+    return Math.max(this.config.fallbackPollMs / 2, backoffDelay(this.polls++, poll));
+  }
+
+  /** GET the generation: its status and its stored text. */
+  async readStored() {
+    const controller = (this.controller = new AbortController());
+    const timer = setTimeout(() => controller.abort(), this.config.stallMs);
+    try {
+      const response = await this.fetch(this.generationUrl, {
+        headers: { Accept: "application/json" },
         signal: controller.signal,
         cache: "no-store",
         credentials: "same-origin",
       });
       if (!response.ok) throw await failureFromResponse(response);
-      this.transition(State.STREAMING, { attempt: this.attempts });
-      const parser = new SSEParser({ onEvent: (event) => this.handle(event) });
-      parser.lastEventId = this.lastEventId;
-      const reader = response.body.getReader();
-      while (!this.result) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        armStallTimer(); // any byte counts, keepalive comments included
-        parser.feed(value);
-      }
-      if (this.result) controller.abort(); // done with this connection
+      return await response.json();
     } catch (error) {
-      if (error instanceof AttemptFailed || this.result) throw error;
-      if (stalled) {
-        throw new AttemptFailed(`No data for ${Math.round(this.config.stallMs / 100) / 10} s.`);
-      }
+      if (error instanceof AttemptFailed) throw error;
       throw new AttemptFailed("The connection was lost.");
     } finally {
-      clearTimeout(stallTimer);
+      clearTimeout(timer);
     }
+  }
+
+  /** A failed attempt: decide what to show and how long to wait (null: stop). */
+  failed(failure, failures) {
+    if (failure.code === "invalid_last_event_id" && this.lastEventId !== "0") {
+      // Our position is past the stored end (the server lost unflushed
+      // tokens in a crash): start over from what the server has. Id 0
+      // asks for everything, a continuation's earlier text included.
+      this.text = "";
+      this.lastEventId = "0";
+      this.scheduleRender();
+      return 0;
+    }
+    if (!failure.retryable) {
+      const message = FINAL_MESSAGES[failure.status] || failure.message;
+      this.transition(State.ERROR, { message, status: failure.status, final: true });
+      return null;
+    }
+    const delay = backoffDelay(failures - 1, this.config);
+    if (this.mode === "stream") {
+      if (failures >= this.config.maxFailedAttempts) {
+        this.mode = "recover";
+        this.polls = 0;
+        this.loop.failures = 0;
+        this.transition(State.INTERRUPTED, { reason: failure.message, failures, fallback: true });
+        return 0;
+      }
+      this.transition(State.INTERRUPTED, { reason: failure.message, failures, retryAt: Date.now() + delay });
+      return delay;
+    }
+    // Neither the stream nor the stored answer could be read.
+    if (failures >= this.config.maxFailedAttempts) {
+      this.transition(State.ERROR, { message: "The server can't be reached.", retryable: true, retryAt: Date.now() + delay });
+    }
+    return delay;
   }
 
   handle({ type, data, id }) {
@@ -242,17 +283,14 @@ export class GenerationStream {
       if (Number.isFinite(last) && payload.seq <= last) return; // already have it
       this.text += payload.text;
       this.lastEventId = id;
-      this.failures = 0; // progress: the run of failures is broken
-      const now = performance.now();
-      if (!this.liveTokens) this.firstLiveAt = now;
-      this.lastLiveAt = now;
-      this.liveTokens += payload.seq - (Number.isFinite(last) ? last : this.firstSeq - 1);
+      this.progress();
+      this.countLive(payload.seq - (Number.isFinite(last) ? last : this.firstSeq - 1));
       this.scheduleRender();
     } else if (type === "snapshot") {
       // The whole answer up to its id (a pruned or continued generation): replace, not append.
       this.text = JSON.parse(data).text;
       this.lastEventId = id;
-      this.failures = 0;
+      this.progress();
       this.scheduleRender();
     } else if (TERMINAL_EVENTS.has(type)) {
       const payload = data ? JSON.parse(data) : {};
@@ -268,56 +306,30 @@ export class GenerationStream {
     // Other event types (e.g. `json`) are not this client's business.
   }
 
-  // --- Fallback: one plain request for the complete answer ------------------
+  /** The stream delivered: the run of failures is broken, and streaming is the way again. */
+  progress() {
+    this.loop.failures = 0;
+    this.mode = "stream";
+  }
 
-  async fallback(reason) {
-    let errors = 0;
-    this.transition(State.INTERRUPTED, { reason, failures: this.failures, fallback: true });
-    while (!this.closed) {
-      const controller = (this.controller = new AbortController());
-      const timer = setTimeout(() => controller.abort(), this.config.stallMs);
-      try {
-        const response = await this.fetch(this.generationUrl, {
-          headers: { Accept: "application/json" },
-          signal: controller.signal,
-          cache: "no-store",
-          credentials: "same-origin",
-        });
-        if (!response.ok) throw await failureFromResponse(response);
-        const generation = await response.json();
-        if (TERMINAL_STATUSES.has(generation.status)) {
-          this.text = generation.text ?? this.text;
-          this.lastEventId = String(generation.last_seq);
-          this.finish(State.FALLBACK, {
-            status: generation.status,
-            reason: generation.reason || "",
-            error: generation.error || "",
-            finishReason: generation.finish_reason || "",
-            usage: generation.usage || null,
-          });
-          return;
-        }
-        // Still running: show what the server has so far, and ask again.
-        errors = 0;
-        if ((generation.text || "").length > this.text.length) {
-          this.text = generation.text;
-          this.lastEventId = String(generation.last_seq);
-          this.scheduleRender();
-        }
-      } catch (error) {
-        if (this.closed) return;
-        if (error instanceof AttemptFailed && !error.retryable) {
-          this.transition(State.ERROR, { message: error.message, status: error.status });
-          return;
-        }
-        if (++errors >= this.config.maxFailedAttempts) {
-          this.transition(State.ERROR, { message: "The complete answer could not be loaded either." });
-          return;
-        }
-      } finally {
-        clearTimeout(timer);
-      }
-      await this.sleep(errors ? backoffDelay(errors - 1, this.config) : this.config.fallbackPollMs);
+  /**
+   * Count `tokens` towards tok/s if they arrived live. The first read of each
+   * connection is a replay of what was missed (after a refresh or a
+   * reconnect, possibly much of the answer at once), so it only starts that
+   * connection's clock; later reads add their tokens and the time since the
+   * previous one. Time between connections does not count.
+   */
+  countLive(tokens) {
+    const now = this.now();
+    const connection = this.live.connection;
+    if (!connection) {
+      this.live.connection = { firstRead: this.live.reads, at: now };
+    } else if (this.live.reads === connection.firstRead) {
+      connection.at = now; // the replay goes on in the same read
+    } else {
+      this.live.tokens += tokens;
+      this.live.ms += now - connection.at;
+      connection.at = now;
     }
   }
 
@@ -335,7 +347,6 @@ export class GenerationStream {
   finish(state, result) {
     this.result = result;
     this.deferred = [state, result];
-    this.wake?.();
     this.scheduleRender();
   }
 
@@ -362,32 +373,4 @@ export class GenerationStream {
       this.transition(state, detail);
     }
   }
-
-  sleep(ms) {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      const self = this;
-      function done() {
-        clearTimeout(timer);
-        if (self.wake === done) self.wake = null;
-        resolve();
-      }
-      this.wake = done;
-    });
-  }
-}
-
-async function failureFromResponse(response) {
-  let code = "";
-  let message = `The server answered ${response.status}.`;
-  try {
-    const body = await response.json();
-    code = body?.error?.code || "";
-    message = body?.error?.message || message;
-  } catch {
-    // not JSON: keep the status message
-  }
-  // A 4xx will not get better by asking again (except a timeout or a rate limit).
-  const retryable = response.status >= 500 || response.status === 408 || response.status === 429;
-  return new AttemptFailed(message, { retryable, status: response.status, code });
 }

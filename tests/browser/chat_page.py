@@ -167,6 +167,16 @@ class ChatPage:
         raise AssertionError(f"generation {generation_id} did not end within {timeout} s")
 
 
+def eventually(condition, *, timeout: float = 15.0, what: str = "the condition"):
+    """Poll `condition` until it returns something true (and return that), or fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s")
+        time.sleep(0.05)
+    return result
+
+
 def new_chat_page(chromium, base_url: str, database_url: str, *, viewport=DESKTOP, client_config=None, storage_state=None):
     context = chromium.new_context(viewport=viewport, storage_state=storage_state)
     if client_config is not None:

@@ -20,11 +20,12 @@ def test_composer_enter_sends_and_shift_enter_breaks_the_line(chat):
     chat.page.wait_for_function("window.chatDebug.generationId !== null")
     # While the answer streams, the composer is off and Stop is offered instead of Send.
     chat.wait_state("streaming")
-    assert chat.page.locator("#prompt").is_disabled()
+    assert not chat.page.locator("#prompt").is_editable()
+    assert chat.page.evaluate("document.activeElement.id") == "prompt"  # the focus stays in the composer
     assert chat.page.locator("#send").is_hidden()
     assert chat.page.locator("#stop").is_visible()
     chat.wait_state("ended")
-    assert chat.page.locator("#prompt").is_enabled()
+    assert chat.page.locator("#prompt").is_editable()
     assert chat.page.input_value("#prompt") == ""
     assert chat.page.locator(".message.user").last.text_content() == "First line\nsecond line about retries"
 
@@ -41,7 +42,7 @@ def test_stop_cancels_the_generation_and_keeps_the_partial_text(chat):
     assert chat.status()["label"] == "Stopped"
     notice = chat.page.locator(".message.assistant").last.locator(".notice")
     assert notice.text_content() == "You stopped this answer."
-    assert chat.page.locator("#prompt").is_enabled()
+    assert chat.page.locator("#prompt").is_editable()
 
 
 def test_regenerate_starts_a_new_generation_for_the_same_prompt(chat):

@@ -68,7 +68,7 @@ def test_model_html_renders_as_text(echo_chat):
     [
         ("stall", "interrupted", "Interrupted by the server", "Stopped early: the model stopped sending."),
         ("cut", "interrupted", "Interrupted by the server", "Stopped early: the model's connection failed."),
-        ("error_500", "failed", "Failed", "The model failed: "),
+        ("error_500", "failed", "Failed", "The model could not finish this answer."),
     ],
 )
 def test_terminal_events_from_the_server_are_shown_as_such(echo_chat, scenario, status, label, notice):
@@ -80,7 +80,7 @@ def test_terminal_events_from_the_server_are_shown_as_such(echo_chat, scenario, 
     shown = echo_chat.status()
     assert shown["label"] == label and shown["outcome"] == status
     assert echo_chat.page.locator(".message.assistant").last.locator(".notice").text_content().startswith(notice)
-    assert echo_chat.page.locator("#prompt").is_enabled()
+    assert echo_chat.page.locator("#prompt").is_editable()
     # The connection itself never looked dead: in the stall case the upstream
     # was silent for 2.5 s, past the client's 1.2 s stall timer, but the
     # server's keepalive comments count as bytes.

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.browser.chat_page import PROMPT, assert_shows_stored, logged_in_state, stream_connections
+from tests.browser.chat_page import PROMPT, assert_shows_stored, eventually, logged_in_state, stream_connections
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -22,7 +22,7 @@ def test_happy_path_final_dom_equals_stored_message(chat):
     assert status["rate"].endswith("tok/s")
     # The user's prompt is shown as sent, and the composer is usable again.
     assert chat.page.locator(".message.user").last.text_content() == PROMPT
-    assert chat.page.locator("#prompt").is_enabled()
+    assert chat.page.locator("#prompt").is_editable()
     assert chat.page.locator("#stop").is_hidden()
 
 
@@ -76,10 +76,10 @@ def test_stall_is_shown_and_retried_in_the_background(chat, proxy):
     status = chat.status()
     assert status["label"] == "Interrupted"
     assert "No data for 1.2 s." in status["detail"]
-    notice = chat.page.locator(".message.assistant").last.locator(".notice")
-    assert "No data for 1.2 s." in notice.text_content()
-    assert notice.locator("button", has_text="Retry now").count() == 1
-    assert chat.page.locator("#prompt").is_disabled()  # the same answer is still coming
+    # One sentence and one Retry button: in the status line, not repeated under the answer.
+    assert chat.page.locator(".message.assistant").last.locator(".notice").text_content() == ""
+    assert chat.page.locator("button:visible", has_text="Retry").count() == 1
+    assert not chat.page.locator("#prompt").is_editable()  # the same answer is still coming
     proxy.release()
     end = chat.wait_state("ended", "fallback")
     stored = assert_shows_stored(chat, generation_id)
@@ -101,8 +101,8 @@ def test_three_failures_fall_back_to_the_complete_text(chat, proxy):
     assert sum("/stream" in line for line in proxy.refused) >= 2
     status = chat.status()
     assert status["label"] == "Fallback"
-    assert "one plain request" in status["detail"]
-    assert chat.page.locator("#prompt").is_enabled()
+    assert status["detail"] == "Streaming kept failing, so the complete answer was loaded in one piece."
+    assert chat.page.locator("#prompt").is_editable()
 
 
 def test_fallback_failure_is_an_error_that_keeps_the_text_and_can_retry(chat, proxy):
@@ -111,14 +111,21 @@ def test_fallback_failure_is_an_error_that_keeps_the_text_and_can_retry(chat, pr
     proxy.refuse(path="/api/generations/")  # the stream and the plain request alike
     proxy.cut()
     error = chat.wait_state("error")
-    assert error["detail"]["message"] == "The complete answer could not be loaded either."
+    assert error["detail"]["message"] == "The server can't be reached."
+    assert error["detail"]["retryable"] is True
     assert len(error["shown"]) >= 30 and chat.shown_text() == error["shown"]
     status = chat.status()
-    assert status["label"] == "Error" and "The text so far is kept." in status["detail"]
-    assert chat.page.locator("#status-retry").is_visible()
+    assert status["label"] == "Error"
+    assert status["detail"] == "The server can't be reached; the text so far is kept and the page keeps trying."
+    assert chat.page.locator("button:visible", has_text="Retry").count() == 1
     assert chat.page.locator(".regenerate").count() == 0  # it may still be running: retry, don't replace
-    proxy.allow()
+    # Retry asks again at once; the network is still down, so it stays in Error, still trying.
+    refused = len(proxy.refused)
     chat.page.locator("#status-retry").click()
+    chat.page.wait_for_function("() => window.chatDebug.state === 'error'")
+    eventually(lambda: len(proxy.refused) > refused)
+    # Once the network is back it leaves Error by itself: no click.
+    proxy.allow()
     chat.wait_state("ended")
     assert assert_shows_stored(chat, generation_id)["text"].startswith(error["text"])
     assert chat.states()[-3:] == ["error", "streaming", "ended"]
@@ -147,9 +154,12 @@ def test_a_client_error_on_reconnect_is_not_retried(make_page, proxy, chat_serve
     )
     proxy.cut()
     error = chat.wait_state("error")
-    assert error["detail"]["status"] == 401
-    assert error["detail"]["message"] == "Log in or send a bearer token."
+    assert error["detail"]["status"] == 401 and error["detail"]["final"] is True
+    assert error["detail"]["message"] == "Your session has ended. Log in again to see the rest of this answer."
+    assert chat.status()["detail"] == error["detail"]["message"]
     assert len(chat.shown_text()) >= 30  # the partial text is kept
-    # One failed attempt (the cut), then the 401: no pointless retries, no fallback.
+    # One failed attempt (the cut), then the 401: no pointless retries, no fallback, no Retry button.
     assert chat.states()[-2:] == ["interrupted", "error"]
+    assert chat.page.evaluate("window.chatDebug.retrying") is False
+    assert chat.page.locator("button:visible", has_text="Retry").count() == 0
     assert chat.wait_stored_terminal(generation_id)["status"] == "complete"  # the server carried on

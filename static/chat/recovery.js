@@ -1,0 +1,186 @@
+// Keeping a connection going: the one retry loop that both the answer
+// streams (stream-client.js) and the per-user event channel
+// (event-channel.js) use, and the one SSE request they both make.
+// docs/client.md describes the rules.
+
+import { SSEParser } from "./sse-parser.js";
+
+/** Delay before retry number `attempt` (0-based): exponential, capped, full jitter. */
+export function backoffDelay(attempt, { backoffBaseMs, backoffCapMs }, random = Math.random) {
+  return Math.floor(random() * Math.min(backoffCapMs, backoffBaseMs * 2 ** attempt));
+}
+
+/** Why an attempt failed. `retryable` is false for what asking again cannot fix. */
+export class AttemptFailed extends Error {
+  constructor(reason, { retryable = true, status = 0, code = "" } = {}) {
+    super(reason);
+    this.retryable = retryable;
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** The failure a non-2xx response stands for, with the API's error message if it sent one. */
+export async function failureFromResponse(response) {
+  let code = "";
+  let message = `The server answered ${response.status}.`;
+  try {
+    const body = await response.json();
+    code = body?.error?.code || "";
+    message = body?.error?.message || message;
+  } catch {
+    // not JSON: keep the status message
+  }
+  // A 4xx will not get better by asking again (except a timeout or a rate limit).
+  const retryable = response.status >= 500 || response.status === 408 || response.status === 429;
+  if (retryable) message = "The server is busy or restarting.";
+  return new AttemptFailed(message, { retryable, status: response.status, code });
+}
+
+export const isOffline = () => typeof navigator !== "undefined" && navigator.onLine === false;
+
+/**
+ * One SSE request with `fetch`: resolves once `done()` is true (the caller
+ * got what it wanted) and throws AttemptFailed otherwise: a network error, a
+ * non-2xx answer, a body that ends early, or no byte at all (keepalive
+ * comments included) for `stallMs`. `onOpen` runs when the headers arrive,
+ * `onBytes` before each chunk of the body is parsed.
+ */
+export async function readEventStream(
+  url,
+  { lastEventId = "", stallMs, signal, onOpen = () => {}, onBytes = () => {}, onEvent, done, fetch = globalThis.fetch },
+) {
+  const controller = new AbortController();
+  const abort = () => controller.abort();
+  signal?.addEventListener("abort", abort, { once: true });
+  let stalled = false;
+  let stallTimer = null;
+  const armStallTimer = () => {
+    clearTimeout(stallTimer);
+    stallTimer = setTimeout(() => {
+      stalled = true;
+      controller.abort();
+    }, stallMs);
+  };
+  const headers = { Accept: "text/event-stream" };
+  if (lastEventId) headers["Last-Event-ID"] = lastEventId;
+  armStallTimer();
+  try {
+    const response = await fetch(url, { headers, signal: controller.signal, cache: "no-store", credentials: "same-origin" });
+    if (!response.ok) throw await failureFromResponse(response);
+    onOpen(response);
+    const parser = new SSEParser({ onEvent });
+    parser.lastEventId = lastEventId;
+    const reader = response.body.getReader();
+    while (!done()) {
+      const { value, done: ended } = await reader.read();
+      if (ended) break;
+      armStallTimer(); // any byte counts, keepalive comments included
+      onBytes();
+      parser.feed(value);
+    }
+  } catch (error) {
+    if (error instanceof AttemptFailed) throw error;
+    if (!done()) throw stalled ? new AttemptFailed(`No data for ${Math.round(stallMs / 100) / 10} s.`) : new AttemptFailed("The connection was lost.");
+  } finally {
+    clearTimeout(stallTimer);
+    signal?.removeEventListener("abort", abort);
+    controller.abort(); // done with this connection, whatever happened
+  }
+  if (!done()) throw new AttemptFailed("The connection closed before the answer ended.");
+}
+
+/**
+ * Runs `attempt()` until there is nothing left to do.
+ *
+ *   attempt()   resolves `true` when finished, or a delay in ms before the
+ *               next attempt (a poll, not a failure); throws AttemptFailed.
+ *   onFailure(failure, {failures})
+ *               returns the delay before the next attempt, or null to stop.
+ *   onOffline() the browser says it is offline: the loop waits for it to
+ *               come back, and counts no failure meanwhile.
+ *
+ * `failures` counts retryable failures in a row while online; the owner
+ * resets it (`loop.failures = 0`) when it sees progress. Any wait ends early,
+ * after a little jitter, when the browser comes back online or the page
+ * becomes visible again (a phone waking up), and at once on `now()`.
+ */
+export class RetryLoop {
+  constructor({ config, attempt, onFailure, onOffline = () => {} }) {
+    Object.assign(this, { config, attempt, onFailure, onOffline });
+    this.failures = 0;
+    this.closed = false;
+    this.waiting = null; // "backoff", "poll" or "online" while it waits
+    this.wakeUp = null; // ends the current wait
+    this.soon = () => this.wakeSoon();
+    this.onVisible = () => document.visibilityState === "visible" && this.wakeSoon();
+    globalThis.addEventListener?.("online", this.soon);
+    globalThis.document?.addEventListener("visibilitychange", this.onVisible);
+  }
+
+  async run() {
+    let offline = false;
+    while (!this.closed) {
+      if (isOffline()) {
+        if (!offline) this.onOffline();
+        offline = true;
+        await this.wait("online", Infinity);
+        continue;
+      }
+      offline = false;
+      let failure;
+      try {
+        const outcome = await this.attempt();
+        if (outcome === true || this.closed) break;
+        await this.wait("poll", outcome);
+        continue;
+      } catch (error) {
+        if (this.closed) break;
+        failure = error instanceof AttemptFailed ? error : new AttemptFailed("The connection was lost.");
+      }
+      if (failure.retryable && isOffline()) continue; // no strike: the top of the loop waits for the network
+      if (failure.retryable) this.failures++;
+      const delay = this.onFailure(failure, { failures: this.failures });
+      if (delay === null || this.closed) break;
+      await this.wait("backoff", delay);
+    }
+    this.close();
+  }
+
+  /** Skip the current wait. */
+  now() {
+    this.wakeUp?.();
+  }
+
+  /** The network or the page is back: retry after a little jitter, so that many tabs do not come back at once. */
+  wakeSoon() {
+    if (!this.wakeUp) return;
+    const wake = this.wakeUp;
+    setTimeout(wake, Math.floor(Math.random() * this.config.wakeJitterMs));
+  }
+
+  close() {
+    this.closed = true;
+    this.wakeUp?.();
+    globalThis.removeEventListener?.("online", this.soon);
+    globalThis.document?.removeEventListener("visibilitychange", this.onVisible);
+  }
+
+  wait(reason, ms) {
+    if (this.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      let timer = null;
+      const wake = () => {
+        clearTimeout(timer);
+        if (this.wakeUp === wake) {
+          this.wakeUp = null;
+          this.waiting = null;
+        }
+        resolve();
+      };
+      if (Number.isFinite(ms)) timer = setTimeout(wake, ms);
+      this.waiting = reason;
+      this.wakeUp = wake;
+    });
+  }
+}
