@@ -19,7 +19,13 @@ from chat.models import Generation, TokenChunk
 from chat.stream import Follow
 
 from .conf import setting
-from .protocol import ProtocolError, encode_offset, response_cursor, sse_control, sse_event
+from .protocol import (
+    ProtocolError,
+    encode_offset,
+    response_cursor,
+    sse_control,
+    sse_event,
+)
 
 CONTENT_TYPE = "application/json"
 # After a long-poll's first event, events arriving this soon after go out in the same response.

@@ -9,7 +9,15 @@ from chat.hub import get_hub
 
 from . import storage
 from .conf import setting
-from .protocol import encode_offset, is_json, json_array, response_cursor, sse_base64, sse_control, sse_event
+from .protocol import (
+    encode_offset,
+    is_json,
+    json_array,
+    response_cursor,
+    sse_base64,
+    sse_control,
+    sse_event,
+)
 
 
 async def wake(group: str) -> None:

@@ -15,7 +15,14 @@ from django.utils import timezone
 
 from .conf import setting
 from .models import Producer, Stream, StreamMessage
-from .protocol import STREAM_CLOSED, STREAM_NEXT_OFFSET, ProtocolError, encode_offset, is_json, media_type
+from .protocol import (
+    STREAM_CLOSED,
+    STREAM_NEXT_OFFSET,
+    ProtocolError,
+    encode_offset,
+    is_json,
+    media_type,
+)
 
 PRODUCER_EPOCH = "Producer-Epoch"
 PRODUCER_SEQ = "Producer-Seq"

@@ -13,7 +13,15 @@ from ..protocol import (
     response_cursor,
     sse_control,
 )
-from .common import CACHEABLE, NOT_CACHEABLE, EventStreamResponse, client_cursor, empty, live_mode, protocol_view
+from .common import (
+    CACHEABLE,
+    NOT_CACHEABLE,
+    EventStreamResponse,
+    client_cursor,
+    empty,
+    live_mode,
+    protocol_view,
+)
 
 ALLOW = "GET, HEAD, OPTIONS"
 

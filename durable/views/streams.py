@@ -1,7 +1,7 @@
 """The general namespace: PUT creates, POST appends or closes, GET reads (catch-up, long-poll, SSE), HEAD, DELETE."""
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from django.http import HttpResponse
 
@@ -85,7 +85,7 @@ def parse_expiry(request) -> tuple[int | None, datetime | None]:
             at = None
         if at is None or at.tzinfo is None:
             raise ProtocolError(400, "invalid_expires_at", "Stream-Expires-At is an RFC 3339 timestamp with a time zone.")
-        return None, at.astimezone(timezone.utc)
+        return None, at.astimezone(UTC)
     return None, None
 
 

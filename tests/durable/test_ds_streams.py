@@ -6,6 +6,7 @@ import uuid
 import httpx
 
 from tests.durable.ds_support import DS
+from tests.support.server import TEST_ENV, manage
 
 
 def new_path() -> str:
@@ -83,3 +84,16 @@ async def test_close_then_read_to_eof(ds_alice):
     assert refused.status_code == 409 and refused.headers["Stream-Next-Offset"] == read.headers["Stream-Next-Offset"]
     sse = await ds_alice.get(path, params={"offset": read.headers["Stream-Next-Offset"], "live": "sse"})
     assert sse.text == 'event: control\ndata:{"streamNextOffset":"0000000000000002","streamClosed":true,"upToDate":true}\n\n'
+
+
+async def test_retention_makes_pruned_offsets_410(ds_alice, ds_server):
+    path = new_path()
+    await ds_alice.put(path, headers={"Content-Type": "text/plain"}, content=b"old")
+    tail = (await ds_alice.head(path)).headers["Stream-Next-Offset"]
+    env = {**TEST_ENV, "DATABASE_URL": ds_server.database_url, "DURABLE_RETENTION_DAYS": "1e-9"}
+    await asyncio.to_thread(manage, "prune_durable_streams", env=env)
+    assert (await ds_alice.get(path, params={"offset": "-1"})).status_code == 410
+    from_tail = await ds_alice.get(path, params={"offset": tail})
+    assert from_tail.status_code == 200 and from_tail.content == b""
+    await ds_alice.post(path, headers={"Content-Type": "text/plain"}, content=b"new")
+    assert (await ds_alice.get(path, params={"offset": tail})).content == b"new"
