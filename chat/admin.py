@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from . import actions
+from .answers import chunks_text
 from .errors import ApiError
 from .models import ApiToken, Conversation, Generation, Message, StreamConnection, TokenChunk
 from .reaper import orphans
@@ -389,7 +390,7 @@ def generation_detail(generation: Generation) -> dict:
     text = generation.assistant_message.content
     if not generation.is_terminal:
         # The runner writes the message when it ends; until then the text so far is in the chunks.
-        text += "".join("".join(tokens) for tokens in generation.chunks.order_by("first_seq").values_list("tokens", flat=True))
+        text += chunks_text(generation.chunks.order_by("first_seq").values_list("tokens", flat=True))
     refusal = actions.continuation_refusal(generation) if generation.is_terminal else "It is still running."
     return {
         "generation": generation,

@@ -39,8 +39,9 @@ from .schemas import (
     TokenIn,
     TokenOut,
 )
-from .stream import persisted_answer
-from .views import generation_stream_response
+from .answers import persisted_answer
+from .db import db_work
+from .transports.sse import generation_stream_response
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ async def generation_out(generation: Generation, *, with_text: bool = True) -> d
     }
     data["json"] = None
     if with_text:
-        data["text"], data["last_seq"] = await persisted_answer(generation)
+        data["text"], data["last_seq"] = await db_work(persisted_answer)(generation)
         if generation.response_format == "json" and generation.is_terminal:
             try:
                 data["json"] = parse_document(data["text"])

@@ -61,7 +61,32 @@ class Token(StreamEvent):
         return {"seq": self.last_seq, "text": self.text}
 
     def to_message(self) -> dict:
-        return {"type": "gen.token", "first_seq": self.first_seq, "last_seq": self.last_seq, "text": self.text}
+        message = {"type": "gen.token", "first_seq": self.first_seq, "last_seq": self.last_seq, "text": self.text}
+        if self.parts is not None:
+            message["parts"] = self.parts
+        return message
+
+    def after(self, seq: int) -> "Token | None":
+        """The part of this event after token `seq`; None if nothing is left or the token boundaries are unknown."""
+        if self.last_seq <= seq:
+            return None
+        if seq < self.first_seq:
+            return self
+        if self.parts is None or len(self.parts) != self.last_seq - self.first_seq + 1:
+            return None
+        parts = self.parts[seq - self.first_seq + 1 :]
+        return Token(seq + 1, self.last_seq, "".join(parts), parts)
+
+    @classmethod
+    def merge(cls, tokens: list["Token"]) -> "Token":
+        """Contiguous tokens as one event, keeping each token's own text when every one is known."""
+        if len(tokens) == 1:
+            return tokens[0]
+        parts = [] if all(t.parts is not None or t.first_seq == t.last_seq for t in tokens) else None
+        if parts is not None:
+            for token in tokens:
+                parts.extend(token.parts if token.parts is not None else [token.text])
+        return cls(tokens[0].first_seq, tokens[-1].last_seq, "".join(t.text for t in tokens), parts)
 
 
 @dataclass(eq=False)
@@ -162,11 +187,28 @@ class Cancel:
 
 
 @dataclass(eq=False)
+class Alive:
+    """A run that has been quiet for a heartbeat says it is alive, and how far it got.
+
+    Followers in other processes then need not ask the database whether a
+    silent generation has ended; one that is behind `last_seq` lost tokens.
+    """
+
+    last_seq: int
+
+    def to_message(self) -> dict:
+        return {"type": "gen.alive", "last_seq": self.last_seq}
+
+
+@dataclass(eq=False)
 class Wake:
     """Something was written; subscribers re-read the database (durable streams' appends)."""
 
     def to_message(self) -> dict:
         return {"type": "gen.wake"}
+
+
+END_MESSAGE_FIELDS = ("status", "last_seq", "finish_reason", "reason", "error", "usage")
 
 
 class Keepalive:
@@ -178,12 +220,14 @@ class Keepalive:
 KEEPALIVE = Keepalive()
 
 
-def from_message(message: dict) -> Token | End | Cancel | Wake:
+def from_message(message: dict) -> Token | End | Alive | Cancel | Wake:
     kind = message["type"]
     if kind == "gen.token":
-        return Token(message["first_seq"], message["last_seq"], message["text"])
+        return Token(message["first_seq"], message["last_seq"], message["text"], message.get("parts"))
     if kind == "gen.end":
-        return End(**{k: v for k, v in message.items() if k != "type"})
+        return End(**{k: v for k, v in message.items() if k in END_MESSAGE_FIELDS})
+    if kind == "gen.alive":
+        return Alive(message["last_seq"])
     if kind == "gen.cancel":
         return Cancel()
     if kind == "gen.wake":

@@ -1,21 +1,30 @@
-"""Per-generation fan-out over the Channels layer: a fast path that may drop.
+"""Per-generation fan-out: a fast path that may drop; the database stays the truth.
 
-Each process keeps one layer channel per group it has local subscribers for,
-and fans each message out to them as one shared event object. Subscriber
-queues are bounded: a slow client loses hub messages rather than holding
-anything up, and the stream fills the gap from the database.
+In the process that runs a generation, each token is handed straight to the
+local subscribers' inboxes: no channel-layer round trip, no copy, no task.
+Other processes get it through the channel layer (Redis pub/sub), with each
+generation's tokens batched into one message per CHAT_HUB_BATCH_MS, so that
+publishing costs the same whatever the number of followers. A process joins a
+generation's group on the layer once, however many local subscribers it has
+(as Centrifugo does), and fans each message out to them as one shared event.
+
+Inboxes are bounded: a slow client loses hub events rather than holding
+anything up, and its stream fills the gap from the run or the database.
 """
 
 import asyncio
+import contextvars
 import logging
+import uuid
 import weakref
+from collections import deque
 from contextlib import asynccontextmanager
 
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from .events import from_message
+from .events import Token, from_message
 
 logger = logging.getLogger(__name__)
 
@@ -29,63 +38,120 @@ def control_group(generation_id) -> str:
 
 
 class Subscription:
-    def __init__(self, maxsize: int):
-        self.queue: asyncio.Queue = asyncio.Queue(maxsize)
-        self.dropped = 0
+    """A follower's inbox. Events are delivered synchronously; one task takes them in batches.
+
+    The task sleeps until an event arrives (or, with a coalescing `window`, until
+    the window after the first one closes), so a burst of events costs one
+    wake-up. Silence is noticed by one timer per silence period, not one per wait.
+    """
+
+    def __init__(self, maxsize: int, *, window: float = 0.0):
+        self.events: deque = deque()
+        self.maxsize = maxsize
+        self.window = window
+        self.overflowed = False  # Events were dropped; the follower must resynchronise.
+        self.waiter: asyncio.Future | None = None
+        self.window_timer: asyncio.TimerHandle | None = None
+        self.silence_timer: asyncio.TimerHandle | None = None
+        self.silence_s = 0.0
+        self.loop = asyncio.get_running_loop()
+        self.last_delivery = self.loop.time()
 
     def deliver(self, event) -> None:
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self.dropped += 1
+        if len(self.events) >= self.maxsize:
+            self.overflowed = True
+        else:
+            self.events.append(event)
+        self.last_delivery = self.loop.time()
+        if self.waiter is not None and self.window_timer is None:
+            if self.window > 0:
+                self.window_timer = self.loop.call_later(self.window, self.wake)
+            else:
+                self.wake()
 
-    def get_nowait(self):
-        """Return the next event, or None if none is waiting."""
-        try:
-            return self.queue.get_nowait()
-        except asyncio.QueueEmpty:
-            return None
+    def wake(self) -> None:
+        self.window_timer = None
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def batch(self, silence_s: float) -> list:
+        """The events delivered since the last batch; [] once `silence_s` passes without one."""
+        if not self.events and not self.overflowed:
+            if self.silence_timer is None or silence_s != self.silence_s:
+                self.arm_silence(silence_s, self.last_delivery + silence_s)
+            self.waiter = self.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+                if self.window_timer is not None:
+                    self.window_timer.cancel()
+                    self.window_timer = None
+        events = list(self.events)
+        self.events.clear()
+        return events
+
+    def arm_silence(self, silence_s: float, at: float) -> None:
+        if self.silence_timer is not None:
+            self.silence_timer.cancel()
+        self.silence_s = silence_s
+        self.silence_timer = self.loop.call_at(at, self.check_silence)
+
+    def check_silence(self) -> None:
+        """Wake the waiter after a silence period without an event; otherwise look again when it would end."""
+        self.silence_timer = None
+        quiet_until = self.last_delivery + self.silence_s
+        if self.loop.time() >= quiet_until:
+            self.last_delivery = self.loop.time()  # The next silence period starts now.
+            self.wake()
+        elif self.waiter is not None:
+            self.arm_silence(self.silence_s, quiet_until)
+
+    def close(self) -> None:
+        for timer in (self.silence_timer, self.window_timer):
+            if timer is not None:
+                timer.cancel()
+
+    def take_overflow(self) -> bool:
+        overflowed, self.overflowed = self.overflowed, False
+        return overflowed
 
     async def get(self, timeout: float):
-        """Return the next event, or None after `timeout` seconds of silence."""
-        event = self.get_nowait()
-        if event is not None:
-            return event
-        try:
-            async with asyncio.timeout(timeout):
-                return await self.queue.get()
-        except TimeoutError:
-            return None
+        """The next event, or None after `timeout` seconds of silence (for one-event-at-a-time readers)."""
+        if not self.events:
+            self.events.extend(await self.batch(timeout))
+        return self.events.popleft() if self.events else None
 
 
 class _GroupReader:
-    """This process's membership of one group, shared by its local subscribers."""
+    """This process's membership of one group on a cross-process layer."""
 
     def __init__(self, hub: "Hub", group: str):
         self.hub = hub
         self.group = group
-        self.subscriptions: set[Subscription] = set()
         self.channel = ""
-        self.joined = asyncio.get_running_loop().create_task(self.join())
+        # Its own context: the reader may outlive the request that started it.
+        loop = asyncio.get_running_loop()
+        self.joined = loop.create_task(self.join(), context=contextvars.Context())
         self.reader: asyncio.Task | None = None
 
     async def join(self) -> None:
         layer = self.hub.layer
         self.channel = await layer.new_channel()
         await layer.group_add(self.group, self.channel)
-        self.reader = asyncio.get_running_loop().create_task(self.read())
+        self.reader = asyncio.get_running_loop().create_task(self.read(), context=contextvars.Context())
 
     async def read(self) -> None:
-        layer = self.hub.layer
         while True:
-            message = await layer.receive(self.channel)
+            message = await self.hub.layer.receive(self.channel)
+            if message.get("origin") == self.hub.origin:
+                continue  # Our own publication: already delivered locally.
             try:
-                event = self.hub.decode(message)
+                event = from_message(message)
             except Exception:
                 logger.exception("dropping undecodable hub message on %s", self.group)
                 continue
-            for subscription in self.subscriptions:
-                subscription.deliver(event)
+            self.hub.deliver(self.group, event)
 
     async def leave(self) -> None:
         self.joined.cancel()
@@ -98,38 +164,85 @@ class _GroupReader:
 class Hub:
     def __init__(self, layer=None, queue_size: int | None = None):
         self.layer = layer or get_channel_layer()
+        # The in-memory layer reaches no other process: local delivery is all there is.
+        self.cross_process = not isinstance(self.layer, InMemoryChannelLayer)
         self.queue_size = queue_size or settings.CHAT_SUBSCRIBER_QUEUE_SIZE
+        self.batch_s = settings.CHAT_HUB_BATCH_MS / 1000
+        self.origin = uuid.uuid4().hex
+        self.subscribers: dict[str, set[Subscription]] = {}
         self.readers: dict[str, _GroupReader] = {}
+        self.outbox: dict[str, list[Token]] = {}
+        self.flusher: asyncio.Task | None = None
+
+    def deliver(self, group: str, event) -> None:
+        """Hand the event to this process's subscribers of `group`."""
+        for subscription in self.subscribers.get(group, ()):
+            subscription.deliver(event)
+
+    def publish_nowait(self, group: str, event) -> None:
+        """Publish a token: to local subscribers now, to other processes in the next batch."""
+        self.deliver(group, event)
+        if self.cross_process:
+            self.outbox.setdefault(group, []).append(event)
+            if self.flusher is None or self.flusher.done():
+                self.flusher = asyncio.get_running_loop().create_task(self.flush_soon(), context=contextvars.Context())
 
     async def publish(self, group: str, event) -> None:
-        await self.layer.group_send(group, event.to_message())
+        """Publish an event, and return once other processes have been sent it (after the group's tokens)."""
+        self.deliver(group, event)
+        if self.cross_process:
+            await self.send_tokens(group, self.outbox.pop(group, []))
+            await self.send(group, event.to_message())
 
-    def decode(self, message: dict):
-        return from_message(message)
+    async def flush_soon(self) -> None:
+        """Send the batched tokens every batch interval while there are any."""
+        while self.outbox:
+            await asyncio.sleep(self.batch_s)
+            outbox, self.outbox = self.outbox, {}
+            for group, tokens in outbox.items():
+                await self.send_tokens(group, tokens)
+
+    async def send_tokens(self, group: str, tokens: list[Token]) -> None:
+        if tokens:
+            await self.send(group, Token.merge(tokens).to_message())
+
+    async def send(self, group: str, message: dict) -> None:
+        try:
+            await self.layer.group_send(group, {**message, "origin": self.origin})
+        except Exception:  # The hub may drop; followers fill gaps from the database.
+            logger.exception("could not publish to %s", group)
 
     @asynccontextmanager
-    async def subscribe(self, group: str):
-        """Yield a subscription that receives every message published to `group` from now on."""
-        reader = self.readers.get(group)
-        if reader is None:
-            reader = self.readers[group] = _GroupReader(self, group)
-        subscription = Subscription(self.queue_size)
-        reader.subscriptions.add(subscription)
+    async def subscribe(self, group: str, *, window: float = 0.0):
+        """Yield a subscription that receives every event published to `group` from now on."""
+        subscription = Subscription(self.queue_size, window=window)
+        self.subscribers.setdefault(group, set()).add(subscription)
+        reader = None
+        if self.cross_process:
+            reader = self.readers.get(group)
+            if reader is None:
+                reader = self.readers[group] = _GroupReader(self, group)
         try:
-            await asyncio.shield(reader.joined)
+            if reader is not None:
+                await asyncio.shield(reader.joined)
             yield subscription
         finally:
-            reader.subscriptions.discard(subscription)
-            if not reader.subscriptions and self.readers.get(group) is reader:
-                del self.readers[group]
-                await reader.leave()
+            subscription.close()
+            local = self.subscribers.get(group)
+            if local is not None:
+                local.discard(subscription)
+                if not local:
+                    del self.subscribers[group]
+                    if reader is not None and self.readers.get(group) is reader:
+                        del self.readers[group]
+                        await reader.leave()
 
 
 _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = weakref.WeakKeyDictionary()
 
 
 def get_hub() -> Hub:
-    """Return the hub of the running event loop; its queues and tasks belong to that loop."""
+    """Return the hub of the running event loop; its inboxes and tasks belong to that loop."""
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
     if hub is None:

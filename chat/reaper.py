@@ -23,11 +23,10 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.signals import request_started
 from django.db import close_old_connections
 
-from . import live, runner
+from . import runner
 from .actions import generation_end_orphan, stale_before, stale_heartbeat
+from .actions.ends import generations_ended
 from .db import db_work
-from .events import End
-from .hub import get_hub, stream_group
 from .models import Generation
 
 logger = logging.getLogger(__name__)
@@ -71,10 +70,7 @@ def reap_orphans(*, exclude=()) -> list[Generation]:
 async def reap_and_announce() -> list[Generation]:
     """Reap the orphans not run by this process, and tell their followers."""
     reaped = await db_work(reap_orphans)(exclude=runner.local_generation_ids())
-    hub = get_hub()
-    for generation in reaped:
-        await hub.publish(stream_group(generation.id), End.of(generation))
-        await live.generation_changed(generation.id)
+    await generations_ended(reaped)
     return reaped
 
 

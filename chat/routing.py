@@ -5,7 +5,7 @@ from urllib.parse import parse_qs
 from django.urls import path
 
 from .auth import user_for_token
-from .consumers import GenerationConsumer
+from .transports.ws import GenerationConsumer
 
 # Offer this subprotocol beside `bearer.<token>` and the server picks it, so the
 # token is not echoed back in the handshake response.

@@ -1,13 +1,15 @@
 """The generation runner: produce an answer in the background, detached from any request.
 
-    upstream provider --(bounded buffer)--> publish each token to the hub
-                                            persist tokens in batches
+    upstream provider --> each token: to the local followers (directly) and to
+                          other processes (batched, through the hub)
+                      --> the process's token writer persists them in batches
 
 A run belongs to the process, not to the request that started it: a client
-that goes away stops nothing. Every way a run can end goes through `finish`,
-which persists the remaining tokens and the terminal state in one
-transaction before it publishes the end event, so no subscriber ever sees an
-end that the database does not have.
+that goes away stops nothing. A token costs one wake-up here (the upstream
+read); everything else it triggers is a synchronous hand-off. Every way a run
+can end goes through `finish`, which persists the remaining tokens and the
+terminal state in one transaction before the end is published, so no
+subscriber ever sees an end that the database does not have.
 """
 
 import asyncio
@@ -21,11 +23,12 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
+from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
-from . import live
+from .actions.ends import generation_ended
 from .db import db_work
-from .events import Cancel, End, Token
+from .events import Alive, Cancel, End, Token
 from .hub import Hub, control_group, get_hub, stream_group
 from .jsonstream import document_error
 from .llm import ChatMessage, Finish, Provider, ProviderError, get_provider
@@ -44,20 +47,10 @@ class _Fault:
     error: str = ""
 
 
-@dataclass
-class _UpstreamError:
-    """Failed or interrupted is decided when the consume loop reaches it, after the tokens before it."""
-
-    error: str
-
-
-class _Stop:
-    """Wakes the consume loop after `request_stop`."""
-
-
 class GenerationRun:
     def __init__(self, generation: Generation, provider: Provider, messages: list[ChatMessage], hub: Hub):
         self.generation_id = generation.id
+        self.group = stream_group(generation.id)
         self.assistant_message_id = generation.assistant_message_id
         self.response_format = generation.response_format
         self.prefix = ""  # Text already in the assistant message (a continuation).
@@ -66,34 +59,46 @@ class GenerationRun:
         self.provider = provider
         self.messages = messages
         self.hub = hub
-        self.buffer: asyncio.Queue = asyncio.Queue(settings.CHAT_UPSTREAM_BUFFER_TOKENS)
-        self.texts: list[str] = []
-        self.pending: list[str] = []
+        self.texts: list[str] = []  # Every token of this run: local followers replay from here.
+        self.pending: list[str] = []  # Not yet handed to the writer.
         self.first_token_at = None
+        self.beat_seq = self.seq  # Where the last heartbeat found the run; unchanged means quiet.
+        self.end: End | None = None  # Set when the end is recorded, before it is published.
         self.stop_fault: _Fault | None = None
         self.task: asyncio.Task | None = None
+        self.reader: asyncio.Task | None = None
+
+    def tokens_after(self, seq: int) -> Token | None:
+        """This run's tokens after `seq`, as one event; None if there are none."""
+        start = max(seq, self.first_seq - 1) - self.first_seq + 1
+        parts = self.texts[start:]
+        if not parts:
+            return None
+        return Token(self.first_seq + start, self.first_seq + len(self.texts) - 1, "".join(parts), parts)
 
     def request_stop(self, status: str, reason: str = "") -> None:
         """Ask the run to end as `status`; it flushes and finishes on its own."""
         if self.stop_fault is None:
             self.stop_fault = _Fault(status, reason)
-            try:
-                self.buffer.put_nowait(_Stop())
-            except asyncio.QueueFull:
-                pass  # The consume loop is busy and checks stop_fault on its next item.
+            if self.reader is not None:
+                self.reader.cancel()
 
     async def run(self) -> None:
-        pump = asyncio.get_running_loop().create_task(self.pump())
-        watch = asyncio.get_running_loop().create_task(self.watch_control())
+        loop = asyncio.get_running_loop()
+        # Cancels from other processes come through the hub; this process's go through request_stop.
+        watch = loop.create_task(self.watch_control()) if self.hub.cross_process else None
         try:
             await db_work(self.start)()
-            outcome = await self.consume()
+            if self.stop_fault is None:
+                self.reader = loop.create_task(self.consume())
+                await asyncio.wait([self.reader])
+            outcome = self.stop_fault if self.reader is None or self.reader.cancelled() else self.reader.result()
         except Exception as exc:  # A bug or a database failure: record it, never die silently.
             logger.exception("generation %s crashed", self.generation_id)
             outcome = self.fault_for_error(f"internal error: {exc.__class__.__name__}")
         finally:
-            pump.cancel()
-            watch.cancel()
+            if watch is not None:
+                watch.cancel()
         await self.finish(outcome)
 
     def start(self) -> None:
@@ -104,31 +109,41 @@ class GenerationRun:
             status=Generation.Status.STREAMING, worker=WORKER_ID, heartbeat_at=now
         )
 
-    async def pump(self) -> None:
-        """Read upstream into the buffer; only a stall or a fault stops it."""
+    async def consume(self) -> Finish | _Fault:
+        """Read upstream and hand each token on as it comes; the writer persists them in batches."""
+        writer = get_writer()
+        writer.add(self)
+        stall_s = settings.CHAT_UPSTREAM_STALL_S
+        loop = asyncio.get_running_loop()
         stream = self.provider.stream(self.messages, response_format=self.response_format)
         try:
-            while True:
-                async with asyncio.timeout(settings.CHAT_UPSTREAM_STALL_S):
-                    item = await anext(stream)
-                await self.buffer.put(item)
-                if isinstance(item, Finish):
-                    return
-        except StopAsyncIteration:
-            await self.buffer.put(_UpstreamError("upstream ended without a finish"))
+            # One deadline, moved on by each token: no timer per token.
+            async with asyncio.timeout(loop.time() + stall_s) as deadline:
+                async for item in stream:
+                    if not isinstance(item, str):
+                        return item  # Finish
+                    deadline.reschedule(loop.time() + stall_s)
+                    self.seq += 1
+                    self.texts.append(item)
+                    self.pending.append(item)
+                    if self.first_token_at is None:
+                        self.first_token_at = timezone.now()
+                    self.hub.publish_nowait(self.group, Token(self.seq, self.seq, item))
+                    writer.tokens_added(self)
+            return self.fault_for_error("upstream ended without a finish")
         except TimeoutError:
-            await self.buffer.put(
-                _Fault(
-                    Generation.Status.INTERRUPTED,
-                    Generation.InterruptReason.UPSTREAM_STALL,
-                    f"no token from upstream for {settings.CHAT_UPSTREAM_STALL_S:g} s",
-                )
+            return _Fault(
+                Generation.Status.INTERRUPTED,
+                Generation.InterruptReason.UPSTREAM_STALL,
+                f"no token from upstream for {stall_s:g} s",
             )
         except ProviderError as exc:
-            await self.buffer.put(_UpstreamError(str(exc)))
+            return self.fault_for_error(str(exc))
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:
             logger.exception("provider %s crashed", self.provider.name)
-            await self.buffer.put(_UpstreamError(f"provider error: {exc}"))
+            return self.fault_for_error(f"provider error: {exc}")
         finally:
             await stream.aclose()
 
@@ -136,28 +151,6 @@ class GenerationRun:
         if not self.texts:
             return _Fault(Generation.Status.FAILED, error=error)
         return _Fault(Generation.Status.INTERRUPTED, Generation.InterruptReason.UPSTREAM_ERROR, error)
-
-    async def consume(self) -> Finish | _Fault:
-        """Publish each token as it comes; the writer persists them in batches."""
-        group = stream_group(self.generation_id)
-        writer = get_writer()
-        writer.add(self)
-        while True:
-            if self.stop_fault:
-                return self.stop_fault
-            item = await self.buffer.get()
-            if isinstance(item, str):
-                self.seq += 1
-                self.texts.append(item)
-                self.pending.append(item)
-                if self.first_token_at is None:
-                    self.first_token_at = timezone.now()
-                await self.hub.publish(group, Token(self.seq, self.seq, item))
-                writer.tokens_added(self)
-            elif isinstance(item, _UpstreamError):
-                return self.fault_for_error(item.error)
-            elif not isinstance(item, _Stop):
-                return item  # Finish or _Fault
 
     def take_pending(self) -> TokenChunk | None:
         """Hand the tokens not yet persisted to the writer, as one chunk."""
@@ -198,8 +191,8 @@ class GenerationRun:
                     await asyncio.sleep(0.5 * (attempt + 1))
         finally:
             writer.remove(self)
-        await self.hub.publish(stream_group(self.generation_id), end)
-        await live.generation_changed(self.generation_id)
+        self.end = end
+        await generation_ended(self.generation_id, end, hub=self.hub)
 
     def persist_end(self, end: End, last_chunk: TokenChunk | None) -> End:
         """Record the end; return the end that stands, which is someone else's if they ended it first."""
@@ -277,34 +270,45 @@ async def heartbeat_loop() -> None:
     """Refresh the heartbeat of this process's runs; stop those cancelled or ended elsewhere."""
     while _runs:
         await asyncio.sleep(settings.CHAT_HEARTBEAT_S)
+        runs = list(_runs.values())
         try:
-            cancelled = await db_work(beat)(list(_runs.values()))
+            stop = await db_work(beat)(runs)
         except Exception:
             logger.exception("heartbeat failed")
             continue
-        for generation_id in cancelled:
-            if run := _runs.get(generation_id):
-                run.request_stop(Generation.Status.CANCELLED)
-
-
-def beat(runs: list[GenerationRun]) -> list:
-    """Refresh heartbeats and progress counters; return the runs to stop: flagged for cancelling, or already ended."""
-    close_old_connections()
-    now = timezone.now()
-    ended = []
-    with transaction.atomic():
         for run in runs:
-            # Counts what was produced; the chunks on disk may trail it by one flush.
-            active = Generation.objects.filter(pk=run.generation_id, status__in=Generation.ACTIVE_STATUSES).update(
-                heartbeat_at=now,
-                last_seq=run.seq,
-                token_count=run.seq - run.first_seq + 1,
-                first_token_at=run.first_token_at,
-            )
-            if not active and run.task and not run.task.done():
-                ended.append(run.generation_id)  # by the reaper (it thought us dead) or an operator
+            if run.generation_id in stop:
+                run.request_stop(Generation.Status.CANCELLED)
+            elif run.seq == run.beat_seq and run.end is None and run.hub.cross_process:
+                # Quiet: tell followers elsewhere that it lives, so they need not ask the database.
+                await run.hub.publish(run.group, Alive(run.seq))
+            run.beat_seq = run.seq
+
+
+def beat(runs: list[GenerationRun]) -> set:
+    """Refresh heartbeats and progress counters in one statement; return the runs to stop.
+
+    Those are the ones flagged for cancelling, and the ones already ended by
+    the reaper (it thought us dead) or an operator.
+    """
+    close_old_connections()
     ids = [run.generation_id for run in runs]
-    return ended + list(Generation.objects.filter(pk__in=ids, cancel_requested=True).values_list("pk", flat=True))
+    # Counts what was produced; the chunks on disk may trail it by one flush.
+    Generation.objects.filter(pk__in=ids, status__in=Generation.ACTIVE_STATUSES).update(
+        heartbeat_at=timezone.now(),
+        last_seq=Case(*(When(pk=run.generation_id, then=Value(run.seq)) for run in runs)),
+        token_count=Case(*(When(pk=run.generation_id, then=Value(run.seq - run.first_seq + 1)) for run in runs)),
+        first_token_at=Case(
+            *(When(pk=run.generation_id, then=Value(run.first_token_at)) for run in runs if run.first_token_at),
+            default="first_token_at",
+        ),
+    )
+    live_ids = {run.generation_id for run in runs if run.task and not run.task.done()}
+    return set(
+        Generation.objects.filter(pk__in=live_ids)
+        .filter(Q(cancel_requested=True) | ~Q(status__in=Generation.ACTIVE_STATUSES))
+        .values_list("pk", flat=True)
+    )
 
 
 async def shutdown_runs(timeout: float = 10.0) -> None:

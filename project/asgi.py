@@ -12,16 +12,19 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from chat.db import SharedDatabaseThreads  # noqa: E402
 from chat.lifespan import lifespan_app  # noqa: E402
 from chat.routing import TokenAuthMiddleware, websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        # The origin check stops other sites from riding a logged-in browser's session cookie.
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
-        ),
-        "lifespan": lifespan_app,
-    }
+application = SharedDatabaseThreads(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            # The origin check stops other sites from riding a logged-in browser's session cookie.
+            "websocket": AllowedHostsOriginValidator(
+                AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+            ),
+            "lifespan": lifespan_app,
+        }
+    )
 )

@@ -97,7 +97,10 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
-        conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
+        # Kept between units of work: every thread that holds one is a shared
+        # database thread (chat/db.py), so connections are bounded by CHAT_DB_THREADS.
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -114,8 +117,10 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+            # Pub/sub: one PUBLISH per message, whatever the number of listeners,
+            # and lossy like the hub it carries (followers fill gaps from the database).
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
         }
     }
 else:
@@ -246,9 +251,11 @@ CHAT_REAPER_INTERVAL_S = env_float("CHAT_REAPER_INTERVAL_S", CHAT_HEARTBEAT_STAL
 # generations finished longer ago than this; message texts stay.
 CHAT_RETENTION_DAYS = env_float("CHAT_RETENTION_DAYS", 30)
 
-# A subscriber that hears nothing from the hub for this long checks the
-# database, so a lost terminal event never leaves a client hanging.
-CHAT_STREAM_IDLE_CHECK_S = env_float("CHAT_STREAM_IDLE_CHECK_S", 2.0)
+# A follower of a generation run by another process that hears nothing from
+# the hub for this long checks the database, so a lost terminal event never
+# leaves a client hanging. Quiet runs say `Alive` every heartbeat, so this is
+# a few heartbeats: a waiting stream costs no query.
+CHAT_STREAM_IDLE_CHECK_S = env_float("CHAT_STREAM_IDLE_CHECK_S", 2.5 * CHAT_HEARTBEAT_S)
 # Below common proxy idle timeouts (nginx 60 s, many load balancers 30 s+).
 CHAT_STREAM_KEEPALIVE_S = env_float("CHAT_STREAM_KEEPALIVE_S", 15.0)
 # Reconnection delay suggested to EventSource clients.
@@ -259,6 +266,11 @@ CHAT_STREAM_COALESCE_MS = env_int("CHAT_STREAM_COALESCE_MS", 0)
 CHAT_STREAM_COALESCE_MAX_MS = env_int("CHAT_STREAM_COALESCE_MAX_MS", 1000)
 # Per-subscriber backlog; past it the hub drops and the gap is read from the DB.
 CHAT_SUBSCRIBER_QUEUE_SIZE = env_int("CHAT_SUBSCRIBER_QUEUE_SIZE", 1024)
+# Tokens for other processes go out as one message per generation per this interval.
+CHAT_HUB_BATCH_MS = env_float("CHAT_HUB_BATCH_MS", 5)
+# Threads (each with one database connection) shared by every request and every
+# background unit of database work in a process: chat/db.py.
+CHAT_DB_THREADS = env_int("CHAT_DB_THREADS", 6)
 # Dotted path of the hub class; tests swap in a lossy one.
 CHAT_HUB_CLASS = os.environ.get("CHAT_HUB_CLASS", "chat.hub.Hub")
 

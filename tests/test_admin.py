@@ -315,8 +315,18 @@ def test_continue_is_refused_for_a_generation_already_continued(admin_client):
 def test_retry_is_refused_while_running(admin_client):
     generation = factories.every_state()["streaming"]
     response = act(admin_client, "retry_generations", generation)
-    assert "still streaming; stop it first" in messages_of(response)[0]
+    assert "still streaming; cancel it first" in messages_of(response)[0]
     assert Generation.objects.filter(user_message=generation.user_message).count() == 1
+
+
+def test_retry_keeps_to_the_users_limit_on_running_answers(admin_client, settings):
+    """An operator's retry went past the user's limit: it skipped the lock and the check a regenerate makes."""
+    states = factories.every_state()
+    settings.CHAT_MAX_ACTIVE_GENERATIONS_PER_USER = 1  # The user already has a streaming answer.
+    finished = states["upstream_error"]
+    response = act(admin_client, "retry_generations", finished)
+    assert "the limit is 1" in messages_of(response)[0]
+    assert Generation.objects.filter(user_message=finished.user_message).count() == 1
 
 
 def test_detail_page_offers_the_actions_that_apply(admin_client):

@@ -2,8 +2,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from chat.events import End
-from chat.hub import get_hub, stream_group
+from chat.actions.ends import generations_ended
 from chat.reaper import orphans, reap_orphans
 
 
@@ -26,13 +25,7 @@ class Command(BaseCommand):
             return
         reaped = reap_orphans()
         if reaped:
-            async_to_sync(self.announce)(reaped)
+            async_to_sync(generations_ended)(reaped)
         for generation in reaped:
             self.stdout.write(f"{generation.id} interrupted (worker_lost) at seq {generation.last_seq}")
         self.stdout.write(f"Reaped {len(reaped)} orphaned generation(s) (no heartbeat for {stale_s:g} s).")
-
-    async def announce(self, reaped) -> None:
-        """Tell followers in other processes (through Redis, when REDIS_URL is set); they also poll the database."""
-        hub = get_hub()
-        for generation in reaped:
-            await hub.publish(stream_group(generation.id), End.of(generation))

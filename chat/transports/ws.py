@@ -26,12 +26,13 @@ from contextlib import aclosing
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
-from . import actions
-from .errors import ApiError, error_body
-from .events import KEEPALIVE, End, dumps
-from .models import Generation, StreamConnection
-from .stream import Follow
-from .views import ConnectionLog, parse_coalesce_s, resume_position
+
+from .. import actions
+from ..errors import ApiError, error_body
+from ..events import KEEPALIVE, End, dumps
+from ..models import Generation, StreamConnection
+from ..stream import Follow
+from .common import ConnectionLog, parse_coalesce_s, resume_position
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ def query_param(scope, name: str) -> str | None:
 class GenerationConsumer(AsyncWebsocketConsumer):
     """Follow one generation over a WebSocket until its terminal event."""
 
+    # Followers read the hub, not a channel of their own: no layer channel (and no Redis
+    # connection waiting on it) per socket.
+    channel_layer_alias = None
     generation: Generation | None = None
     follower: asyncio.Task | None = None
     canceller: asyncio.Task | None = None
@@ -107,12 +111,13 @@ class GenerationConsumer(AsyncWebsocketConsumer):
         log = self.log
         close_code = INTERNAL_ERROR_CLOSE
         try:
-            async with aclosing(follow.events()) as events:
-                async for event in events:
-                    await self.send(text_data=PING if event is KEEPALIVE else event.ws)
-                    log.sent(event)
-                    if isinstance(event, End):
-                        close_code = CLOSE_CODES[event.status]
+            async with aclosing(follow.batches()) as batches:
+                async for batch in batches:
+                    for event in batch:
+                        await self.send(text_data=PING if event is KEEPALIVE else event.ws)
+                        if isinstance(event, End):
+                            close_code = CLOSE_CODES[event.status]
+                    log.sent(batch)
             log.end_reason = StreamConnection.EndReason.COMPLETED
         except asyncio.CancelledError:
             log.client_gone()

@@ -1,23 +1,19 @@
-"""The SSE transport: parse the resume position, follow the generation, encode events."""
+"""What every transport shares: the resume position, the coalescing window, the connection log."""
 
 import asyncio
-import logging
-from contextlib import aclosing
+import re
 
 from django.conf import settings
-from django.http import StreamingHttpResponse
 from django.utils import timezone
 
-from . import runner
-from .db import db_work
-from .errors import ApiError
-from .events import End, Token
-from .models import Generation, StreamConnection
-from .sse import encode
-from .stream import Follow
+from .. import runner
+from ..db import db_work
+from ..errors import ApiError
+from ..events import End, Token
+from ..models import Generation, StreamConnection
 
-logger = logging.getLogger(__name__)
-
+# ASCII digits only: str.isdigit() also takes '²' and Arabic-Indic digits, which int() refuses or reads.
+DIGITS = re.compile(r"[0-9]{1,10}")
 # Sequence numbers are stored as 32-bit integers on every database backend.
 MAX_EVENT_ID = 2**31 - 1
 
@@ -35,7 +31,7 @@ def resume_position(raw: str | None, generation: Generation, *, field: str) -> i
     if raw is None or raw.strip() == "":
         return generation.first_seq - 1
     raw = raw.strip()
-    if not raw.isdigit() or len(raw) > 10 or int(raw) > MAX_EVENT_ID:
+    if not DIGITS.fullmatch(raw) or int(raw) > MAX_EVENT_ID:
         raise ApiError(400, "invalid_last_event_id", f"{field} must be a non-negative integer, got {raw[:40]!r}.", field)
     last_event_id = int(raw)
     if generation.is_terminal and last_event_id > generation.last_seq:
@@ -53,62 +49,9 @@ def parse_coalesce_s(raw: str | None) -> float:
     if raw is None:
         return settings.CHAT_STREAM_COALESCE_MS / 1000
     limit = settings.CHAT_STREAM_COALESCE_MAX_MS
-    if not raw.isdigit() or int(raw) > limit:
+    if not DIGITS.fullmatch(raw) or int(raw) > limit:
         raise ApiError(400, "invalid_coalesce_ms", f"coalesce_ms must be an integer from 0 to {limit}.", "coalesce_ms")
     return int(raw) / 1000
-
-
-async def generation_stream_response(request, generation: Generation) -> StreamingHttpResponse:
-    after_seq = parse_last_event_id(request, generation)
-    coalesce_s = parse_coalesce_s(request.GET.get("coalesce_ms"))
-    log = await ConnectionLog.open(
-        generation=generation,
-        user=request.auth,
-        transport=StreamConnection.Transport.SSE,
-        after_seq=after_seq,
-        client_addr=request.META.get("REMOTE_ADDR") or "",
-        user_agent=request.headers.get("User-Agent", ""),
-    )
-    follow = Follow(
-        generation.id, after_seq=after_seq, coalesce_s=coalesce_s, response_format=generation.response_format
-    )
-    response = EventStreamResponse(sse_body(follow, log), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    # Tells nginx (and proxies that follow it) not to buffer the stream.
-    response["X-Accel-Buffering"] = "no"
-    return response
-
-
-class EventStreamResponse(StreamingHttpResponse):
-    """Close the body generator as soon as Django stops sending.
-
-    Django wraps the body in generators of its own and closes only the
-    outermost, so ours would linger, subscribed, until garbage collection.
-    """
-
-    async def __aiter__(self):
-        async with aclosing(self._iterator) as body:
-            async for part in body:
-                yield part
-
-
-async def sse_body(follow: Follow, log: "ConnectionLog"):
-    try:
-        # The retry hint also sends the headers at once, before the first token.
-        yield encode(retry=settings.CHAT_STREAM_RETRY_MS, comment="stream")
-        async with aclosing(follow.events()) as events:
-            async for event in events:
-                yield event.sse
-                log.sent(event)
-        log.end_reason = StreamConnection.EndReason.COMPLETED
-    except (asyncio.CancelledError, GeneratorExit):
-        log.client_gone()
-        raise
-    except Exception:
-        logger.exception("stream of generation %s failed", follow.generation_id)
-        raise
-    finally:
-        await log.close()
 
 
 class ConnectionLog:
@@ -133,12 +76,13 @@ class ConnectionLog:
         )
         return cls(connection.pk)
 
-    def sent(self, event) -> None:
-        if isinstance(event, Token):
-            self.events_sent += 1
-            self.tokens_sent += event.last_seq - event.first_seq + 1
-        elif isinstance(event, End):
-            self.events_sent += 1
+    def sent(self, events: list) -> None:
+        for event in events:
+            if isinstance(event, Token):
+                self.events_sent += 1
+                self.tokens_sent += event.last_seq - event.first_seq + 1
+            elif isinstance(event, End):
+                self.events_sent += 1
 
     def client_gone(self) -> None:
         """The transport was torn down before the end: by the client, or by our shutdown."""

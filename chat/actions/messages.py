@@ -1,0 +1,217 @@
+"""Answers: a user message and the generation that answers it, created once per Idempotency-Key."""
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .. import live, runner
+from ..errors import ApiError
+from ..llm import ChatMessage, get_provider
+from ..models import Conversation, Generation, IdempotencyKey, Message
+
+# The model sees at most this many earlier messages of the conversation.
+HISTORY_MESSAGES = 40
+
+
+def lock_user(user_id) -> None:
+    """Serialise one user's writes that check a limit or a key (a no-op lock on SQLite, which serialises writers)."""
+    list(get_user_model().objects.select_for_update().filter(pk=user_id).values_list("pk", flat=True))
+
+
+def conversation_history(conversation: Conversation, user_message: Message) -> list[ChatMessage]:
+    messages = (
+        Message.objects.filter(conversation=conversation, pk__lte=user_message.pk)
+        .exclude(role=Message.Role.ASSISTANT, content="")
+        .order_by("-pk")[:HISTORY_MESSAGES]
+    )
+    return [ChatMessage(m.role, m.content) for m in reversed(messages)]
+
+
+def new_generation(*, conversation: Conversation, user_message: Message, response_format: str) -> Generation:
+    """Create an empty assistant message and the generation that will fill it (in the caller's transaction)."""
+    provider = get_provider()
+    assistant_message = Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT)
+    generation = Generation.objects.create(
+        conversation=conversation,
+        user_message=user_message,
+        assistant_message=assistant_message,
+        provider=provider.name,
+        model=provider.model,
+        response_format=response_format,
+    )
+    Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    return generation
+
+
+async def launch(generation: Generation, history: list[ChatMessage]) -> None:
+    # Announced first, so that `generation.started` always precedes its end on the channel.
+    await live.generation_changed(generation.id)
+    runner.start_generation(generation, history)
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A client's Idempotency-Key, and the fingerprint of the request it came with."""
+
+    key: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, key: str | None, operation: str, **request) -> "Idempotency | None":
+        if key is None:
+            return None
+        canonical = json.dumps({"operation": operation, **request}, sort_keys=True, default=str)
+        return cls(key, hashlib.sha256(canonical.encode()).hexdigest())
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A user message and the generation answering it, new or (for a retried key) the original ones."""
+
+    message: Message
+    generation: Generation
+    status_code: int
+    replayed: bool = False
+
+
+async def message_post(
+    *,
+    conversation: Conversation,
+    content: str,
+    response_format: str = "text",
+    idempotency: Idempotency | None = None,
+    status_code: int = 201,
+) -> Answer:
+    """Add the user's message and start the answer to it.
+
+    With an idempotency key already used for the same request, return what
+    that request created instead; with a different request, refuse (409).
+    """
+    answer, history = await sync_to_async(_answer_idempotently)(
+        conversation=conversation,
+        user_message=None,
+        content=content,
+        response_format=response_format,
+        idempotency=idempotency,
+        status_code=status_code,
+    )
+    if history is not None:
+        await launch(answer.generation, history)
+    return answer
+
+
+async def generation_regenerate(
+    *, generation: Generation, idempotency: Idempotency | None = None, status_code: int = 201
+) -> Answer:
+    """Answer the same user message again, in a new assistant message; the old answer stays in history."""
+    generation = await Generation.objects.select_related("conversation", "user_message").aget(pk=generation.pk)
+    if not generation.is_terminal:
+        raise ApiError(
+            409, "generation_active", f"Generation {generation.id} is still {generation.status}; cancel it first."
+        )
+    answer, history = await sync_to_async(_answer_idempotently)(
+        conversation=generation.conversation,
+        user_message=generation.user_message,
+        content=None,
+        response_format=generation.response_format,
+        idempotency=idempotency,
+        status_code=status_code,
+    )
+    if history is not None:
+        await launch(answer.generation, history)
+    return answer
+
+
+def _answer_idempotently(**kwargs) -> tuple[Answer, list[ChatMessage] | None]:
+    """Create the answer, or find the one an earlier request with the same key created.
+
+    Returns the history to generate from, or None when nothing was created.
+    """
+    try:
+        return _answer(**kwargs)
+    except IntegrityError:
+        idempotency, owner_id = kwargs["idempotency"], kwargs["conversation"].owner_id
+        if idempotency is None:
+            raise
+        # A concurrent request with the same key committed first: answer what it created.
+        replay = _replay(owner_id, idempotency)
+        if replay is None:
+            raise
+        return replay, None
+
+
+def _answer(
+    *,
+    conversation: Conversation,
+    user_message: Message | None,
+    content: str | None,
+    response_format: str,
+    idempotency: Idempotency | None,
+    status_code: int,
+) -> tuple[Answer, list[ChatMessage] | None]:
+    owner_id = conversation.owner_id
+    with transaction.atomic():
+        lock_user(owner_id)
+        if idempotency is not None:
+            IdempotencyKey.objects.filter(user_id=owner_id, created_at__lt=idempotency_cutoff()).delete()
+            replay = _replay(owner_id, idempotency)
+            if replay is not None:
+                return replay, None
+        limit = settings.CHAT_MAX_ACTIVE_GENERATIONS_PER_USER
+        if limit:
+            active = Generation.objects.filter(
+                conversation__owner_id=owner_id, status__in=Generation.ACTIVE_STATUSES
+            ).count()
+            if active >= limit:
+                raise ApiError(
+                    429,
+                    "too_many_generations",
+                    f"You have {active} answers being generated; the limit is {limit}. "
+                    "Wait for one to finish, or cancel one.",
+                )
+        if user_message is None:
+            user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
+        generation = new_generation(
+            conversation=conversation, user_message=user_message, response_format=response_format
+        )
+        if idempotency is not None:
+            # The unique (user, key) constraint is the last word on a race between retries.
+            IdempotencyKey.objects.create(
+                user_id=owner_id,
+                key=idempotency.key,
+                fingerprint=idempotency.fingerprint,
+                status_code=status_code,
+                message=user_message,
+                generation=generation,
+            )
+    return Answer(user_message, generation, status_code), conversation_history(conversation, user_message)
+
+
+def _replay(owner_id, idempotency: Idempotency) -> Answer | None:
+    """What the key's first request created; None if the key is new or expired."""
+    row = (
+        IdempotencyKey.objects.select_related("message", "generation")
+        .filter(user_id=owner_id, key=idempotency.key)
+        .first()
+    )
+    if row is None or row.created_at < idempotency_cutoff():
+        return None
+    if row.fingerprint != idempotency.fingerprint:
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            "This Idempotency-Key was already used for a different request; use a new key for a new request.",
+            "Idempotency-Key",
+        )
+    return Answer(row.message, row.generation, row.status_code, replayed=True)
+
+
+def idempotency_cutoff():
+    """Keys older than this are forgotten: a retry comes within minutes, not days."""
+    return timezone.now() - timezone.timedelta(seconds=settings.CHAT_IDEMPOTENCY_TTL_S)

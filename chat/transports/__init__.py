@@ -1,0 +1,1 @@
+"""The transports of a generation's stream: each parses its request, iterates `Follow` and encodes."""

@@ -1,0 +1,70 @@
+"""The SSE transport: parse the resume position, follow the generation, encode events.
+
+What is ready is sent in one write: one `Follow` batch is one body chunk.
+"""
+
+import asyncio
+import logging
+from contextlib import aclosing
+
+from django.conf import settings
+from django.http import StreamingHttpResponse
+
+from ..models import Generation, StreamConnection
+from ..sse import encode
+from ..stream import Follow
+from .common import ConnectionLog, parse_coalesce_s, parse_last_event_id
+
+logger = logging.getLogger(__name__)
+
+async def generation_stream_response(request, generation: Generation) -> StreamingHttpResponse:
+    after_seq = parse_last_event_id(request, generation)
+    coalesce_s = parse_coalesce_s(request.GET.get("coalesce_ms"))
+    log = await ConnectionLog.open(
+        generation=generation,
+        user=request.auth,
+        transport=StreamConnection.Transport.SSE,
+        after_seq=after_seq,
+        client_addr=request.META.get("REMOTE_ADDR") or "",
+        user_agent=request.headers.get("User-Agent", ""),
+    )
+    follow = Follow(
+        generation.id, after_seq=after_seq, coalesce_s=coalesce_s, response_format=generation.response_format
+    )
+    response = EventStreamResponse(sse_body(follow, log), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    # Tells nginx (and proxies that follow it) not to buffer the stream.
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+class EventStreamResponse(StreamingHttpResponse):
+    """Close the body generator as soon as Django stops sending.
+
+    Django wraps the body in generators of its own and closes only the
+    outermost, so ours would linger, subscribed, until garbage collection.
+    """
+
+    async def __aiter__(self):
+        async with aclosing(self._iterator) as body:
+            async for part in body:
+                yield part
+
+
+async def sse_body(follow: Follow, log: "ConnectionLog"):
+    try:
+        # The retry hint also sends the headers at once, before the first token.
+        yield encode(retry=settings.CHAT_STREAM_RETRY_MS, comment="stream")
+        async with aclosing(follow.batches()) as batches:
+            async for batch in batches:
+                yield b"".join(event.sse for event in batch)
+                log.sent(batch)
+        log.end_reason = StreamConnection.EndReason.COMPLETED
+    except (asyncio.CancelledError, GeneratorExit):
+        log.client_gone()
+        raise
+    except Exception:
+        logger.exception("stream of generation %s failed", follow.generation_id)
+        raise
+    finally:
+        await log.close()
