@@ -14,7 +14,6 @@ throughput capacity is the inverse of its cost per token.
 
 import argparse
 import asyncio
-import os
 import re
 import socket
 import subprocess
@@ -25,14 +24,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.server import USERS, DatabaseTemplates, LiveServer, free_port
+from bench.measure import cpu_seconds, free_port
+from tests.support.server import USERS, DatabaseTemplates, LiveServer
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 DONE_SEQ = re.compile(rb'event: done\r?\ndata: \{"seq": ?(\d+)')

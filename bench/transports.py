@@ -19,9 +19,7 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
-import socket
 import ssl
 import statistics
 import subprocess
@@ -33,11 +31,11 @@ from pathlib import Path
 
 import httpx
 
+from bench.measure import HOST, cpu_seconds, free_port, machine, percentile, wait_for_port
 from bench.wire import Received, follow_sse, follow_ws
-from tests.support.server import TEST_ENV, USERS, DatabaseTemplates, free_port
+from tests.support.server import TEST_ENV, USERS, DatabaseTemplates
 
 ROOT = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
 PROMPT = "How should a phone app stream answers from a language model?"
 # The smallest and the full sizes; --quick sits between.
 SIZES = {
@@ -46,31 +44,6 @@ SIZES = {
     "full": {"levels": [10, 100, 500], "tokens": 100, "rate": 20.0, "trials": 30, "idle_s": 10.0, "idle_n": 200},
 }
 KEEPALIVE_S = 2.0  # Scaled down from the 15 s default so the idle phase sees several.
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited early with {process.returncode}")
-        try:
-            socket.create_connection((HOST, port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port} after {timeout} s")
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 class Bench:
@@ -480,14 +453,6 @@ async def http2_multiplexing(bench: Bench, nginx: Nginx, n: int) -> dict:
 # --- the run -----------------------------------------------------------------
 
 TRANSPORTS = ["sse", "sse+gzip", "ws"]
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    memory = Path("/proc/meminfo").read_text().split()[1]
-    return (f"{os.cpu_count()} CPU cores ({cpu}), {int(memory) // 1024**2} GiB RAM, {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}")
 
 
 async def run(size: dict, bench: Bench, with_nginx: bool) -> dict:

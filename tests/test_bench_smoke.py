@@ -1,10 +1,14 @@
-"""The SSE-vs-WebSocket benchmark runs end to end at a tiny size (no timing assertions)."""
+"""The benchmarks run end to end at a tiny size (no timing assertions; every stream's text is checked)."""
 
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from tests.support.server import postgres_available, redis_available
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,4 +34,33 @@ def test_transport_benchmark_produces_its_results(tmp_path):
     if shutil.which("nginx"):
         assert results["nginx"]["sse"]["complete"] == results["nginx"]["ws"]["complete"] == 3
         assert results["http2"]["sse over h2"]["complete"] == results["http2"]["sse over h2"]["streams"]
+    assert plot.stat().st_size > 10_000
+
+
+@pytest.mark.timeout(300)
+def test_capacity_benchmark_runs_every_server_and_checks_every_text(tmp_path):
+    plot = tmp_path / "capacity.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.capacity", "--smoke", "--out", str(tmp_path), "--plot", str(plot)],
+        cwd=ROOT, capture_output=True, text=True, timeout=280,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((tmp_path / "capacity.json").read_text())
+    servers = {"bare-sse", "bare-django", "project-uvicorn", "project-uvicorn-c48", "project-daphne", "project-daphne-c48"}
+    assert {row["server"] for row in results["ladder"]} == servers
+    for row in results["ladder"]:
+        # Every stream ended with exactly the stored text; the figures exist (their values are not judged here).
+        assert row["exact"] == row["streams"] == 2, row
+        assert row["mismatches"] == row["errors"] == row["unfinished"] == 0
+        assert row["delivered"] is not None and row["cpu_s"] is not None and row["threads_max"] >= 1
+    project = [row for row in results["ladder"] if row["server"].startswith("project")]
+    assert all(row["at_rest"]["ttft_ms"] and row["at_rest"]["resume_ms"] for row in project)
+    assert all(row["db_connections_max"] is not None for row in project)
+    assert {row["server"] for row in results["idle"]} >= {"bare-sse", "project-uvicorn", "project-daphne"}
+    assert all(row["open"] == row["streams"] == 3 for row in results["idle"])
+    if postgres_available() and redis_available():
+        assert {row["server"] for row in results["scale_out"]} == {"pg-redis-1-process", "pg-redis-2-processes"}
+        assert all(row["exact"] == row["streams"] for row in results["scale_out"])
+    assert results["mismatches"] == 0
+    assert "x bare-sse" in result.stdout
     assert plot.stat().st_size > 10_000
