@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test system-deps migrate bench clean
+.PHONY: install run test system-deps migrate bench bench-capacity bench-capacity-quick clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -75,6 +75,14 @@ conformance: install conformance-deps
 
 bench: install
 	$(BIN)/python -m bench.transports
+
+# Streams one process sustains against bare servers (docs/performance.md). Pass
+# e.g. BENCH_ARGS="--servers project-uvicorn --streams 50,100" or "--code <commit>,worktree".
+bench-capacity: install
+	$(BIN)/python -m bench.capacity --plot docs/capacity.png $(BENCH_ARGS)
+
+bench-capacity-quick: install
+	$(BIN)/python -m bench.capacity --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) db.sqlite3*
