@@ -75,6 +75,7 @@ const debug = {
   get waiting() {
     return page.stream?.client.loop.waiting ?? null;
   },
+  channel: { opens: 0, waiting: null },
 };
 window.chatDebug = debug;
 
@@ -472,7 +473,9 @@ async function main() {
   } catch (error) {
     flash(error.message);
   }
-  new EventChannel("/api/events/", { onEvent: onChannelEvent, config: page.config }).start();
+  const channel = new EventChannel("/api/events/", { onEvent: onChannelEvent, onOpen: () => debug.channel.opens++, config: page.config });
+  Object.defineProperty(debug.channel, "waiting", { get: () => channel.loop.waiting });
+  channel.start();
   if (initial.conversation_id) {
     await openConversation(initial.conversation_id, { generationId: initial.generation_id });
   } else {

@@ -7,7 +7,10 @@ It sits between a client (a browser) and a server and, on demand:
   those whose current request's line contains a path; and, if asked, on
   connections that send such a request later) until `release()`;
 - `refuse()`: closes connections without forwarding them: the next N, or all
-  requests whose request line contains a path, until `allow()`.
+  requests whose request line contains a path, until `allow()`;
+- `go_down()` / `come_back()` (or `with proxy.outage():`): a network outage:
+  every open connection is aborted and every new one is refused at once,
+  until the network comes back.
 
 It runs in a background thread with its own event loop, so sync tests
 (Playwright) and async tests can both drive it:
@@ -23,6 +26,7 @@ first; responses are forwarded as raw bytes.
 """
 
 import asyncio
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from tests.support.loopback import LoopbackServer
@@ -66,6 +70,7 @@ class FaultProxy(LoopbackServer):
         self._refuse_count = 0
         self._refuse_path: str | None = None
         self._refuse_path_count: int | None = None
+        self._down = False
         self._tasks: set[asyncio.Task] = set()
 
     @property
@@ -143,8 +148,43 @@ class FaultProxy(LoopbackServer):
 
         self._call(allow())
 
+    def go_down(self) -> int:
+        """The network goes down: abort every live connection, refuse every new one; return how many were cut."""
+
+        async def down() -> int:
+            self._down = True
+            live = list(self._live)
+            for connection in live:
+                connection.abort()
+            self.cuts += len(live)
+            return len(live)
+
+        return self._call(down())
+
+    def come_back(self) -> None:
+        """The network is back."""
+
+        async def up() -> None:
+            self._down = False
+
+        self._call(up())
+
+    @contextmanager
+    def outage(self):
+        """The network is down for the duration of the block."""
+        self.go_down()
+        try:
+            yield self
+        finally:
+            self.come_back()
+
+    @property
+    def down(self) -> bool:
+        return self._down
+
     def reset(self) -> None:
-        """Back to a clean pipe: release stalls and stop refusing."""
+        """Back to a clean pipe: the network up, stalls released, nothing refused."""
+        self.come_back()
         self.release()
         self.allow()
 
@@ -163,6 +203,10 @@ class FaultProxy(LoopbackServer):
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         self.connections_accepted += 1
+        if self._down:
+            self.refused.append("<outage>")
+            client_writer.transport.abort()
+            return
         if self._refuse_count > 0:
             self._refuse_count -= 1
             self.refused.append("<connection>")
