@@ -1,6 +1,7 @@
 """Bearer tokens for API clients: issue, look up, revoke. Only a hash of each key is stored."""
 
 import hashlib
+import re
 import secrets
 from datetime import timedelta
 
@@ -77,14 +78,32 @@ async def token_revoke(*, token: ApiToken) -> None:
 # --- Request authentication: bearer token or session ------------------------------
 
 
+# RFC 7235 credentials: the scheme (any case), one or more spaces, a token68.
+BEARER_CREDENTIALS = re.compile(r"bearer +([A-Za-z0-9._~+/-]+=*)", re.IGNORECASE)
+
+
+def parse_bearer(header: str) -> str | None:
+    """The key in an Authorization header value: None if the scheme is not Bearer, "" if the rest is malformed.
+
+    The one parser of every endpoint (API, /api/events/, WebSocket): a
+    malformed key is an invalid token everywhere, never a different answer.
+    """
+    if header.partition(" ")[0].lower() != "bearer":
+        return None
+    match = BEARER_CREDENTIALS.fullmatch(header)
+    return match[1] if match else ""
+
+
 def bearer_key(request) -> str | None:
-    """The key of an `Authorization: Bearer <key>` header, or None if there is no such header."""
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    return key.strip() if scheme.lower() == "bearer" else None
+    return parse_bearer(request.headers.get("Authorization", ""))
 
 
 class BearerAuth(HttpBearer):
     """A bearer token, when sent, decides: a bad one is a 401 even if a session cookie came along."""
+
+    def __call__(self, request):
+        key = bearer_key(request)
+        return None if key is None else self.authenticate(request, key)
 
     async def authenticate(self, request, token: str):
         api_token = await token_for_key(token)

@@ -19,7 +19,8 @@ def _uuid(value: str | None) -> UUID | None:
 
 
 def _int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() and len(value) < 19 else None
+    # isdigit() alone accepts '²' and Arabic-Indic digits, which int() then refuses or reads.
+    return int(value) if value and value.isascii() and value.isdigit() and len(value) < 19 else None
 
 
 @never_cache

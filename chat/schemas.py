@@ -6,13 +6,24 @@ from uuid import UUID
 
 from django.conf import settings
 from ninja import Schema
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, StrictBool, field_validator
 
 
 class StrictInput(Schema):
-    """Unknown fields are a 400, so a typo in a field name is not silently ignored."""
+    """Unknown fields are a 400, so a typo in a field name is not silently ignored.
+
+    No text field may hold a NUL character: PostgreSQL cannot store one (a 500
+    there, silently stored on SQLite), so it is a 400 on every backend.
+    """
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def no_nul(cls, value):
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL (U+0000) characters")
+        return value
 
 
 # --- Errors -----------------------------------------------------------------------
@@ -80,7 +91,9 @@ class ConversationPage(Schema):
 
 class MessageIn(StrictInput):
     content: str = Field(min_length=1)
-    stream: bool = Field(True, description="false: wait for the whole answer and return it (the non-streaming fallback).")
+    stream: StrictBool = Field(
+        True, description="false: wait for the whole answer and return it (the non-streaming fallback)."
+    )
     response_format: Literal["text", "json"] = Field(
         "text", description='"json": the answer is one JSON document, and the stream carries `json` events.'
     )
@@ -164,4 +177,4 @@ class PostedMessageOut(Schema):
 
 
 class RegenerateIn(StrictInput):
-    stream: bool = Field(True, description="false: wait for the whole new answer and return it.")
+    stream: StrictBool = Field(True, description="false: wait for the whole new answer and return it.")
