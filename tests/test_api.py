@@ -8,18 +8,10 @@ import uuid
 import httpx
 import pytest
 
-from tests.support.api import ApiClient, api_client
+from tests.support.api import ApiClient, api_client, error_of
 
 PROMPT = "How should a phone app retry a failed upload?"
 SLOW = {"CHAT_SIMULATED_TOKENS_PER_S": "15"}
-
-
-def error_of(response: httpx.Response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "field"}, body
-    assert body["error"]["message"]
-    return body["error"]
 
 
 @pytest.fixture
@@ -207,8 +199,9 @@ async def test_regenerate_keeps_the_old_answer(alice_api):
 async def test_delete_cancels_the_running_answer(slow_api):
     answer = await slow_api.ask(PROMPT)
     generation_id = answer["generation"]["id"]
-    reader = asyncio.create_task(slow_api.read_stream(generation_id))
-    await asyncio.sleep(0.5)
+    following = asyncio.Event()
+    reader = asyncio.create_task(slow_api.read_stream(generation_id, first_event=following))
+    await asyncio.wait_for(following.wait(), 30)
     response = await slow_api.request("DELETE", f"/api/conversations/{answer['message']['conversation_id']}")
     assert response.status_code == 204, response.text
     read = await asyncio.wait_for(reader, 15)

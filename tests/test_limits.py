@@ -7,7 +7,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.support.api import api_client
+from tests.support.api import api_client, error_of
 
 LIMITS = {
     "CHAT_MAX_PROMPT_CHARS": "100",
@@ -23,13 +23,6 @@ async def limited(start_server):
     server = start_server("sqlite", **LIMITS)
     async with api_client(server.url, "alice") as client:
         yield client
-
-
-def error_of(response: httpx.Response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "field"}, body
-    return body["error"]
 
 
 async def test_prompt_size(limited):

@@ -4,16 +4,10 @@ import uuid
 
 import pytest
 
+from tests.support.api import error_of
 from tests.support.client import ChatClient
 
 PROMPT = "What is a good retry policy?"
-
-
-def error_of(response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and {"code", "message", "field"} <= set(body["error"])
-    return body["error"]
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """Bearer-token API clients for the tests: what a mobile app does, over a real socket."""
 
-import asyncio
 import json
 from contextlib import asynccontextmanager
 
@@ -54,15 +53,6 @@ class ApiClient(ChatClient):
         assert response.status_code == 201, response.text
         return response.json()
 
-    async def wait_terminal(self, generation_id: str, timeout: float = 30.0) -> dict:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
-            generation = await self.generation(generation_id)
-            if generation["status"] not in ("queued", "streaming"):
-                return generation
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"generation {generation_id} did not end within {timeout} s")
-
 
 @asynccontextmanager
 async def api_client(base_url: str, username: str):
@@ -76,3 +66,12 @@ async def api_client(base_url: str, username: str):
 def json_events(events) -> list[tuple[str, dict]]:
     """The (id, payload) of each `json` event."""
     return [(e.id, json.loads(e.data)) for e in events if e.event == "json"]
+
+
+def error_of(response: httpx.Response, status: int) -> dict:
+    """The `error` of a response in the API's one error shape, after checking its status and shape."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "field"}, body
+    assert body["error"]["message"], body
+    return body["error"]

@@ -1,12 +1,40 @@
 """An API client for the tests: logs in like a browser and reads SSE with httpx-sse."""
 
+import asyncio
 import json
 from dataclasses import dataclass
 
 import httpx
 from httpx_sse import aconnect_sse
 
+from tests.support.server import USERS
+from tests.support.wait import eventually
+
 TERMINAL_EVENTS = {"done", "interrupted", "failed", "cancelled"}
+ENDED = {"complete", "interrupted", "failed", "cancelled"}
+
+
+def shown_text(events) -> str:
+    """The text a client shows: tokens appended, a `snapshot` replacing everything before it."""
+    text = ""
+    for event in events:
+        if event.event == "snapshot":
+            text = json.loads(event.data)["text"]
+        elif event.event == "token":
+            text += json.loads(event.data)["text"]
+    return text
+
+
+def assert_ids_increase(ids: list[int], *, last: int, after: int = 0) -> None:
+    """What the protocol promises of token ids: past the resume point, only forward, up to the last token.
+
+    Not one event per token: a client that connects late gets stored chunks,
+    and a coalescing window merges tokens, so an event may cover several.
+    """
+    assert ids, "no token event"
+    assert ids == sorted(set(ids)), f"an event id repeated or went back: {ids}"
+    assert ids[0] > after, f"an event at or before the resume point {after}: {ids}"
+    assert ids[-1] == last, f"the last token event is {ids[-1]}, not the stored last seq {last}"
 
 
 @dataclass
@@ -24,14 +52,14 @@ class StreamRead:
 
     @property
     def answer(self) -> str:
-        """The text a client shows: tokens appended, a `snapshot` replacing everything before it."""
-        text = ""
-        for event in self.events:
-            if event.event == "snapshot":
-                text = json.loads(event.data)["text"]
-            elif event.event == "token":
-                text += json.loads(event.data)["text"]
-        return text
+        return shown_text(self.events)
+
+    @property
+    def seqs(self) -> list[int]:
+        """The `seq` of each token event, which is also its id."""
+        seqs = [json.loads(e.data)["seq"] for e in self.tokens]
+        assert [e.id for e in self.tokens] == [str(s) for s in seqs], "a token event's id is its seq"
+        return seqs
 
     @property
     def terminal(self):
@@ -92,14 +120,31 @@ class ChatClient:
         assert response.status_code == 200, response.text
         return response.json()
 
+    async def wait_terminal(self, generation_id: str) -> dict:
+        """The generation, once it has ended."""
+        return await eventually(
+            lambda: self.generation(generation_id),
+            until=lambda generation: generation["status"] in ENDED,
+            what=f"generation {generation_id} to end",
+        )
+
     async def messages_text(self, generation: dict) -> str:
         """The stored assistant message text, read back through the generation."""
         return (await self.generation(generation["id"]))["text"]
 
     async def read_stream(
-        self, generation_id: str, *, last_event_id: str | None = None, max_events: int | None = None, params=None
+        self,
+        generation_id: str,
+        *,
+        last_event_id: str | None = None,
+        max_events: int | None = None,
+        params=None,
+        first_event: asyncio.Event | None = None,
     ) -> StreamRead:
-        """Read events until the terminal one, or cut the connection after `max_events` counted events."""
+        """Read events until the terminal one, or cut the connection after `max_events` counted events.
+
+        `first_event` is set once an event has arrived: the stream is open and following.
+        """
         headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
         events = []
         async with aconnect_sse(
@@ -112,6 +157,8 @@ class ChatClient:
                 if event.event == "message" and not event.data:
                     continue  # httpx-sse reports the bare `retry:` hint as an empty event.
                 events.append(event)
+                if first_event is not None:
+                    first_event.set()
                 if event.event in TERMINAL_EVENTS:
                     break
                 if max_events is not None and sum(self.counts_toward_cut(e) for e in events) >= max_events:
@@ -129,3 +176,8 @@ class ChatClient:
             if read.terminal:
                 return events, last_id
         raise AssertionError("stream never ended")
+
+
+async def logged_in(server, name: str = "alice") -> ChatClient:
+    """A browser session of one of the test users; use it as `async with`."""
+    return await ChatClient(server.url).login(name, USERS[name])

@@ -6,9 +6,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
+
+from tests.support.wait import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_ADMIN_URL = os.environ.get("CHAT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -30,12 +31,6 @@ TEST_ENV = {
     "CHAT_MAX_ACTIVE_GENERATIONS_PER_USER": "100000",
     "PYTHONUNBUFFERED": "1",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def manage(*args: str, env: dict) -> str:
@@ -68,6 +63,24 @@ def redis_available() -> bool:
         return True
     except OSError:
         return False
+
+
+def query(database_url: str, sql: str, *params) -> list[dict]:
+    """Rows of a server's database, read with no server in between; `%s` placeholders, UUIDs as uuid.UUID."""
+    if database_url.startswith("sqlite:///"):
+        import sqlite3
+        from contextlib import closing
+
+        # Django keeps a UUID in SQLite as 32 hex digits.
+        params = tuple(p.hex if isinstance(p, uuid.UUID) else p for p in params)
+        with closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as db:
+            db.row_factory = sqlite3.Row
+            return [dict(row) for row in db.execute(sql.replace("%s", "?"), params)]
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(database_url, row_factory=dict_row) as connection:
+        return connection.execute(sql, params).fetchall()
 
 
 def postgres_execute(sql: str) -> None:
@@ -119,9 +132,11 @@ class DatabaseTemplates:
                 pass
 
 
+# The server gets a socket already bound and listening (`--fd`), so no other
+# process, such as a parallel test worker, can take its port in between.
 SERVER_COMMANDS = {
-    "daphne": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "project.asgi:application"],
-    "uvicorn": ["-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning", "project.asgi:application"],
+    "daphne": ["-m", "daphne", "--fd", "{fd}", "project.asgi:application"],
+    "uvicorn": ["-m", "uvicorn", "--fd", "{fd}", "--log-level", "warning", "project.asgi:application"],
 }
 
 
@@ -132,30 +147,41 @@ class LiveServer:
         self.command = SERVER_COMMANDS[server]
         self.database_url = database_url
         self.env = {**os.environ, **TEST_ENV, **env, "DATABASE_URL": database_url}
-        self.port = free_port()
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+        self.port = self.listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"daphne-{self.port}.log"
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 20.0) -> "LiveServer":
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, *(arg.format(port=self.port) for arg in self.command)],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.command[1]} exited early:\n{self.log()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"{self.command[1]} did not listen within {timeout} s:\n{self.log()}")
+    def start(self, timeout: float = 60.0) -> "LiveServer":
+        fd = self.listener.fileno()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, *(arg.format(fd=fd) for arg in self.command)],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=[fd],
+            )
+        self.listener.close()  # The server process holds the socket now.
+        try:
+            eventually_sync(self.answers, what=f"{self.command[1]} on port {self.port} to answer", timeout=timeout)
+        except AssertionError as error:
+            self.stop()
+            raise RuntimeError(f"{error}:\n{self.log()}") from None
+        return self
+
+    def answers(self) -> bool:
+        """Whether the app answers HTTP yet: the socket accepts connections from the start, the app later."""
+        if self.process.poll() is not None:
+            raise RuntimeError(f"{self.command[1]} exited early:\n{self.log()}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
+                probe.sendall(b"GET /static/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                return probe.recv(5) == b"HTTP/"
+        except OSError:
+            return False
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         if self.process and self.process.poll() is None:
