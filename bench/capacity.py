@@ -66,10 +66,10 @@ REDIS_URL = "redis://127.0.0.1:6379/7"
 SIZES = {
     "smoke": dict(tokens=50, ramp=0.2, settle=0.1, grace=10.0, levels=[2], probes=1, idle=3, idle_s=0.5, retries=0,
                   servers=list(SPECS), phases=["ladder", "idle", "scale-out"]),
-    "quick": dict(tokens=300, ramp=1.0, settle=0.7, grace=8.0, levels=[25, 50, 100, 200], probes=3, idle=0,
+    "quick": dict(tokens=300, ramp=1.0, settle=1.0, grace=8.0, levels=[25, 50, 100, 200], probes=3, idle=0,
                   idle_s=0, retries=0, servers=["bare-sse", "project-uvicorn", "project-uvicorn-c48", "project-daphne"],
                   phases=["ladder"]),
-    "full": dict(tokens=600, ramp=2.0, settle=1.0, grace=15.0, levels=[25, 50, 100, 150, 200, 250, 300, 400],
+    "full": dict(tokens=600, ramp=2.0, settle=2.0, grace=15.0, levels=[25, 50, 100, 150, 200, 250, 300, 400],
                  probes=5, idle=1000, idle_s=5.0, retries=1, servers=list(SPECS), phases=["ladder", "idle", "scale-out"]),
 }
 

@@ -26,6 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "alice-password"
 # Conversations made in the template, one per stream: enough for the largest point and the idle phase.
 CONVERSATIONS = 1500
+# The servers log in to PostgreSQL as this role, which may hold this many connections: the
+# PostgreSQL server is shared (max_connections 100), and a server that takes a connection per
+# stream must fail alone, as it would against a production role's limit, not starve everyone.
+POSTGRES_ROLE = "bench_capacity"
+POSTGRES_ROLE_CONNECTIONS = 40
 
 
 @dataclass(frozen=True)
@@ -125,9 +130,10 @@ class Databases:
             tag = uuid.uuid4().hex[:8]
             if spec.postgres:
                 name = f"bench_template_{tag}"
-                postgres_execute(f'CREATE DATABASE "{name}"')
+                ensure_postgres_role()
+                postgres_execute(f'CREATE DATABASE "{name}" OWNER {POSTGRES_ROLE}')
                 self.created.append(name)
-                url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+                url = postgres_url(name)
             else:
                 url = f"sqlite:///{self.workdir / f'template-{tag}.sqlite3'}"
             tree = code_tree(spec.code)
@@ -145,9 +151,9 @@ class Databases:
         tag = uuid.uuid4().hex[:8]
         if spec.postgres:
             name = f"bench_{tag}"
-            postgres_execute(f'CREATE DATABASE "{name}" TEMPLATE "{template.url.rsplit("/", 1)[1]}"')
+            postgres_execute(f'CREATE DATABASE "{name}" TEMPLATE "{template.url.rsplit("/", 1)[1]}" OWNER {POSTGRES_ROLE}')
             self.created.append(name)
-            return replace(template, url=POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name, postgres_name=name)
+            return replace(template, url=postgres_url(name), postgres_name=name)
         path = self.workdir / f"db-{tag}.sqlite3"
         shutil.copy(template.url.removeprefix("sqlite:///"), path)
         return replace(template, url=f"sqlite:///{path}", sqlite_path=str(path))
@@ -166,6 +172,20 @@ class Databases:
         for name in reversed(self.created):
             drop_postgres(name)
         self.created.clear()
+
+
+def ensure_postgres_role() -> None:
+    postgres_execute(
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{POSTGRES_ROLE}') "
+        f"THEN CREATE ROLE {POSTGRES_ROLE} LOGIN; END IF; END $$"
+    )
+    postgres_execute(f"ALTER ROLE {POSTGRES_ROLE} CONNECTION LIMIT {POSTGRES_ROLE_CONNECTIONS}")
+
+
+def postgres_url(name: str) -> str:
+    """The database as the servers' role sees it (trust authentication on 127.0.0.1, as the tests use)."""
+    server = POSTGRES_ADMIN_URL.split("@", 1)[1].rsplit("/", 1)[0]
+    return f"postgresql://{POSTGRES_ROLE}@{server}/{name}"
 
 
 def drop_postgres(name: str) -> None:
