@@ -5,6 +5,8 @@ explicit examples and negative cases), each answered by a server whose
 simulated model is fast, and the whole run under a time limit.
 """
 
+import json
+
 import httpx
 import pytest
 import schemathesis
@@ -97,3 +99,20 @@ def test_api_conforms_to_its_spec(live_api, mode):
     if mode == GenerationMode.POSITIVE:
         succeeded = {label for label, status in calls if status < 300}
         assert len(succeeded) == len(operations), f"success answers checked only for {sorted(succeeded)}"
+
+
+def no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [key for key, _ in pairs]
+    duplicated = sorted({key for key in keys if keys.count(key) > 1})
+    assert not duplicated, f"duplicated keys {duplicated} in an object with keys {keys}"
+    return dict(pairs)
+
+
+def test_served_spec_has_no_duplicate_keys(start_server):
+    """A key twice in one object is legal JSON to Python but a parser error to Swagger UI's YAML reader."""
+    server = start_server("sqlite")
+    response = httpx.get(f"{server.url}/api/openapi.json")
+    assert response.status_code == 200
+    spec = json.loads(response.text, object_pairs_hook=no_duplicate_keys)
+    stream = spec["paths"]["/api/generations/{generation_id}/stream"]["get"]
+    assert stream["responses"]["200"]["content"] == {"text/event-stream": {}}
