@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test system-deps migrate bench bench-capacity bench-capacity-quick clean
+.PHONY: install run test chaos system-deps migrate bench bench-capacity bench-capacity-quick clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ system-deps:
 			echo "Missing Debian packages:$$missing. Install them, or the tests that need them will skip."; \
 		fi; \
 	fi
+
+# The chaos suite at full size: 1,000 random connection cuts per database, then
+# kill -9 under load (tests/test_chaos.py; `make test` runs it with 100 cuts).
+chaos: install
+	CHAT_CHAOS_CUTS=1000 CHAT_CHAOS_SECONDS=240 $(BIN)/python -m pytest tests/test_chaos.py -s $(PYTEST_ARGS)
 
 test: install system-deps conformance-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
