@@ -45,6 +45,22 @@ def test_stop_cancels_the_generation_and_keeps_the_partial_text(chat):
     assert chat.page.locator("#prompt").is_editable()
 
 
+def test_escape_stops_the_answer_and_a_reopened_conversation_still_says_so(chat):
+    generation_id = chat.send(PROMPT)
+    chat.wait_text(30)
+    assert chat.page.evaluate("document.activeElement.id") == "prompt"
+    chat.page.keyboard.press("Escape")
+    end = chat.wait_state("ended")
+    assert end["detail"]["status"] == "cancelled"
+    stored = assert_shows_stored(chat, generation_id)
+    assert stored["status"] == "cancelled"
+    # Opened again later, the stopped answer keeps its notice.
+    chat.open(f"/?conversation={stored['conversation_id']}")
+    answer = chat.page.locator(".message.assistant").last
+    assert answer.locator(".content").inner_html() == chat.markdown_html(stored["text"])
+    assert answer.locator(".notice").text_content() == "You stopped this answer."
+
+
 def test_regenerate_starts_a_new_generation_for_the_same_prompt(chat):
     first = chat.send(PROMPT)
     chat.wait_state("ended")

@@ -37,6 +37,34 @@ def test_phone_width_layout(make_page):
     assert chat.page.evaluate(NO_HORIZONTAL_OVERFLOW)
 
 
+def test_phone_placeholder_fits_and_the_closed_drawer_leaves_no_shadow(make_page):
+    chat = make_page(viewport=PHONE)
+    # The placeholder is one line in the field as first shown (a second line would be clipped).
+    fit = chat.page.evaluate(
+        """() => {
+            const field = document.getElementById('prompt');
+            const style = getComputedStyle(field);
+            const context = document.createElement('canvas').getContext('2d');
+            context.font = style.font;
+            const room = field.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+            return { text: context.measureText(field.placeholder).width, room };
+        }"""
+    )
+    assert 0 < fit["text"] <= fit["room"], fit
+    # The closed drawer is hidden outright: nothing of it (its shadow included) shows on the page's edge.
+    sidebar = "getComputedStyle(document.getElementById('sidebar'))"
+    assert chat.page.evaluate(f"{sidebar}.visibility") == "hidden"
+    assert chat.page.evaluate(f"{sidebar}.boxShadow") == "none"
+    chat.page.click("#toggle-sidebar")
+    chat.page.wait_for_function("document.getElementById('sidebar').getBoundingClientRect().x >= 0")
+    assert chat.page.evaluate(f"{sidebar}.visibility") == "visible"
+    chat.page.keyboard.press("Escape")  # closes the drawer (and stops nothing)
+    chat.page.wait_for_function(f"{sidebar}.visibility === 'hidden'")
+    # The desktop field keeps the full hint.
+    desktop = make_page(viewport=DESKTOP)
+    assert desktop.page.get_attribute("#prompt", "placeholder") == "Message (Enter to send, Shift+Enter for a new line)"
+
+
 @pytest.mark.skipif(not SCREENSHOT_DIR, reason="set CHAT_SCREENSHOT_DIR to write the docs/img screenshots")
 @pytest.mark.parametrize("name, viewport", [("desktop", DESKTOP), ("phone", PHONE)])
 def test_screenshots_of_each_state(make_page, proxy, name, viewport):

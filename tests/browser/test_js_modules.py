@@ -244,3 +244,48 @@ def test_constants_and_overrides(js):
     assert config["merged"]["backoffBaseMs"] == config["defaults"]["backoffBaseMs"]  # invalid values are ignored
     assert "bogus" not in config["merged"]
     assert json.dumps(config["merged"])  # plain data
+
+
+# --- tok/s: live tokens over live time ----------------------------------------------------------
+
+LIVE_RATE = """
+    const { GenerationStream, clientConfig } = m;
+    const encoder = new TextEncoder();
+    let push, end;
+    const body = new ReadableStream({ start(c) { push = (s) => c.enqueue(encoder.encode(s)); end = () => c.close(); } });
+    const token = (seq) => `id: ${seq}\\nevent: token\\ndata: {"seq":${seq},"text":"t${seq} "}\\n\\n`;
+    const chunk = (seq, last) => `id: ${last}\\nevent: token\\ndata: {"seq":${last},"text":"t${seq}-${last} "}\\n\\n`;
+    let clock = 0;
+    const client = new GenerationStream({
+        generationId: "g", lastEventId: "40", text: "", firstSeq: 1,
+        config: clientConfig({ renderWindowMs: 0 }),
+        fetch: async () => new Response(body, { status: 200 }),
+        now: () => clock,
+    });
+    const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
+    const running = client.start();
+    await settle();
+    // After a refresh: what was missed arrives at once, as two replayed chunks in one read.
+    push(chunk(41, 80) + chunk(81, 100));
+    await settle();
+    // Then 10 live tokens, one every 100 ms of (fake) time.
+    for (let seq = 101; seq <= 110; seq++) {
+        clock += 100;
+        push(token(seq));
+        await settle();
+    }
+    const rate = client.tokensPerSecond;
+    push('id: 110\\nevent: done\\ndata: {"status":"complete"}\\n\\n');
+    end();
+    await running;
+    await settle(); // the final state is applied with the last render
+    return { rate, tokens: client.tokens, state: client.state };
+"""
+
+
+def test_tokens_per_second_counts_only_live_tokens(js):
+    """A replay after a refresh (60 tokens in one read) is not counted as if it had streamed in no time."""
+    result = run(js, "stream-client.js", LIVE_RATE)
+    assert result["rate"] == 10.0  # 10 live tokens over 1 s, not (60 + 10) tokens
+    assert result["tokens"] == 110
+    assert result["state"] == "ended"
