@@ -98,5 +98,4 @@ def test_screenshots_of_each_state(make_page, proxy, name, viewport):
     chat.wait_state("error", timeout=30_000)
     shot("error")
     proxy.allow()
-    chat.page.click("#status-retry")
-    chat.wait_state("ended")
+    chat.wait_state("ended", "fallback", timeout=30_000)  # it leaves Error by itself
