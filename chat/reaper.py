@@ -17,11 +17,14 @@ of them does it.
 import asyncio
 import contextvars
 import logging
+import os
+import socket
 
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.core.signals import request_started
 from django.db import close_old_connections
+from django.db.models import Q
 
 from . import runner
 from .actions import generation_end_orphan, stale_before, stale_heartbeat
@@ -35,11 +38,37 @@ logger = logging.getLogger(__name__)
 REAP_BATCH = 200
 
 
-def orphans(*, exclude=()):
-    """The active generations whose heartbeat is stale, oldest first."""
+def dead_local_workers() -> list[str]:
+    """The workers of active generations that ran on this host in a process that no longer exists.
+
+    Their generations need not wait for a stale heartbeat: after a `kill -9`
+    and a restart, a resuming client gets the stored end within seconds.
+    """
+    host, own = socket.gethostname(), str(os.getpid())
+    workers = Generation.objects.filter(status__in=Generation.ACTIVE_STATUSES, worker__startswith=f"{host}:")
+    dead = []
+    for worker in workers.values_list("worker", flat=True).distinct():
+        pid = worker.split(":")[1]
+        if pid != own and pid.isascii() and pid.isdigit() and not pid_alive(int(pid)):
+            dead.append(worker)
+    return dead
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # It exists, as another user's process.
+    return True
+
+
+def orphans(*, exclude=(), dead_workers=()):
+    """The active generations whose heartbeat is stale or whose worker is dead, oldest first."""
     return (
         Generation.objects.filter(status__in=Generation.ACTIVE_STATUSES)
-        .filter(stale_heartbeat(stale_before()))
+        .filter(stale_heartbeat(stale_before()) | Q(worker__in=list(dead_workers)))
         .exclude(pk__in=list(exclude))
         .order_by("created_at")
     )
@@ -48,18 +77,22 @@ def orphans(*, exclude=()):
 def reap_orphans(*, exclude=()) -> list[Generation]:
     """End the orphaned generations, except those in `exclude`; return the ones this call ended."""
     close_old_connections()
-    cutoff = stale_before()
+    cutoff, dead = stale_before(), dead_local_workers()
     reaped = []
-    for generation_id, worker, heartbeat_at in orphans(exclude=exclude).values_list("pk", "worker", "heartbeat_at")[
-        :REAP_BATCH
-    ]:
-        since = f"since {heartbeat_at:%Y-%m-%d %H:%M:%S} UTC" if heartbeat_at else "ever"
+    found = orphans(exclude=exclude, dead_workers=dead).values_list("pk", "worker", "heartbeat_at")[:REAP_BATCH]
+    for generation_id, worker, heartbeat_at in found:
+        if worker in dead:
+            error = f"worker {worker} is gone (its process no longer exists)"
+        else:
+            since = f"since {heartbeat_at:%Y-%m-%d %H:%M:%S} UTC" if heartbeat_at else "ever"
+            error = f"no heartbeat from worker {worker or '(none)'} {since}"
         generation = generation_end_orphan(
             generation_id,
             status=Generation.Status.INTERRUPTED,
             reason=Generation.InterruptReason.WORKER_LOST,
-            error=f"no heartbeat from worker {worker or '(none)'} {since}",
+            error=error,
             stale_before=cutoff,
+            dead_workers=dead,
         )
         if generation is not None:
             logger.warning("reaped generation %s: %s", generation.id, generation.error)

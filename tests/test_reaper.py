@@ -242,3 +242,32 @@ async def test_a_live_worker_reaped_by_mistake_stops_and_leaves_a_consistent_str
     assert first.text + rest.text == replay.text == stored["text"]
     assert max(int(e.id) for e in replay.events) == stored["last_seq"], "no chunk past the recorded end"
     assert stored["last_seq"] < 100
+
+
+async def test_after_kill_9_a_client_past_the_stored_end_gets_a_snapshot_without_waiting_for_staleness(
+    start_server, tmp_path
+):
+    """A client holding tokens the killed server never persisted waited 30 s, then got a 400."""
+    env = {**KILL_ENV, "CHAT_HEARTBEAT_STALE_S": "3600"}  # Only the dead process can tell.
+    server = start_server("sqlite", fresh=True, **env)
+    async with await logged_in(server) as client:
+        generation = await client.ask(PROMPT)
+        await client.read_stream(generation["id"], max_events=3)
+    assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+    chunks = persisted_chunks(server.database_url, generation["id"])
+    persisted_text = "".join("".join(tokens) for _first, _last, tokens in chunks)
+
+    restarted = LiveServer(database_url=server.database_url, env=env, workdir=tmp_path).start()
+    try:
+        async with await logged_in(restarted) as client:
+            ahead = chunks[-1][1] + 3  # Sent live, lost with the process.
+            resumed = await client.read_stream(generation["id"], last_event_id=str(ahead))
+            stored = await client.generation(generation["id"])
+    finally:
+        restarted.stop()
+
+    assert (stored["status"], stored["reason"]) == ("interrupted", "worker_lost")
+    assert "no longer exists" in stored["error"]
+    snapshot, end = resumed.events
+    assert snapshot.event == "snapshot" and json.loads(snapshot.data)["text"] == persisted_text
+    assert end.event == "interrupted" and end.id == snapshot.id == str(stored["last_seq"])

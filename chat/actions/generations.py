@@ -41,13 +41,14 @@ async def generation_cancel(*, generation: Generation) -> Generation:
 
 
 def generation_end_orphan(
-    generation_id, *, status: str, reason: str = "", error: str = "", stale_before=None
+    generation_id, *, status: str, reason: str = "", error: str = "", stale_before=None, dead_workers=()
 ) -> Generation | None:
     """End a generation whose worker is gone, keeping every persisted token as its text.
 
     Returns None if it had already ended (or, with `stale_before`, if it was
-    heartbeated since), so several processes can race for it and only one
-    does the work. The caller announces the end (`generation_ended`).
+    heartbeated since and its worker is not one of `dead_workers`), so several
+    processes can race for it and only one does the work. The caller
+    announces the end (`generation_ended`).
     """
     with transaction.atomic():
         # skip_locked: on PostgreSQL a process that loses the race moves on at
@@ -56,7 +57,7 @@ def generation_end_orphan(
             pk=generation_id, status__in=Generation.ACTIVE_STATUSES
         )
         if stale_before is not None:
-            candidates = candidates.filter(stale_heartbeat(stale_before))
+            candidates = candidates.filter(stale_heartbeat(stale_before) | Q(worker__in=list(dead_workers)))
         generation = candidates.first()
         if generation is None:
             return None

@@ -33,14 +33,9 @@ def resume_position(raw: str | None, generation: Generation, *, field: str) -> i
     raw = raw.strip()
     if not DIGITS.fullmatch(raw) or int(raw) > MAX_EVENT_ID:
         raise ApiError(400, "invalid_last_event_id", f"{field} must be a non-negative integer, got {raw[:40]!r}.", field)
+    # Past the stored end is not an error: a client can hold tokens that a killed
+    # server never persisted. Following from there ends with a snapshot of the stored text.
     last_event_id = int(raw)
-    if generation.is_terminal and last_event_id > generation.last_seq:
-        raise ApiError(
-            400,
-            "invalid_last_event_id",
-            f"{field} {last_event_id} is past the end of this finished stream (last id {generation.last_seq}).",
-            field,
-        )
     return last_event_id
 
 
