@@ -188,9 +188,8 @@ def test_simulated_answers_are_documents():
 
 # --- Over a real server: `json` events live, on replay, after resumes -------------------------
 
-from websockets.asyncio.client import connect  # noqa: E402
-
 from tests.support.api import json_events  # noqa: E402
+from tests.support.ws import read_ws  # noqa: E402
 
 JSON_PROMPT = "List the steps to ship a mobile release"
 
@@ -299,15 +298,9 @@ async def test_json_events_over_the_websocket(alice_api, server):
     answer = await alice_api.ask(JSON_PROMPT + " (ws)", response_format="json")
     generation_id = answer["generation"]["id"]
     sse = check_json_events((await alice_api.read_stream(generation_id)).events)
-    frames = []
-    async with connect(
-        f"ws://127.0.0.1:{server.port}{answer['generation']['ws_url']}",
-        subprotocols=["llm-stream.v1", f"bearer.{alice_api.token}"],
-        origin=server.url,
-    ) as socket:
-        async for message in socket:
-            frames.append(json.loads(message))
-    ws = [(str(f["id"]), {"seq": f["seq"], "value": f["value"]}) for f in frames if f["type"] == "json"]
+    read = await read_ws(server, generation_id, None, subprotocols=["llm-stream.v1", f"bearer.{alice_api.token}"])
+    assert read.close_code == 1000
+    ws = [(str(f["id"]), {"seq": f["seq"], "value": f["value"]}) for f in read.frames if f["type"] == "json"]
     assert ws == sse
 
 

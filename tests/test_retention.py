@@ -1,19 +1,17 @@
 """Retention: prune_streams deletes the token chunks and connection rows of old generations, and a client
 that resumes a pruned generation gets its whole text in one `snapshot` event, never a silent partial."""
 
-import asyncio
 import json
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from chat.models import Message, StreamConnection, TokenChunk
 from tests.support import factories
 from tests.support.client import ChatClient
 from tests.support.server import TEST_ENV, USERS, manage
+from tests.support.ws import read_ws
 
 DAY = 86400
 TEXT = "Resume by event id, then replay from the database."
@@ -122,40 +120,20 @@ async def test_a_pruned_generation_is_never_a_silent_partial_over_sse(start_serv
 
 
 
-async def ws_frames(server, client: ChatClient, generation_id: str, last_event_id: str | None = None) -> tuple[list, int]:
-    """Every frame of a WebSocket follow until the server closes it, and the close code."""
-    query = f"?last_event_id={last_event_id}" if last_event_id is not None else ""
-    cookies = "; ".join(f"{name}={value}" for name, value in client.http.cookies.items())
-    frames = []
-    async with connect(
-        f"ws://127.0.0.1:{server.port}/ws/generations/{generation_id}/{query}",
-        origin=server.url,
-        additional_headers={"Cookie": cookies},
-        open_timeout=10,
-    ) as socket:
-        try:
-            async with asyncio.timeout(30):
-                while True:
-                    frames.append(json.loads(await socket.recv()))
-        except ConnectionClosed:
-            pass
-    return frames, socket.close_code
-
-
 async def test_resuming_a_pruned_generation_over_websocket_gives_one_snapshot_then_the_end(start_server):
     server = start_server(fresh=True)
     client, stored = await finished_generation(server)
     async with client:
         prune_server_database(server, "--older-than", "0s")
-        whole, code = await ws_frames(server, client, stored["id"])
-        partway, _ = await ws_frames(server, client, stored["id"], last_event_id="5")
-        at_end, _ = await ws_frames(server, client, stored["id"], last_event_id=str(stored["last_seq"]))
+        whole = await read_ws(server, stored["id"], client)
+        partway = await read_ws(server, stored["id"], client, last_event_id="5")
+        at_end = await read_ws(server, stored["id"], client, last_event_id=str(stored["last_seq"]))
     last = stored["last_seq"]
-    for frames in (whole, partway):
-        assert [(f["type"], f["id"]) for f in frames] == [("snapshot", last), ("done", last)]
-        assert frames[0] == {"type": "snapshot", "id": last, "seq": last, "text": stored["text"]}
-    assert [f["type"] for f in at_end] == ["done"]
-    assert code == 1000
+    for read in (whole, partway):
+        assert [(f["type"], f["id"]) for f in read.frames] == [("snapshot", last), ("done", last)]
+        assert read.frames[0] == {"type": "snapshot", "id": last, "seq": last, "text": stored["text"]}
+    assert [f["type"] for f in at_end.frames] == ["done"]
+    assert whole.close_code == 1000
 
 
 def test_prune_forgets_expired_idempotency_keys(generations, settings):

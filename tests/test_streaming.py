@@ -2,14 +2,12 @@
 
 import asyncio
 import json
-import uuid
 
 import httpx
 import pytest
 
-from tests.support.client import ChatClient, StreamRead, assert_ids_increase
-from tests.support.server import USERS, query
-from tests.support.wait import eventually
+from tests.support.client import ChatClient, StreamRead, assert_ids_increase, connection_rows
+from tests.support.server import USERS
 
 PROMPT = "How should a phone resume an LLM stream after switching networks?"
 
@@ -149,19 +147,6 @@ async def test_connections_are_recorded(start_server, backend):
     assert [(r["resumed_from"], r["end_reason"]) for r in rows] == [(None, "client_gone"), (cut, "completed")]
     assert rows[0]["tokens_sent"] >= cut
     assert rows[1]["tokens_sent"] == stored["last_seq"] - cut
-
-
-async def connection_rows(server, generation_id: str, count: int) -> list[dict]:
-    """The generation's StreamConnection rows, read from the server's database once `count` have ended."""
-    sql = (
-        "SELECT transport, end_reason, events_sent, tokens_sent, resumed_from FROM chat_streamconnection "
-        "WHERE generation_id = %s AND ended_at IS NOT NULL ORDER BY id"
-    )
-    return await eventually(
-        lambda: query(server.database_url, sql, uuid.UUID(generation_id)),
-        until=lambda rows: len(rows) >= count,
-        what=f"{count} ended connections",
-    )
 
 
 async def test_fifty_concurrent_generations_each_followed(start_server, backend):

@@ -2,12 +2,13 @@
 
 import asyncio
 import json
+import uuid
 from dataclasses import dataclass
 
 import httpx
 from httpx_sse import aconnect_sse
 
-from tests.support.server import USERS
+from tests.support.server import USERS, query
 from tests.support.wait import eventually
 
 TERMINAL_EVENTS = {"done", "interrupted", "failed", "cancelled"}
@@ -181,3 +182,16 @@ class ChatClient:
 async def logged_in(server, name: str = "alice") -> ChatClient:
     """A browser session of one of the test users; use it as `async with`."""
     return await ChatClient(server.url).login(name, USERS[name])
+
+
+async def connection_rows(server, generation_id: str, count: int) -> list[dict]:
+    """The StreamConnection rows the server wrote for a generation, once `count` of them have ended."""
+    sql = (
+        "SELECT transport, end_reason, events_sent, tokens_sent, resumed_from FROM chat_streamconnection "
+        "WHERE generation_id = %s AND ended_at IS NOT NULL ORDER BY id"
+    )
+    return await eventually(
+        lambda: query(server.database_url, sql, uuid.UUID(generation_id)),
+        until=lambda rows: len(rows) >= count,
+        what=f"{count} ended connections of generation {generation_id}",
+    )
