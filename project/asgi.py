@@ -10,18 +10,17 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from chat.db import SharedDatabaseThreads  # noqa: E402
 from chat.lifespan import lifespan_app  # noqa: E402
-from chat.routing import TokenAuthMiddleware, websocket_urlpatterns  # noqa: E402
+from chat.routing import OriginValidator, TokenAuthMiddleware, websocket_urlpatterns  # noqa: E402
 
 application = SharedDatabaseThreads(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
             # The origin check stops other sites from riding a logged-in browser's session cookie.
-            "websocket": AllowedHostsOriginValidator(
+            "websocket": OriginValidator(
                 AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
             ),
             "lifespan": lifespan_app,
