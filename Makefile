@@ -24,8 +24,8 @@ KEY_FILE := $(VENV)/secret-key
 LOCAL_ENV = HTTPS=$${HTTPS:-0} SECRET_KEY="$${SECRET_KEY:-$$(cat $(KEY_FILE))}"
 # Daphne closes a connection that has not sent its request within 60 s
 # (--http-timeout is the whole-request limit: unset, as streams are long),
-# a WebSocket handshake after 10 s, and pings sockets every 20 s.
-DAPHNE_FLAGS ?= --websocket_connect_timeout 10 --ping-interval 20 --ping-timeout 30
+# a WebSocket not accepted within 5 s, and pings silent sockets every 20 s.
+DAPHNE_FLAGS ?= --websocket_connect_timeout 5 --ping-interval 20 --ping-timeout 30
 
 $(KEY_FILE): | $(STAMP)
 	$(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))' > $@

@@ -220,7 +220,7 @@ async def test_kill_9_mid_answer_under_load(start_server, backend, tmp_path):
 
             # Tokens are published at once and written every FLUSH_S: a kill loses at most
             # the tokens of one flush window, plus those of the write in flight (WRITE_S).
-            window = math.ceil(RATE * (FLUSH_S + WRITE_S))
+            window = math.ceil(round(RATE * (FLUSH_S + WRITE_S), 6))
             lost = {}
             messages = (await http.get(f"/api/conversations/{conversation_id}/messages", params={"limit": 200})).json()["items"]
             contents = {m["generation"]["id"]: m["content"] for m in messages if m["role"] == "assistant"}
