@@ -91,7 +91,9 @@ def errors(*codes: int) -> dict:
 @api.exception_handler(ApiError)
 def on_api_error(request, exc: ApiError):
     response = api.create_response(request, error_body(exc.code, exc.message, exc.field), status=exc.status)
-    if exc.status == 429:
+    if exc.retry_after is not None:
+        response["Retry-After"] = str(exc.retry_after)
+    elif exc.status == 429:
         response["Retry-After"] = "5" if exc.code == "too_many_generations" else "60"
     return response
 

@@ -1,20 +1,16 @@
 """One stable error shape for every endpoint: {"error": {"code", "message", "field"}}."""
 
-from django.http import JsonResponse
-
-
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+    def __init__(
+        self, status: int, code: str, message: str, field: str | None = None, *, retry_after: int | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.retry_after = retry_after  # Seconds, sent as Retry-After (429, 503).
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict:
     return {"error": {"code": code, "message": message, "field": field}}
-
-
-def error_response(error: ApiError) -> JsonResponse:
-    return JsonResponse(error_body(error.code, error.message, error.field), status=error.status)

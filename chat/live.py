@@ -20,9 +20,10 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django_eventstream.channelmanager import ChannelManagerBase
 
+from .admission import get_admission
 from .auth import request_user
 from .db import db_work
-from .errors import error_body
+from .errors import ApiError, error_body
 from .models import Conversation, Generation
 
 logger = logging.getLogger(__name__)
@@ -181,4 +182,13 @@ async def events_view(request):
         request.META["HTTP_LAST_EVENT_ID"] = f"{quote(user_channel(user.pk))}:{int(match['n'])}"
     request.GET = query
     request.user = user
-    return events(request)
+    admission = get_admission()
+    try:
+        slot = await admission.open_stream(user.pk)
+    except ApiError as error:
+        response = _error(error.status, error.code, error.message)
+        response["Retry-After"] = str(error.retry_after)
+        return response
+    response = events(request)
+    admission.hold_until_closed(response, slot)
+    return response

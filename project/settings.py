@@ -282,6 +282,12 @@ CHAT_NONSTREAM_TIMEOUT_S = env_float("CHAT_NONSTREAM_TIMEOUT_S", 300.0)
 
 # Bearer tokens from POST /api/auth/token expire after this many days; 0 = never.
 CHAT_API_TOKEN_TTL_DAYS = env_float("CHAT_API_TOKEN_TTL_DAYS", 30)
+# Streams open at once (SSE, WebSocket, event channel, Durable Streams reads): per user
+# (across processes with REDIS_URL, else per process) and per process; one more is a 429.
+CHAT_MAX_STREAMS_PER_USER = env_int("CHAT_MAX_STREAMS_PER_USER", 30)
+CHAT_MAX_STREAMS_PER_PROCESS = env_int("CHAT_MAX_STREAMS_PER_PROCESS", 5000)
+# A process whose event loop runs this late (smoothed) refuses new streams and answers with 503. 0 = never.
+CHAT_OVERLOAD_LAG_MS = env_float("CHAT_OVERLOAD_LAG_MS", 250)
 # Answers being generated at once per user (queued or streaming); one more is a 429. 0 = no limit.
 CHAT_MAX_ACTIVE_GENERATIONS_PER_USER = env_int("CHAT_MAX_ACTIVE_GENERATIONS_PER_USER", 10)
 # Request bodies larger than this are refused with 413 (Django's own limit, set here).

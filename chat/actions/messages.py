@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .. import live, runner
+from ..admission import get_admission
 from ..errors import ApiError
 from ..llm import ChatMessage, get_provider
 from ..models import Conversation, Generation, IdempotencyKey, Message
@@ -93,6 +94,7 @@ async def message_post(
     With an idempotency key already used for the same request, return what
     that request created instead; with a different request, refuse (409).
     """
+    get_admission().check_load()
     answer, history = await sync_to_async(_answer_idempotently)(
         conversation=conversation,
         user_message=None,
@@ -110,6 +112,7 @@ async def generation_regenerate(
     *, generation: Generation, idempotency: Idempotency | None = None, status_code: int = 201
 ) -> Answer:
     """Answer the same user message again, in a new assistant message; the old answer stays in history."""
+    get_admission().check_load()
     generation = await Generation.objects.select_related("conversation", "user_message").aget(pk=generation.pk)
     if not generation.is_terminal:
         raise ApiError(

@@ -10,6 +10,7 @@ from contextlib import aclosing
 from django.conf import settings
 from django.http import StreamingHttpResponse
 
+from ..admission import get_admission
 from ..models import Generation, StreamConnection
 from ..sse import encode
 from ..stream import Follow
@@ -17,17 +18,24 @@ from .common import ConnectionLog, parse_coalesce_s, parse_last_event_id
 
 logger = logging.getLogger(__name__)
 
+
 async def generation_stream_response(request, generation: Generation) -> StreamingHttpResponse:
     after_seq = parse_last_event_id(request, generation)
     coalesce_s = parse_coalesce_s(request.GET.get("coalesce_ms"))
-    log = await ConnectionLog.open(
-        generation=generation,
-        user=request.auth,
-        transport=StreamConnection.Transport.SSE,
-        after_seq=after_seq,
-        client_addr=request.META.get("REMOTE_ADDR") or "",
-        user_agent=request.headers.get("User-Agent", ""),
-    )
+    admission = get_admission()
+    slot = await admission.open_stream(request.auth.pk)
+    try:
+        log = await ConnectionLog.open(
+            generation=generation,
+            user=request.auth,
+            transport=StreamConnection.Transport.SSE,
+            after_seq=after_seq,
+            client_addr=request.META.get("REMOTE_ADDR") or "",
+            user_agent=request.headers.get("User-Agent", ""),
+        )
+    except BaseException:
+        await admission.close_stream(slot)
+        raise
     follow = Follow(
         generation.id, after_seq=after_seq, coalesce_s=coalesce_s, response_format=generation.response_format
     )
@@ -35,6 +43,7 @@ async def generation_stream_response(request, generation: Generation) -> Streami
     response["Cache-Control"] = "no-cache"
     # Tells nginx (and proxies that follow it) not to buffer the stream.
     response["X-Accel-Buffering"] = "no"
+    admission.hold_until_closed(response, slot)
     return response
 
 

@@ -28,6 +28,7 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from .. import actions
+from ..admission import get_admission
 from ..errors import ApiError, error_body
 from ..events import KEEPALIVE, End, dumps
 from ..models import Generation, StreamConnection
@@ -45,7 +46,7 @@ CLOSE_CODES = {
     Generation.Status.CANCELLED: 4002,
 }
 # Errors mirror the HTTP statuses the SSE endpoint answers with, plus 4000.
-ERROR_CLOSE_CODES = {400: 4400, 401: 4401, 404: 4404}
+ERROR_CLOSE_CODES = {400: 4400, 401: 4401, 404: 4404, 429: 4429, 503: 4503}
 INTERNAL_ERROR_CLOSE = 1011
 
 PING = dumps({"type": "ping"})
@@ -67,14 +68,19 @@ class GenerationConsumer(AsyncWebsocketConsumer):
     follower: asyncio.Task | None = None
     canceller: asyncio.Task | None = None
     log: ConnectionLog | None = None
+    slot: str | None = None
 
     async def connect(self):
         # Echo the subprotocol the client offered (a browser fails the socket otherwise).
         await self.accept(subprotocol=self.scope.get("subprotocol"))
         try:
             self.generation, after_seq, coalesce_s = await self.parse()
+            self.slot = await get_admission().open_stream(self.scope["user"].pk)
         except ApiError as error:
-            await self.send(text_data=dumps({"type": "error", **error_body(error.code, error.message, error.field)}))
+            frame = {"type": "error", **error_body(error.code, error.message, error.field)}
+            if error.retry_after is not None:
+                frame["retry_after"] = error.retry_after
+            await self.send(text_data=dumps(frame))
             await self.close(code=ERROR_CLOSE_CODES.get(error.status, 4400))
             return
         self.log = await ConnectionLog.open(
@@ -150,3 +156,5 @@ class GenerationConsumer(AsyncWebsocketConsumer):
                 await self.follower
             except asyncio.CancelledError:
                 pass
+        if self.slot is not None:
+            await get_admission().close_stream(self.slot)

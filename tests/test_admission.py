@@ -1,0 +1,171 @@
+"""Admission: per-user and per-process stream caps over every transport, overload by loop lag, and no leaks."""
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import httpx
+import pytest
+import websockets
+
+from chat.admission import LAG_SAMPLE_S, Admission
+from chat.errors import ApiError
+from tests.conftest import require_redis
+from tests.support.api import api_client
+from tests.support.wait import eventually
+
+# Answers that run for minutes: the streams stay open for as long as a test holds them.
+LONG = {"CHAT_SIMULATED_TOKENS_PER_S": "2", "CHAT_SIMULATED_POINTS": "40", "CHAT_SIMULATED_MAX_TOKENS": "2000"}
+
+
+@asynccontextmanager
+async def open_sse(client, generation_id: str):
+    """An SSE stream held open (headers received) until the block ends."""
+    async with client.http.stream("GET", f"/api/generations/{generation_id}/stream") as response:
+        yield response
+
+
+def ws_url(server, client, generation_id: str) -> str:
+    return f"ws://127.0.0.1:{server.port}/ws/generations/{generation_id}/?access_token={client.token}"
+
+
+async def refused_frame(server, client, generation_id: str) -> tuple[dict, int]:
+    async with websockets.connect(ws_url(server, client, generation_id)) as socket:
+        frame = json.loads(await socket.recv())
+        await socket.wait_closed()
+        return frame, socket.close_code
+
+
+async def test_one_user_cannot_hold_more_than_their_streams_across_transports(start_server):
+    server = start_server("sqlite", fresh=True, CHAT_MAX_STREAMS_PER_USER=3, **LONG)
+    async with api_client(server.url, "alice") as alice, api_client(server.url, "bob") as bob, AsyncExitStack() as held:
+        generation = (await alice.ask("a long answer"))["generation"]["id"]
+        for _ in range(2):
+            response = await held.enter_async_context(open_sse(alice, generation))
+            assert response.status_code == 200
+        events = await held.enter_async_context(alice.http.stream("GET", "/api/events/"))
+        assert events.status_code == 200
+
+        refused = await alice.http.get(f"/api/generations/{generation}/stream")
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "5"
+        assert refused.json()["error"]["code"] == "too_many_streams"
+        frame, code = await refused_frame(server, alice, generation)
+        assert (frame["type"], frame["error"]["code"], frame["retry_after"], code) == (
+            "error", "too_many_streams", 5, 4429,
+        )
+        channel = await alice.http.get("/api/events/")
+        assert channel.status_code == 429 and channel.json()["error"]["code"] == "too_many_streams"
+
+        # Someone else is not affected.
+        bobs = (await bob.ask("bob's answer"))["generation"]["id"]
+        async with open_sse(bob, bobs) as response:
+            assert response.status_code == 200
+
+        # A stream that closes gives its slot back.
+        await held.aclose()
+
+        async def reopened():
+            async with open_sse(alice, generation) as response:
+                return response.status_code
+
+        assert await eventually(reopened, until=lambda status: status == 200, what="a slot given back")
+
+
+async def test_a_process_holds_at_most_its_streams(start_server):
+    server = start_server("sqlite", fresh=True, CHAT_MAX_STREAMS_PER_PROCESS=2, **LONG)
+    async with api_client(server.url, "alice") as alice, api_client(server.url, "bob") as bob:
+        generation = (await alice.ask("a long answer"))["generation"]["id"]
+        async with open_sse(alice, generation), open_sse(alice, generation):
+            bobs = (await bob.ask("bob's answer"))["generation"]["id"]
+            refused = await bob.http.get(f"/api/generations/{bobs}/stream")
+            assert refused.status_code == 429 and refused.json()["error"]["code"] == "server_full"
+            assert refused.headers["Retry-After"] == "5"
+
+
+async def test_with_redis_a_users_streams_are_counted_across_processes(start_server):
+    require_redis()
+    env = {"REDIS_URL": "redis://127.0.0.1:6379/0", "CHAT_EVENTS_NAMESPACE": f"t{uuid.uuid4().hex[:8]}:", **LONG}
+    first = start_server("postgres", fresh=True, CHAT_MAX_STREAMS_PER_USER=2, **env)
+    second = start_server("postgres", fresh=True, CHAT_MAX_STREAMS_PER_USER=2, **env)
+    async with api_client(first.url, "alice") as alice, api_client(second.url, "alice") as alice_too:
+        generation = (await alice.ask("a long answer"))["generation"]["id"]
+        other = (await alice_too.ask("another"))["generation"]["id"]
+        async with open_sse(alice, generation):
+            async with open_sse(alice_too, other):
+                # The user ids match across the two databases, and so does the Redis namespace.
+                refused = await alice.http.get(f"/api/generations/{generation}/stream")
+                assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_streams"
+
+
+async def test_a_late_event_loop_refuses_new_work_with_503():
+    """Past the lag limit, new streams and answers get 503 so that the open ones keep their pace."""
+    from django.test import override_settings
+
+    with override_settings(CHAT_OVERLOAD_LAG_MS=100, REDIS_URL=""):
+        admission = Admission()
+        try:
+            await admission.open_stream(1)  # At rest: admitted.
+            time.sleep(0.4)  # The loop is stuck: its lag sampler wakes 0.4 s late.
+            await eventually(lambda: admission.lag.lag > 0.1, what="the lag sampler to see the stall")
+            with pytest.raises(ApiError) as refused:
+                await admission.open_stream(1)
+            assert (refused.value.status, refused.value.code, refused.value.retry_after) == (503, "overloaded", 5)
+            # The lag fades once the loop keeps time again, and work is admitted.
+            await eventually(lambda: admission.lag.lag < 0.1, what="the lag to fade", interval=LAG_SAMPLE_S)
+            await admission.open_stream(1)
+        finally:
+            admission.lag.task.cancel()
+
+
+def open_files(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+
+
+def postgres_connections(database: str) -> int:
+    import psycopg
+
+    from tests.support.server import POSTGRES_ADMIN_URL
+
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+        return connection.execute("select count(*) from pg_stat_activity where datname = %s", (database,)).fetchone()[0]
+
+
+async def test_hundreds_of_streams_leave_no_threads_files_or_connections_behind(start_server, backend):
+    """A burst of streams left ~150 SQLite handles open for good, and idle PostgreSQL connections for minutes."""
+    server = start_server(backend, fresh=True, CHAT_DB_THREADS=4)
+    pid = server.process.pid
+    database = server.database_url.rsplit("/", 1)[1]
+    async with api_client(server.url, "alice") as alice:
+        finished = (await alice.ask("a short answer"))["generation"]["id"]
+        await alice.wait_terminal(finished)
+        await alice.read_stream(finished)  # Warm: the shared database threads exist now.
+        baseline_files, baseline_threads = open_files(pid), threads(pid)
+
+        async def burst(count: int):
+            async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {alice.token}"},
+                                         timeout=60, limits=httpx.Limits(max_connections=count)) as http:
+                async def one():
+                    async with http.stream("GET", f"/api/generations/{finished}/stream") as response:
+                        assert response.status_code == 200
+                        body = b"".join([chunk async for chunk in response.aiter_bytes()])
+                    assert b"event: done" in body
+                await asyncio.gather(*(one() for _ in range(count)))
+
+        for _ in range(3):
+            await burst(100)
+            if backend == "postgres":
+                assert postgres_connections(database) <= 4, "database connections are bounded by the shared threads"
+
+    # Bounded by the pool whatever the burst: the shared threads and their connections, nothing per stream.
+    await eventually(lambda: threads(pid) <= baseline_threads, what=f"threads back to {baseline_threads}")
+    await eventually(lambda: open_files(pid) <= baseline_files + 2, what=f"open files back to {baseline_files}")
+    if backend == "postgres":
+        assert postgres_connections(database) <= 4
