@@ -3,6 +3,7 @@
 import json
 import sqlite3
 import time
+from contextlib import contextmanager
 
 import httpx
 
@@ -177,16 +178,40 @@ def eventually(condition, *, timeout: float = 15.0, what: str = "the condition")
     return result
 
 
-def new_chat_page(chromium, base_url: str, database_url: str, *, viewport=DESKTOP, client_config=None, storage_state=None):
+def new_chat_page(
+    chromium, base_url: str, database_url: str, *, viewport=DESKTOP, client_config=None, storage_state=None, init_script=""
+):
     context = chromium.new_context(viewport=viewport, storage_state=storage_state)
     if client_config is not None:
         context.add_init_script(f"window.CHAT_CLIENT_CONFIG = {json.dumps(client_config)};")
+    if init_script:
+        context.add_init_script(init_script)
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     chat = ChatPage(page, base_url, database_url)
     chat.errors = errors
     return chat
+
+
+@contextmanager
+def chat_pages(chromium, base_url: str, database_url: str, **defaults):
+    """A factory of opened chat pages (options as for new_chat_page, over `defaults`).
+
+    The pages' contexts are closed afterwards, and an uncaught error in any page fails the test.
+    """
+    pages = []
+
+    def make(**options) -> ChatPage:
+        chat = new_chat_page(chromium, base_url, database_url, **{**defaults, **options})
+        pages.append(chat)
+        return chat.open()
+
+    yield make
+    for chat in pages:
+        chat.page.context.close()
+    for chat in pages:
+        assert not chat.errors, f"uncaught errors in the page: {chat.errors}"
 
 
 def assert_shows_stored(chat: ChatPage, generation_id: str) -> dict:

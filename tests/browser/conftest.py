@@ -9,9 +9,16 @@ import os
 
 import pytest
 
-from tests.browser.chat_page import CHROMIUM, CHROMIUM_ARGS, FAST_CLIENT, ChatPage, logged_in_state, new_chat_page
-from tests.support.openai_upstream import OpenAIUpstream
+from tests.browser.chat_page import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    FAST_CLIENT,
+    ChatPage,
+    chat_pages,
+    logged_in_state,
+)
 from tests.conftest import require_service
+from tests.support.openai_upstream import OpenAIUpstream
 from tests.support.proxy import FaultProxy
 
 # Paced so that a test can act mid-stream: answers of ~60-120 tokens take 1-2 s.
@@ -84,22 +91,10 @@ def alice_state(chat_server) -> dict:
 
 
 @pytest.fixture
-def make_page(chromium, session_proxy, chat_server, alice_state, proxy):
+def make_page(chromium, chat_server, alice_state, proxy):
     """Open the chat page through the proxy; keyword arguments as for new_chat_page."""
-    pages = []
-
-    def make(**options) -> ChatPage:
-        options.setdefault("client_config", FAST_CLIENT)
-        options.setdefault("storage_state", alice_state)
-        chat = new_chat_page(chromium, proxy.url, chat_server.database_url, **options)
-        pages.append(chat)
-        return chat.open()
-
-    yield make
-    for chat in pages:
-        chat.page.context.close()
-    for chat in pages:
-        assert not chat.errors, f"uncaught errors in the page: {chat.errors}"
+    with chat_pages(chromium, proxy.url, chat_server.database_url, client_config=FAST_CLIENT, storage_state=alice_state) as make:
+        yield make
 
 
 @pytest.fixture
@@ -115,9 +110,5 @@ def echo_state(echo_server) -> dict:
 @pytest.fixture
 def echo_chat(chromium, echo_server, echo_state):
     """The chat page of the echo server (OpenAI provider), directly, without the proxy."""
-    chat = new_chat_page(
-        chromium, echo_server.url, echo_server.database_url, storage_state=echo_state, client_config=FAST_CLIENT
-    )
-    yield chat.open()
-    chat.page.context.close()
-    assert not chat.errors, f"uncaught errors in the page: {chat.errors}"
+    with chat_pages(chromium, echo_server.url, echo_server.database_url, storage_state=echo_state, client_config=FAST_CLIENT) as make:
+        yield make()

@@ -25,7 +25,7 @@ def test_api_docs_render_every_operation_without_a_parser_error(chromium, chat_s
         page.goto(f"{chat_server.url}/api/docs")
         page.wait_for_selector(".swagger-ui .opblock, .swagger-ui .errors-wrapper")
         assert page.locator(".swagger-ui .errors-wrapper").count() == 0, page.locator(".errors-wrapper").inner_text()
-        page.wait_for_function("document.querySelectorAll('.swagger-ui .opblock').length >= 10")
+        page.wait_for_function("() => document.querySelectorAll('.swagger-ui .opblock').length >= 10")
         assert "Parser error" not in page.locator("body").inner_text()
         assert page.locator(".opblock-summary-path[data-path='/api/generations/{generation_id}/stream']").count() == 1
         assert not outside and not errors

@@ -3,7 +3,12 @@
 import httpx
 import pytest
 
-from tests.browser.chat_page import PROMPT, assert_shows_stored, new_chat_page, stream_connections
+from tests.browser.chat_page import (
+    PROMPT,
+    assert_shows_stored,
+    new_chat_page,
+    stream_connections,
+)
 from tests.support.server import USERS
 
 pytestmark = pytest.mark.timeout(60)
@@ -17,7 +22,7 @@ def test_composer_enter_sends_and_shift_enter_breaks_the_line(chat):
     assert chat.page.input_value("#prompt") == "First line\nsecond line about retries"
     assert chat.generation_id is None  # Shift+Enter did not send
     chat.page.keyboard.press("Enter")
-    chat.page.wait_for_function("window.chatDebug.generationId !== null")
+    chat.page.wait_for_function("() => window.chatDebug.generationId !== null")
     # While the answer streams, the composer is off and Stop is offered instead of Send.
     chat.wait_state("streaming")
     assert not chat.page.locator("#prompt").is_editable()
@@ -142,13 +147,13 @@ def test_follows_the_stream_unless_the_user_scrolled_up(make_page):
     chat.send(PROMPT)
     # Wait until the answer is well taller than the list, so that the top is far from the bottom.
     chat.page.wait_for_function(
-        "(() => { const m = document.getElementById('messages'); return m.scrollHeight - m.clientHeight > 150; })()"
+        "() => { const m = document.getElementById('messages'); return m.scrollHeight - m.clientHeight > 150; }"
     )
-    at_bottom = "(() => { const m = document.getElementById('messages'); return m.scrollHeight - m.scrollTop - m.clientHeight <= 2; })()"
+    at_bottom = "() => { const m = document.getElementById('messages'); return m.scrollHeight - m.scrollTop - m.clientHeight <= 2; }"
     assert chat.page.evaluate(at_bottom)
     chat.page.mouse.move(450, 200)
     chat.page.mouse.wheel(0, -2000)
-    chat.page.wait_for_function("document.getElementById('messages').scrollTop === 0")
+    chat.page.wait_for_function("() => document.getElementById('messages').scrollTop === 0")
     length = len(chat.shown_text())
     chat.wait_text(length + 40)
     assert chat.page.evaluate("document.getElementById('messages').scrollTop") == 0  # left where the user put it

@@ -29,10 +29,10 @@ def test_phone_width_layout(make_page):
     assert composer["y"] + composer["height"] <= PHONE["height"]
     assert chat.page.locator("#stop").is_visible()
     chat.page.click("#toggle-sidebar")
-    chat.page.wait_for_function("document.getElementById('sidebar').getBoundingClientRect().x >= 0")
+    chat.page.wait_for_function("() => document.getElementById('sidebar').getBoundingClientRect().x >= 0")
     assert chat.page.locator(".conversation.active").is_visible()
     chat.page.click("#scrim", position={"x": PHONE["width"] - 20, "y": 400})
-    chat.page.wait_for_function("document.getElementById('sidebar').getBoundingClientRect().right <= 0")
+    chat.page.wait_for_function("() => document.getElementById('sidebar').getBoundingClientRect().right <= 0")
     chat.wait_state("ended")
     assert chat.page.evaluate(NO_HORIZONTAL_OVERFLOW)
 
@@ -56,10 +56,10 @@ def test_phone_placeholder_fits_and_the_closed_drawer_leaves_no_shadow(make_page
     assert chat.page.evaluate(f"{sidebar}.visibility") == "hidden"
     assert chat.page.evaluate(f"{sidebar}.boxShadow") == "none"
     chat.page.click("#toggle-sidebar")
-    chat.page.wait_for_function("document.getElementById('sidebar').getBoundingClientRect().x >= 0")
+    chat.page.wait_for_function("() => document.getElementById('sidebar').getBoundingClientRect().x >= 0")
     assert chat.page.evaluate(f"{sidebar}.visibility") == "visible"
     chat.page.keyboard.press("Escape")  # closes the drawer (and stops nothing)
-    chat.page.wait_for_function(f"{sidebar}.visibility === 'hidden'")
+    chat.page.wait_for_function(f"() => {sidebar}.visibility === 'hidden'")
     # The desktop field keeps the full hint.
     desktop = make_page(viewport=DESKTOP)
     assert desktop.page.get_attribute("#prompt", "placeholder") == "Message (Enter to send, Shift+Enter for a new line)"

@@ -11,10 +11,16 @@ and checks that each state transition is one that docs/client.md lists.
 """
 
 import time
+from itertools import pairwise
 
 import pytest
 
-from tests.browser.chat_page import eventually, logged_in_state, new_chat_page, stream_connections
+from tests.browser.chat_page import (
+    chat_pages,
+    eventually,
+    logged_in_state,
+    stream_connections,
+)
 from tests.support.proxy import FaultProxy
 from tests.support.server import USERS
 
@@ -72,21 +78,10 @@ def net(outage_proxy):
 
 @pytest.fixture
 def open_page(chromium, slow_server, net):
+    """Open the chat page through the proxy, with the given client timings and init script."""
     state = logged_in_state(slow_server.url)
-    pages = []
-
-    def open_(client=CLIENT, init_script: str = ""):
-        chat = new_chat_page(chromium, net.url, slow_server.database_url, storage_state=state, client_config=client)
-        if init_script:
-            chat.page.context.add_init_script(init_script)
-        pages.append(chat)
-        return chat.open()
-
-    yield open_
-    for chat in pages:
-        chat.page.context.close()
-    for chat in pages:
-        assert not chat.errors, f"uncaught errors in the page: {chat.errors}"
+    with chat_pages(chromium, net.url, slow_server.database_url, storage_state=state) as make:
+        yield lambda client=CLIENT, init_script="": make(client_config=client, init_script=init_script)
 
 
 def stored_answer(chat, server, generation_id: str) -> dict:
@@ -105,7 +100,7 @@ def assert_ends_with_stored_answer(chat, server, generation_id: str, timeout: fl
     assert chat.shown_html() == chat.markdown_html(stored["text"])
     states = chat.states()
     assert states[0] == "connecting"
-    bad = [pair for pair in zip(states, states[1:]) if pair not in ALLOWED]
+    bad = [pair for pair in pairwise(states) if pair not in ALLOWED]
     assert not bad, f"transitions not in docs/client.md: {bad} in {states}"
     # One answer, never a second one: the fallback reads the stored answer, it does not ask again.
     conversation = stored["conversation_id"]

@@ -2,7 +2,13 @@
 
 import pytest
 
-from tests.browser.chat_page import PROMPT, assert_shows_stored, eventually, logged_in_state, stream_connections
+from tests.browser.chat_page import (
+    PROMPT,
+    assert_shows_stored,
+    eventually,
+    logged_in_state,
+    stream_connections,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -70,7 +76,7 @@ def test_stall_is_shown_and_retried_in_the_background(chat, proxy):
     chat.wait_text(30)
     proxy.stall("/stream", new_requests=True)  # every reconnect stalls too
     chat.page.wait_for_function(
-        "window.chatDebug.transitions.some((t) => t.state === 'interrupted' && t.detail.failures === 2)"
+        "() => window.chatDebug.transitions.some((t) => t.state === 'interrupted' && t.detail.failures === 2)"
     )
     # The second attempt stalled as well: still Interrupted, still trying.
     status = chat.status()

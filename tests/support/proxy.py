@@ -84,14 +84,7 @@ class FaultProxy(LoopbackServer):
     def cut(self) -> int:
         """Close every live connection now; return how many were cut."""
 
-        async def cut() -> int:
-            live = list(self._live)
-            for connection in live:
-                connection.abort()
-            self.cuts += len(live)
-            return len(live)
-
-        return self._call(cut())
+        return self._call(self._abort_live())
 
     def stall(self, path: str = "", *, new_requests: bool = False) -> int:
         """Hold the server's bytes until `release()`; return how many connections were stalled.
@@ -153,11 +146,7 @@ class FaultProxy(LoopbackServer):
 
         async def down() -> int:
             self._down = True
-            live = list(self._live)
-            for connection in live:
-                connection.abort()
-            self.cuts += len(live)
-            return len(live)
+            return await self._abort_live()
 
         return self._call(down())
 
@@ -193,6 +182,13 @@ class FaultProxy(LoopbackServer):
         return len(self._live)
 
     # --- The event loop side -------------------------------------------------------
+
+    async def _abort_live(self) -> int:
+        live = list(self._live)
+        for connection in live:
+            connection.abort()
+        self.cuts += len(live)
+        return len(live)
 
     async def _close_connections(self) -> None:
         for connection in list(self._live):
