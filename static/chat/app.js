@@ -473,7 +473,10 @@ async function main() {
   } catch (error) {
     flash(error.message);
   }
-  const channel = new EventChannel("/api/events/", { onEvent: onChannelEvent, onOpen: () => debug.channel.opens++, config: page.config });
+  // Events missed while the channel was down are replayed by Last-Event-ID; the list is reloaded too, in
+  // case the server no longer had them.
+  const onOpen = () => debug.channel.opens++ > 0 && refreshSoon();
+  const channel = new EventChannel("/api/events/", { onEvent: onChannelEvent, onOpen, config: page.config });
   Object.defineProperty(debug.channel, "waiting", { get: () => channel.loop.waiting });
   channel.start();
   if (initial.conversation_id) {

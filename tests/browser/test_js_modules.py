@@ -289,3 +289,83 @@ def test_tokens_per_second_counts_only_live_tokens(js):
     assert result["rate"] == 10.0  # 10 live tokens over 1 s, not (60 + 10) tokens
     assert result["tokens"] == 110
     assert result["state"] == "ended"
+
+
+# --- The retry loop shared by the answer stream and the event channel --------------------------
+
+RETRY_LOOP = """
+    const { RetryLoop, AttemptFailed } = m;
+    const config = { wakeJitterMs: 0 };
+    const tick = () => new Promise((resolve) => setTimeout(resolve, 10));
+    const until = async (condition) => { for (let i = 0; i < 300 && !condition(); i++) await tick(); return condition(); };
+    let online = true;
+    Object.defineProperty(navigator, 'onLine', { configurable: true, get: () => online });
+    const results = {};
+
+    // A 404 is final: one attempt, one onFailure that stops it, and the loop is closed.
+    {
+        const log = [];
+        const loop = new RetryLoop({
+            config,
+            attempt: async () => { log.push('attempt'); throw new AttemptFailed('gone', { retryable: false, status: 404 }); },
+            onFailure: (failure, { failures }) => { log.push(`failure ${failure.status} ${failures}`); return failure.retryable ? 0 : null; },
+        });
+        await loop.run();
+        results.final = { log, closed: loop.closed };
+    }
+
+    // Offline: no attempt and no failure until `online`; a failure that comes with going offline is no strike.
+    {
+        const log = [];
+        let calls = 0;
+        const loop = new RetryLoop({
+            config,
+            attempt: async () => {
+                calls++;
+                log.push(`attempt ${calls}`);
+                if (calls === 1) { online = false; throw new AttemptFailed('The connection was lost.'); }
+                return true;
+            },
+            onFailure: () => { log.push('failure'); return 0; },
+            onOffline: () => log.push('offline'),
+        });
+        const running = loop.run();
+        await until(() => loop.waiting === 'online');
+        const waiting = loop.waiting;
+        online = true;
+        window.dispatchEvent(new Event('online'));
+        await running;
+        results.offline = { log, waiting, failures: loop.failures };
+    }
+
+    // A long backoff ends at once when the page becomes visible; a poll is not a failure.
+    {
+        const log = [];
+        let calls = 0;
+        const loop = new RetryLoop({
+            config,
+            attempt: async () => {
+                calls++;
+                log.push(`attempt ${calls}`);
+                if (calls === 1) return 5; // poll again in 5 ms
+                if (calls === 2) throw new AttemptFailed('No data for 10 s.');
+                return true;
+            },
+            onFailure: (failure, { failures }) => { log.push(`failure ${failures}`); return 1e9; },
+        });
+        const running = loop.run();
+        await until(() => loop.waiting === 'backoff');
+        document.dispatchEvent(new Event('visibilitychange'));
+        await running;
+        results.visible = { log };
+    }
+    delete navigator.onLine;
+    return results;
+"""
+
+
+def test_retry_loop_final_errors_offline_and_wake_ups(js):
+    results = run(js, "recovery.js", RETRY_LOOP)
+    assert results["final"] == {"log": ["attempt", "failure 404 0"], "closed": True}
+    assert results["offline"] == {"log": ["attempt 1", "offline", "attempt 2"], "waiting": "online", "failures": 0}
+    assert results["visible"] == {"log": ["attempt 1", "attempt 2", "failure 1", "attempt 3"]}
