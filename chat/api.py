@@ -1,30 +1,23 @@
-"""The JSON API under /api/: thin views that parse, call one action, and shape the answer."""
+"""The chat routes of the JSON API (mounted in project/api.py): thin views that parse, call one action, shape the answer."""
 
-import base64
-import binascii
-import json
-import logging
 from datetime import datetime
-from pathlib import Path as FilePath
 from typing import Literal
 from uuid import UUID
 
-from asgiref.sync import iscoroutinefunction
-from django.conf import settings
 from django.contrib.auth import aauthenticate
 from django.contrib.auth.signals import user_logged_in
-from django.core.exceptions import RequestDataTooBig
 from django.db.models import Q
-from django.http import Http404, HttpResponse, JsonResponse
-from django.utils.decorators import sync_and_async_middleware
-from ninja import Header, NinjaAPI, Path, Query, Swagger
-from ninja.errors import AuthenticationError, HttpError, ValidationError
+from django.http import Http404
+from ninja import Header, Path, Query, Router
 
 from . import actions
-from .auth import BearerAuth, SessionAuth, atoken_issue, token_revoke
-from .errors import ApiError, error_body
+from .answers import persisted_answer
+from .auth import atoken_issue, token_revoke
+from .db import db_work
+from .errors import ApiError
 from .jsonstream import InvalidJson, parse_document
 from .models import Conversation, Generation, Message
+from .pagination import MAX_ID, decode_cursor, encode_cursor, valid_id
 from .schemas import (
     ConversationIn,
     ConversationOut,
@@ -39,103 +32,13 @@ from .schemas import (
     TokenIn,
     TokenOut,
 )
-from .answers import persisted_answer
-from .db import db_work
 from .transports.sse import generation_stream_response
 
-logger = logging.getLogger(__name__)
-
-DOCS_DIR = FilePath(settings.BASE_DIR) / "docs"
-GUIDES = {"protocol.md", "mobile.md"}
-
-DESCRIPTION = """\
-Conversations with an LLM whose answers stream over Server-Sent Events and WebSockets and resume by event id.
-
-**Authentication.** Mobile clients: `POST /api/auth/token` with a username and password, then send
-`Authorization: Bearer <token>`. Browsers: the Django session, with the `X-CSRFToken` header on unsafe methods.
-
-**Streams** are not JSON and are described in [the wire protocol](/api/guide/protocol.md):
-`GET /api/generations/{id}/stream` (SSE, resumable with `Last-Event-ID`), the same events over a
-WebSocket at `/ws/generations/{id}/`, and `json` events for `response_format: "json"`.
-
-**Live events.** `GET /api/events/` is the user's own Server-Sent Events channel: conversation created,
-renamed and deleted, and generation started, completed, interrupted, failed and cancelled. It resumes by its
-own `Last-Event-ID`. See [the mobile guide](/api/guide/mobile.md).
-
-**Retries.** `POST` of a message (and regenerate) honours an `Idempotency-Key` header.
-
-**Errors** always have the shape `{"error": {"code", "message", "field"}}`.
-"""
-
-api = NinjaAPI(
-    title="Chat streaming API",
-    version="1",
-    description=DESCRIPTION,
-    auth=[BearerAuth(), SessionAuth()],
-    urls_namespace="api",
-    # Served from ninja's bundled static files; no validator badge, which would call out to swagger.io.
-    docs=Swagger(settings={"validatorUrl": None, "persistAuthorization": True}),
-)
-
-# Postgres and SQLite both store ids as signed 64-bit integers.
-MAX_ID = 2**63 - 1
+router = Router()
 
 
 def errors(*codes: int) -> dict:
     return {code: ErrorOut for code in codes}
-
-
-# --- Errors: one shape everywhere ------------------------------------------
-
-
-@api.exception_handler(ApiError)
-def on_api_error(request, exc: ApiError):
-    response = api.create_response(request, error_body(exc.code, exc.message, exc.field), status=exc.status)
-    if exc.retry_after is not None:
-        response["Retry-After"] = str(exc.retry_after)
-    elif exc.status == 429:
-        response["Retry-After"] = "5" if exc.code == "too_many_generations" else "60"
-    return response
-
-
-@api.exception_handler(ValidationError)
-def on_validation_error(request, exc: ValidationError):
-    first = exc.errors[0] if exc.errors else {}
-    location = [
-        str(part) for part in first.get("loc", ()) if part not in ("body", "payload", "query", "path", "header")
-    ]
-    message = first.get("msg", "invalid input").removeprefix("Value error, ")
-    return api.create_response(request, error_body("invalid", message, ".".join(location) or None), status=400)
-
-
-@api.exception_handler(HttpError)
-def on_http_error(request, exc: HttpError):
-    code = "malformed_json" if exc.status_code == 400 else "error"
-    return api.create_response(request, error_body(code, str(exc)), status=exc.status_code)
-
-
-@api.exception_handler(AuthenticationError)
-def on_unauthenticated(request, exc):
-    return api.create_response(request, error_body("unauthenticated", "Log in or send a bearer token."), status=401)
-
-
-@api.exception_handler(Http404)
-def on_not_found(request, exc):
-    return api.create_response(request, error_body("not_found", str(exc) or "Not found."), status=404)
-
-
-@api.exception_handler(RequestDataTooBig)
-def on_body_too_big(request, exc):
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    return api.create_response(
-        request, error_body("body_too_large", f"The request body is larger than {limit} bytes."), status=413
-    )
-
-
-@api.exception_handler(Exception)
-def on_unexpected(request, exc):
-    logger.exception("unexpected error in %s %s", request.method, request.path)
-    return api.create_response(request, error_body("internal_error", "Something went wrong on our side."), status=500)
 
 
 # --- Lookups that enforce ownership: another user's object is a 404 -------
@@ -186,34 +89,10 @@ async def generation_out(generation: Generation, *, with_text: bool = True) -> d
     return data
 
 
-# --- Cursors: opaque to clients, keyset pagination underneath -------------------
-
-
-def encode_cursor(*parts) -> str:
-    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
-
-
-def decode_cursor(raw: str, kind: str, length: int) -> list:
-    """The `length` parts of a cursor this API gave out for `kind`; anything else is a 400."""
-    try:
-        parts = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-        if isinstance(parts, list) and len(parts) == length + 1 and parts[0] == kind:
-            return parts[1:]
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        pass
-    raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out for this list.", "cursor")
-
-
-def valid_id(value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ID:
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out for this list.", "cursor")
-    return value
-
-
 # --- Auth ---------------------------------------------------------------------
 
 
-@api.post("/auth/token", auth=None, response={201: TokenOut, **errors(400, 401, 413, 429)}, tags=["auth"])
+@router.post("/auth/token", auth=None, response={201: TokenOut, **errors(400, 401, 413, 429)}, tags=["auth"])
 async def issue_token(request, payload: TokenIn):
     """Exchange a username and password for a bearer token.
 
@@ -231,7 +110,7 @@ async def issue_token(request, payload: TokenIn):
     return 201, {"token": raw_key, "expires_at": token.expires_at}
 
 
-@api.delete("/auth/token", response={204: None, **errors(400, 401, 403)}, tags=["auth"])
+@router.delete("/auth/token", response={204: None, **errors(400, 401, 403)}, tags=["auth"])
 async def revoke_token(request):
     """Revoke the bearer token this request is authenticated with."""
     token = getattr(request, "api_token", None)
@@ -257,7 +136,7 @@ CURSOR = Query(
 )
 
 
-@api.get("/conversations", response={200: ConversationPage, **errors(400, 401)}, tags=["conversations"])
+@router.get("/conversations", response={200: ConversationPage, **errors(400, 401)}, tags=["conversations"])
 async def list_conversations(
     request, cursor: str | None = CURSOR, limit: int = Query(20, ge=1, le=100)
 ):
@@ -285,19 +164,19 @@ async def list_conversations(
     return {"items": rows, "next_cursor": next_cursor}
 
 
-@api.post("/conversations", response={201: ConversationOut, **errors(400, 401, 403, 413)}, tags=["conversations"])
+@router.post("/conversations", response={201: ConversationOut, **errors(400, 401, 403, 413)}, tags=["conversations"])
 async def create_conversation(request, payload: ConversationIn):
     return 201, await actions.conversation_create(owner=request.auth, title=payload.title)
 
 
-@api.get(
+@router.get(
     "/conversations/{conversation_id}", response={200: ConversationOut, **errors(400, 401, 404)}, tags=["conversations"]
 )
 async def get_conversation(request, conversation_id: int = ConversationId):
     return await owned_conversation(request, conversation_id)
 
 
-@api.patch(
+@router.patch(
     "/conversations/{conversation_id}",
     response={200: ConversationOut, **errors(400, 401, 403, 404, 413)},
     tags=["conversations"],
@@ -307,7 +186,7 @@ async def rename_conversation(request, payload: ConversationRenameIn, conversati
     return await actions.conversation_rename(conversation=conversation, title=payload.title)
 
 
-@api.delete(
+@router.delete(
     "/conversations/{conversation_id}", response={204: None, **errors(400, 401, 403, 404, 409)}, tags=["conversations"]
 )
 async def delete_conversation(request, conversation_id: int = ConversationId):
@@ -320,7 +199,7 @@ async def delete_conversation(request, conversation_id: int = ConversationId):
 # --- Messages -----------------------------------------------------------------------
 
 
-@api.get(
+@router.get(
     "/conversations/{conversation_id}/messages",
     response={200: MessagePage, **errors(400, 401, 404)},
     tags=["messages"],
@@ -384,7 +263,7 @@ IDEMPOTENCY_KEY = Header(
 )
 
 
-@api.post(
+@router.post(
     "/conversations/{conversation_id}/messages",
     response={200: PostedMessageOut, 201: PostedMessageOut, **errors(400, 401, 403, 404, 409, 413, 429)},
     by_alias=True,
@@ -424,7 +303,7 @@ async def answer_out(answer: actions.Answer) -> tuple[int, dict]:
 # --- Generations ---------------------------------------------------------------------
 
 
-@api.get(
+@router.get(
     "/generations/{generation_id}",
     response={200: GenerationOut, **errors(400, 401, 404)},
     by_alias=True,
@@ -435,7 +314,7 @@ async def get_generation(request, generation_id: UUID):
     return await generation_out(await owned_generation(request, generation_id))
 
 
-@api.post(
+@router.post(
     "/generations/{generation_id}/cancel",
     response={200: GenerationOut, **errors(400, 401, 403, 404)},
     by_alias=True,
@@ -447,7 +326,7 @@ async def cancel_generation(request, generation_id: UUID):
     return await generation_out(await actions.generation_cancel(generation=generation))
 
 
-@api.post(
+@router.post(
     "/generations/{generation_id}/regenerate",
     response={200: PostedMessageOut, 201: PostedMessageOut, **errors(400, 401, 403, 404, 409, 413, 429)},
     by_alias=True,
@@ -472,7 +351,7 @@ async def regenerate_generation(
     return await answer_out(answer)
 
 
-@api.get(
+@router.get(
     "/generations/{generation_id}/stream",
     response={200: None, **errors(400, 401, 404)},
     tags=["generations"],
@@ -486,43 +365,3 @@ async def regenerate_generation(
 async def stream_generation(request, generation_id: UUID):
     generation = await owned_generation(request, generation_id)
     return await generation_stream_response(request, generation)
-
-
-# --- Guides linked from the description -------------------------------------------------
-
-
-@api.get("/guide/{name}", auth=None, include_in_schema=False)
-def guide(request, name: str):
-    """Serve docs/protocol.md and docs/mobile.md, so the links in the spec work offline."""
-    if name not in GUIDES or not (DOCS_DIR / name).is_file():
-        raise Http404("No such guide.")
-    return HttpResponse((DOCS_DIR / name).read_text(), content_type="text/markdown; charset=utf-8")
-
-
-@sync_and_async_middleware
-def method_not_allowed_middleware(get_response):
-    """ninja answers a wrong method with a bare-text 405: give it the API's error shape (and keep `Allow`)."""
-
-    def reshape(request, response):
-        if response.status_code == 405 and request.path.startswith("/api/") and not isinstance(response, JsonResponse):
-            allowed = response.get("Allow", "")
-            response = JsonResponse(error_body("method_not_allowed", f"Use {allowed} on this path."), status=405)
-            response["Allow"] = allowed
-        return response
-
-    if iscoroutinefunction(get_response):
-
-        async def middleware(request):
-            return reshape(request, await get_response(request))
-
-    else:
-
-        def middleware(request):
-            return reshape(request, get_response(request))
-
-    return middleware
-
-
-def not_found(request, path: str = ""):
-    """Any other path under /api/: a 404 in the API's error shape, not an HTML page."""
-    return JsonResponse(error_body("not_found", f"No API endpoint at {request.path}."), status=404)

@@ -68,7 +68,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "chat.api.method_not_allowed_middleware",
+    "chat.middleware.method_not_allowed_middleware",
     # Last, as django-axes asks: it turns a locked-out login's answer into a 429.
     "axes.middleware.AxesMiddleware",
 ]

@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from chat import live, pages
-from chat.api import api, not_found
+from project.api import api, not_found
 
 urlpatterns = [
     path("admin/", admin.site.urls),
