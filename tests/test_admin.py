@@ -359,7 +359,6 @@ def test_api_tokens_are_listed_without_their_hash_and_can_be_revoked(admin_clien
 
 
 def test_api_token_admin_is_staff_only(client, django_user_model):
-    django_user_model.objects.create_user("dave", password="x")
-    client.login(username="dave", password="x")
+    client.force_login(django_user_model.objects.create_user("dave", password="x"))
     response = client.get(reverse("admin:chat_apitoken_changelist"))
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
