@@ -126,7 +126,7 @@ if REDIS_URL:
 else:
     # Single process only, as Channels documents; set REDIS_URL to scale out.
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "chat.layers.ThrottledInMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
     }
 
 LANGUAGE_CODE = "en-us"
@@ -239,8 +239,6 @@ CHAT_UPSTREAM_STALL_S = env_float("CHAT_UPSTREAM_STALL_S", 10.0)
 # Tokens are written to the database in batches: whichever comes first.
 CHAT_FLUSH_INTERVAL_S = env_float("CHAT_FLUSH_INTERVAL_S", 0.05)
 CHAT_FLUSH_MAX_TOKENS = env_int("CHAT_FLUSH_MAX_TOKENS", 64)
-# Tokens buffered between the upstream read and the publish/persist loop.
-CHAT_UPSTREAM_BUFFER_TOKENS = env_int("CHAT_UPSTREAM_BUFFER_TOKENS", 4096)
 # Each process refreshes the heartbeat of the generations it runs this often.
 CHAT_HEARTBEAT_S = env_float("CHAT_HEARTBEAT_S", 2.0)
 CHAT_HEARTBEAT_STALE_S = env_float("CHAT_HEARTBEAT_STALE_S", 30.0)
