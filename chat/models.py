@@ -7,6 +7,8 @@ from django.db import models
 class Conversation(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
     title = models.CharField(max_length=200, blank=True, default="")
+    # The id (CHAT_MODELS) of the model its last message asked for: the next one's default.
+    model = models.CharField(max_length=100, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -24,6 +26,9 @@ class Message(models.Model):
         ASSISTANT = "assistant"
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    # The message this one follows: a tree, whose branches are edits (users' messages with one
+    # parent) and versions (answers to one user message). Null for a first message.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -67,6 +72,8 @@ class Generation(models.Model):
     )
     provider = models.CharField(max_length=32)
     model = models.CharField(max_length=128, blank=True, default="")
+    # Which answer to its user message this is (0 for the first): the simulated model varies by it.
+    variant = models.PositiveIntegerField(default=0)
     response_format = models.CharField(max_length=16, default="text")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     # Set by the model for a normal end: "stop", "length", "invalid_json".
