@@ -58,6 +58,8 @@ async def test_one_user_cannot_hold_more_than_their_streams_across_transports(st
         )
         channel = await alice.http.get("/api/events/")
         assert channel.status_code == 429 and channel.json()["error"]["code"] == "too_many_streams"
+        durable = await alice.http.get(f"/ds/v1/stream/generations/{generation}", params={"offset": "-1", "live": "sse"})
+        assert durable.status_code == 429 and durable.headers["Retry-After"] == "5"
 
         # Someone else is not affected.
         bobs = (await bob.ask("bob's answer"))["generation"]["id"]

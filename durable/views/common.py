@@ -2,14 +2,15 @@
 
 import functools
 import re
-from contextlib import aclosing
 
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
+from chat.admission import get_admission
 from chat.auth import bearer_key, request_user
-from chat.errors import error_body
+from chat.errors import ApiError, error_body
+from chat.transports.sse import EventStreamResponse as ChatEventStreamResponse
 
 from ..conf import setting
 from ..protocol import CORS_HEADERS, SECURITY_HEADERS, ProtocolError
@@ -73,9 +74,30 @@ async def authenticated(handler, request, kwargs) -> HttpResponse:
         rejection = csrf_rejection(request)
         if rejection is not None:
             raise ProtocolError(403, "csrf_failed", "CSRF check failed: send the X-CSRFToken header, or use a bearer token.")
-        return await handler(request, user, **kwargs)
+        if request.method != "GET" or request.GET.get("live") not in ("sse", "long-poll"):
+            return await handler(request, user, **kwargs)
+        return await holding_a_stream_slot(handler, request, user, kwargs)
     except ProtocolError as error:
         return error_response(error, request.method)
+
+
+async def holding_a_stream_slot(handler, request, user, kwargs) -> HttpResponse:
+    """A live read is an open stream: it counts toward the user's and the process's limits (chat/admission.py)."""
+    admission = get_admission()
+    try:
+        slot = await admission.open_stream(user.pk)
+    except ApiError as error:
+        raise ProtocolError(error.status, error.code, error.message, {"Retry-After": str(error.retry_after)}) from None
+    try:
+        response = await handler(request, user, **kwargs)
+    except BaseException:
+        await admission.close_stream(slot)
+        raise
+    if response.streaming:
+        admission.hold_until_closed(response, slot)
+    else:
+        await admission.close_stream(slot)  # A long-poll: answered, so closed.
+    return response
 
 
 def read_body(request) -> bytes:
@@ -116,7 +138,7 @@ def live_mode(request, offset) -> str | None:
     return live
 
 
-class EventStreamResponse(StreamingHttpResponse):
+class EventStreamResponse(ChatEventStreamResponse):
     """An SSE response whose body is closed as soon as Django stops sending (not at garbage collection)."""
 
     def __init__(self, body, *, base64: bool = False):
@@ -125,8 +147,3 @@ class EventStreamResponse(StreamingHttpResponse):
         self["X-Accel-Buffering"] = "no"  # Tells nginx not to buffer the stream.
         if base64:
             self["Stream-SSE-Data-Encoding"] = "base64"
-
-    async def __aiter__(self):
-        async with aclosing(self._iterator) as body:
-            async for part in body:
-                yield part
