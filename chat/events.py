@@ -35,7 +35,9 @@ class StreamEvent:
 
     @cached_property
     def sse(self) -> bytes:
-        return sse.encode(self.data, event=self.name, id=self.id)
+        # `sse.encode` without its line splitting: JSON has no raw newline, and
+        # names and ids are ours. Computed per token, so it is kept short.
+        return f"id: {self.id}\nevent: {self.name}\ndata: {self.data}\n\n".encode()
 
     @cached_property
     def ws(self) -> str:
@@ -59,6 +61,14 @@ class Token(StreamEvent):
 
     def payload(self) -> dict:
         return {"seq": self.last_seq, "text": self.text}
+
+    @cached_property
+    def data(self) -> str:
+        return f'{{"seq":{self.last_seq},"text":{json.dumps(self.text, ensure_ascii=False)}}}'
+
+    @cached_property
+    def ws(self) -> str:
+        return f'{{"type":"{self.name}","id":{self.last_seq},"seq":{self.last_seq},"text":{json.dumps(self.text, ensure_ascii=False)}}}'
 
     def to_message(self) -> dict:
         message = {"type": "gen.token", "first_seq": self.first_seq, "last_seq": self.last_seq, "text": self.text}

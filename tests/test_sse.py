@@ -48,3 +48,15 @@ def test_hub_messages_round_trip():
     assert from_message(end.to_message()).payload() == end.payload()
     token = Token(4, 4, "x")
     assert from_message(token.to_message()).payload() == token.payload()
+
+
+@pytest.mark.parametrize("text", ['hé "quoted" \\ back', "line\nbreak\r\nand\rreturn", "</script>\u2028\u2029", ""])
+def test_per_token_encodings_equal_the_generic_ones(text):
+    """Token events have hand-written encodings (they are built once per token): they must not drift."""
+    from chat.events import Snapshot, dumps
+
+    for event in (Token(3, 4, text), Snapshot(1, 9, text)):
+        assert event.data == dumps(event.payload())
+        assert event.ws == dumps({"type": event.name, "id": event.id, **event.payload()})
+        assert event.sse == encode(event.data, event=event.name, id=event.id)
+        assert event.sse.count(b"\n") == 4  # One data line: JSON escapes every newline.
