@@ -119,9 +119,14 @@ async def test_messages_list_pages_both_ways_and_names_generations(alice_api):
         assert user["generation"] is None and user["reply_to"] is None
         assert assistant["reply_to"] == user["id"]
         assert assistant["content"] == generation["text"]
+        # Without edits or regenerates, one branch: each message follows the one before it.
+        assert user["parent_id"] == (None if user is ascending[0] else ascending[ascending.index(user) - 1]["id"])
+        assert assistant["parent_id"] == user["id"]
         assert assistant["generation"] == {
             "id": generation["id"],
             "status": "complete",
+            "model": "simulated-1",
+            "response_format": "text",
             "stream_url": f"/api/generations/{generation['id']}/stream",
             "ws_url": f"/ws/generations/{generation['id']}/",
         }
@@ -204,7 +209,7 @@ async def test_delete_cancels_the_running_answer(slow_api):
     await asyncio.wait_for(following.wait(), 30)
     response = await slow_api.request("DELETE", f"/api/conversations/{answer['message']['conversation_id']}")
     assert response.status_code == 204, response.text
-    read = await asyncio.wait_for(reader, 15)
+    read = await asyncio.wait_for(reader, 30)
     assert read.terminal is not None and read.terminal.event == "cancelled", "an open stream ends, not hangs"
     error_of(await slow_api.request("GET", f"/api/generations/{generation_id}"), 404)
     error_of(await slow_api.request("GET", f"/api/generations/{generation_id}/stream"), 404)

@@ -10,27 +10,11 @@ import json
 import pytest
 
 from chat.llm import CONTINUE_INSTRUCTION
-from tests.support.client import ChatClient
+from tests.support.client import logged_in, shown_text
 from tests.support.openai_upstream import OpenAIUpstream, echo_reply
 from tests.support.operator import admin_action, operator_client, started_id
-from tests.support.server import USERS
 
 PROMPT = "How should a mobile client resume an answer after losing the network?"
-
-
-async def logged_in(server) -> ChatClient:
-    return await ChatClient(server.url).login("alice", USERS["alice"])
-
-
-def shown_text(events) -> str:
-    """What a client displays: token texts appended, a snapshot's text replacing everything before it."""
-    text = ""
-    for event in events:
-        if event.event == "snapshot":
-            text = json.loads(event.data)["text"]
-        elif event.event == "token":
-            text += json.loads(event.data)["text"]
-    return text
 
 
 def ids(events) -> list[int]:

@@ -13,6 +13,7 @@ from tests.conftest import require_backend, require_redis
 from tests.support.api import api_client
 from tests.support.client import ChatClient
 from tests.support.server import USERS, LiveServer
+from tests.support.wait import eventually
 
 PROMPT = "How does a second device learn about new chats?"
 
@@ -26,7 +27,6 @@ class Channel:
         self.params = params
         self.events: list = []
         self.opened = asyncio.Event()
-        self.arrived = asyncio.Event()
         self.status_code: int | None = None
         self.task: asyncio.Task | None = None
 
@@ -45,26 +45,19 @@ class Channel:
                     self.opened.set()
                 elif event.event != "keep-alive":
                     self.events.append(event)
-                    self.arrived.set()
 
     def data(self, kind: str) -> list[dict]:
         return [json.loads(e.data) for e in self.events if e.event == kind]
 
-    async def wait_for(self, predicate, timeout: float = 10.0):
+    async def wait_for(self, predicate):
         """The first event matching `predicate(event_name, data)`, waiting for it if need be."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            for event in self.events:
-                if predicate(event.event, json.loads(event.data)):
-                    return event
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                raise AssertionError(f"no matching event; got {[(e.event, e.data) for e in self.events]}")
-            self.arrived.clear()
-            try:
-                await asyncio.wait_for(self.arrived.wait(), remaining)
-            except TimeoutError:
-                pass
+        def matches(event) -> bool:
+            return predicate(event.event, json.loads(event.data))
+
+        events = await eventually(
+            lambda: list(self.events), until=lambda events: any(map(matches, events)), what="a matching event"
+        )
+        return next(filter(matches, events))
 
 
 @asynccontextmanager
@@ -72,7 +65,7 @@ async def listening(http: httpx.AsyncClient, last_event_id: str | None = None, p
     channel = Channel(http, last_event_id, params)
     channel.task = asyncio.get_running_loop().create_task(channel.run())
     try:
-        await asyncio.wait_for(channel.opened.wait(), 10)
+        await asyncio.wait_for(channel.opened.wait(), 30)
         yield channel
     finally:
         channel.task.cancel()
@@ -139,16 +132,14 @@ async def test_resume_after_a_cut_replays_what_was_missed(alice_api):
 
 async def test_the_channel_is_private(server):
     async with api_client(server.url, "alice") as alice, api_client(server.url, "bob") as bob:
-        async with listening(bob.http) as bobs:
+        async with listening(bob.http) as bobs, listening(alice.http) as alices:
             secret = await alice.new_conversation("alice only")
+            alice_id = (await alices.wait_for(about(secret["id"]))).id
+            # Sent after alice's event reached her: a channel that leaked it would have sent it first.
             marker = await bob.new_conversation("bob's marker")
             await bobs.wait_for(about(marker["id"]))
-            await asyncio.sleep(0.3)
             assert secret["id"] not in [json.loads(e.data).get("conversation_id") for e in bobs.events]
         # Alice's channel ids are no good to bob.
-        async with listening(alice.http) as alices:
-            await alice.new_conversation("another")
-            alice_id = (await alices.wait_for(lambda n, d: n == "conversation.created")).id
         response = await bob.http.get("/api/events/", headers={"Last-Event-ID": alice_id})
         assert response.status_code == 400 and response.json()["error"]["field"] == "Last-Event-ID"
 

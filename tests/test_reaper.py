@@ -14,8 +14,9 @@ from django.core.management import call_command
 from chat.models import Generation
 from chat.reaper import reap_orphans
 from tests.support import factories
-from tests.support.client import ChatClient
-from tests.support.server import ROOT, TEST_ENV, USERS, LiveServer, manage
+from tests.support.client import ChatClient, logged_in
+from tests.support.server import ROOT, TEST_ENV, LiveServer, manage
+from tests.support.wait import eventually
 
 PROMPT = "Explain how a server should recover streams after a crash"
 
@@ -133,8 +134,13 @@ def test_concurrent_reapers_end_each_orphan_exactly_once(database_templates, bac
 # --- A real server, killed ------------------------------------------------------------
 
 
-async def logged_in(server) -> ChatClient:
-    return await ChatClient(server.url).login("alice", USERS["alice"])
+async def persisted_through(client: ChatClient, generation_id: str, seq: int) -> None:
+    """Wait until the generation's stored tokens reach `seq` (the API's last_seq counts stored chunks)."""
+    await eventually(
+        lambda: client.generation(generation_id),
+        until=lambda generation: generation["last_seq"] >= seq,
+        what=f"token {seq} of {generation_id} to be stored",
+    )
 
 
 def persisted_chunks(database_url: str, generation_id: str) -> list:
@@ -164,10 +170,7 @@ async def test_sigkilled_server_leaves_an_orphan_that_the_next_server_reaps(star
     async with await logged_in(server) as client:
         generation = await client.ask(PROMPT)
         early = await client.read_stream(generation["id"], max_events=3)
-        for _ in range(200):
-            if (await client.generation(generation["id"]))["last_seq"] >= 10:
-                break
-            await asyncio.sleep(0.05)
+        await persisted_through(client, generation["id"], 10)
     assert server.stop(signal.SIGKILL) == -signal.SIGKILL
 
     chunks = persisted_chunks(server.database_url, generation["id"])
@@ -218,24 +221,17 @@ async def test_a_live_worker_reaped_by_mistake_stops_and_leaves_a_consistent_str
         live = asyncio.create_task(client.read_stream(generation["id"]))
         # Reap only once what this client saw is persisted: tokens published but
         # not yet flushed when a worker is reaped are, by design, not part of the answer.
-        for _ in range(100):
-            if (await client.generation(generation["id"]))["last_seq"] >= int(first.last_id):
-                break
-            await asyncio.sleep(0.05)
+        await persisted_through(client, generation["id"], int(first.last_id))
         out = manage(
             "reap_generations", env={**TEST_ENV, "DATABASE_URL": server.database_url, "CHAT_HEARTBEAT_STALE_S": "0"}
         )
         assert f"{generation['id']} interrupted (worker_lost)" in out
         rest = await client.read_stream(generation["id"], last_event_id=first.last_id)
-        for _ in range(100):  # The worker notices at its next heartbeat, and stops.
-            if "was ended by someone else" in server.log():
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("the worker kept running a generation that had ended")
+        # The worker notices at its next heartbeat, and stops.
+        await eventually(lambda: "was ended by someone else" in server.log(), what="the worker to stop the ended run")
         replay = await client.read_stream(generation["id"])
         stored = await client.generation(generation["id"])
-        live = await asyncio.wait_for(live, 10)
+        live = await asyncio.wait_for(live, 30)
     assert live.answer == stored["text"], "a run that went on past its end is rewound by a snapshot"
     assert (stored["status"], stored["reason"]) == ("interrupted", "worker_lost")
     assert rest.terminal.event == replay.terminal.event == "interrupted"
@@ -253,6 +249,7 @@ async def test_after_kill_9_a_client_past_the_stored_end_gets_a_snapshot_without
     async with await logged_in(server) as client:
         generation = await client.ask(PROMPT)
         await client.read_stream(generation["id"], max_events=3)
+        await persisted_through(client, generation["id"], 1)  # Tokens arrive live before they are stored.
     assert server.stop(signal.SIGKILL) == -signal.SIGKILL
     chunks = persisted_chunks(server.database_url, generation["id"])
     persisted_text = "".join("".join(tokens) for _first, _last, tokens in chunks)

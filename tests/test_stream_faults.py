@@ -6,24 +6,10 @@ import signal
 
 import pytest
 
-from tests.support.client import ChatClient
+from tests.support.client import logged_in
 from tests.support.openai_upstream import OpenAIUpstream, echo_reply
-from tests.support.server import USERS
 
 PROMPT = "Explain backpressure in streaming systems"
-
-
-async def logged_in(server, name="alice") -> ChatClient:
-    return await ChatClient(server.url).login(name, USERS[name])
-
-
-async def wait_status(client, generation_id, statuses=("complete", "interrupted", "failed", "cancelled"), tries=200):
-    for _ in range(tries):
-        generation = await client.generation(generation_id)
-        if generation["status"] in statuses:
-            return generation
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"generation stayed {generation['status']}")
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +92,13 @@ async def test_cancel_ends_a_resumed_stream(start_server, backend):
     async with await logged_in(server) as client:
         generation = await client.ask(PROMPT)
         first = await client.read_stream(generation["id"], max_events=3)
-        resumed = asyncio.create_task(client.read_stream(generation["id"], last_event_id=first.last_id))
-        await asyncio.sleep(0.3)
+        following = asyncio.Event()
+        resumed = asyncio.create_task(
+            client.read_stream(generation["id"], last_event_id=first.last_id, first_event=following)
+        )
+        await asyncio.wait_for(following.wait(), 30)
         response = await client.post(f"/api/generations/{generation['id']}/cancel")
-        read = await asyncio.wait_for(resumed, 10)
+        read = await asyncio.wait_for(resumed, 30)
         stored = await client.generation(generation["id"])
         again = await client.post(f"/api/generations/{generation['id']}/cancel")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
