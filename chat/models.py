@@ -87,14 +87,21 @@ class Generation(models.Model):
     token_count = models.PositiveIntegerField(default=0)
     usage = models.JSONField(default=dict, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # The process running it ("host:pid:tag"); empty while it waits in the queue for a worker.
     worker = models.CharField(max_length=128, blank=True, default="")
+    # Times a process started running it: 1, plus one per hand-on to another worker.
+    runs = models.PositiveIntegerField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     first_token_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+        indexes = [
+            models.Index(fields=["status", "heartbeat_at"]),
+            # The workers' queue: only the unclaimed rows, oldest first.
+            models.Index(fields=["created_at"], condition=models.Q(status="queued", worker=""), name="generation_queue"),
+        ]
 
     def __str__(self):
         return f"Generation {self.id} ({self.status})"
@@ -102,6 +109,20 @@ class Generation(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL_STATUSES
+
+
+class Worker(models.Model):
+    """A `manage.py run_generations` process, as its last heartbeat saw it: its load, and whether it drains."""
+
+    name = models.CharField(max_length=128, primary_key=True)  # The `worker` of the generations it runs.
+    capacity = models.PositiveIntegerField()
+    running = models.PositiveIntegerField(default=0)
+    draining = models.BooleanField(default=False)
+    started_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.name} ({self.running}/{self.capacity})"
 
 
 class TokenChunk(models.Model):

@@ -5,9 +5,12 @@ still `queued` or `streaming` whose heartbeat (or, if it never had one, its
 creation) is older than CHAT_HEARTBEAT_STALE_S has lost its worker: it was
 killed, or its machine died. The reaper ends it `interrupted` / `worker_lost`,
 keeping every persisted token as the message text, and publishes the end so
-that its followers finish.
+that its followers finish. In worker mode (CHAT_RUNNER=workers) with
+CHAT_AUTO_CONTINUE it puts the generation back in the queue instead, and
+another worker continues it in place; an answer no worker claims within
+CHAT_QUEUE_TIMEOUT_S ends `worker_lost` too.
 
-It runs in every server process, from the first request on and then every
+It runs in every server process and every worker, from the first request on and then every
 CHAT_REAPER_INTERVAL_S, and as `manage.py reap_generations`. Any number of
 reapers may run at once: each generation is ended in one conditional,
 locked transaction that re-checks the status and the heartbeat, so exactly one
@@ -25,10 +28,12 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.signals import request_started
 from django.db import close_old_connections
 from django.db.models import Q
+from django.utils import timezone
 
 from . import runner
 from .actions import generation_end_orphan, stale_before, stale_heartbeat
 from .actions.ends import generations_ended
+from .actions.queue import generation_hand_on, may_hand_on
 from .db import db_work
 from .models import Generation
 
@@ -64,35 +69,55 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def orphan_condition(*, dead_workers=()) -> Q:
+    """Active generations nobody runs: their worker is dead or silent, or no worker claimed them in time."""
+    queue_timeout_s = settings.CHAT_QUEUE_TIMEOUT_S if settings.CHAT_RUNNER == "workers" else settings.CHAT_HEARTBEAT_STALE_S
+    queue_before = timezone.now() - timezone.timedelta(seconds=queue_timeout_s)
+    claimed = ~Q(worker="")
+    return (claimed & (stale_heartbeat(stale_before()) | Q(worker__in=list(dead_workers)))) | (
+        Q(worker="") & stale_heartbeat(queue_before)
+    )
+
+
 def orphans(*, exclude=(), dead_workers=()):
     """The active generations whose heartbeat is stale or whose worker is dead, oldest first."""
     return (
         Generation.objects.filter(status__in=Generation.ACTIVE_STATUSES)
-        .filter(stale_heartbeat(stale_before()) | Q(worker__in=list(dead_workers)))
+        .filter(orphan_condition(dead_workers=dead_workers))
         .exclude(pk__in=list(exclude))
         .order_by("created_at")
     )
 
 
 def reap_orphans(*, exclude=()) -> list[Generation]:
-    """End the orphaned generations, except those in `exclude`; return the ones this call ended."""
+    """End the orphaned generations, except those in `exclude`; return the ones this call ended.
+
+    In worker mode (CHAT_AUTO_CONTINUE) a claimed one goes back to the queue
+    instead, and another worker continues it in place.
+    """
     close_old_connections()
-    cutoff, dead = stale_before(), dead_local_workers()
+    dead = dead_local_workers()
+    condition = orphan_condition(dead_workers=dead)
     reaped = []
-    found = orphans(exclude=exclude, dead_workers=dead).values_list("pk", "worker", "heartbeat_at")[:REAP_BATCH]
-    for generation_id, worker, heartbeat_at in found:
+    found = orphans(exclude=exclude, dead_workers=dead).values_list("pk", "worker", "heartbeat_at", "runs")[:REAP_BATCH]
+    for generation_id, worker, heartbeat_at, runs in found:
         if worker in dead:
             error = f"worker {worker} is gone (its process no longer exists)"
-        else:
+        elif worker or settings.CHAT_RUNNER != "workers":
             since = f"since {heartbeat_at:%Y-%m-%d %H:%M:%S} UTC" if heartbeat_at else "ever"
             error = f"no heartbeat from worker {worker or '(none)'} {since}"
+        else:
+            error = f"no worker took it within {settings.CHAT_QUEUE_TIMEOUT_S:g} s"
+        if worker and may_hand_on(runs):
+            if generation_hand_on(generation_id, condition=condition) is not None:
+                logger.warning("handed generation %s on to another worker: %s", generation_id, error)
+            continue
         generation = generation_end_orphan(
             generation_id,
             status=Generation.Status.INTERRUPTED,
             reason=Generation.InterruptReason.WORKER_LOST,
             error=error,
-            stale_before=cutoff,
-            dead_workers=dead,
+            condition=condition,
         )
         if generation is not None:
             logger.warning("reaped generation %s: %s", generation.id, generation.error)

@@ -10,6 +10,13 @@ read); everything else it triggers is a synchronous hand-off. Every way a run
 can end goes through `finish`, which persists the remaining tokens and the
 terminal state in one transaction before the end is published, so no
 subscriber ever sees an end that the database does not have.
+
+The same run serves both modes (CHAT_RUNNER). In-process, the web process that
+took the POST starts it. In worker mode, a worker process claims the queued
+generation (chat.workers) and starts it after its persisted tokens; it then
+publishes each token only once it is persisted, so a worker that dies takes
+no token a client saw with it, and the next run goes on from exactly where
+every client is. A worker that stops hands its runs on instead of ending them.
 """
 
 import asyncio
@@ -23,10 +30,12 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
-from django.db.models import Case, Q, Value, When
+from django.db.models import Case, DateTimeField, F, Q, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .actions.ends import generation_ended
+from .actions.queue import may_hand_on, queue_notify
 from .db import db_work
 from .events import Alive, Cancel, End, Token
 from .hub import Hub, control_group, get_hub, stream_group
@@ -47,15 +56,41 @@ class _Fault:
     error: str = ""
 
 
+# Not an end: back to the queue, for another worker to go on from the last token.
+HAND_ON = _Fault(Generation.Status.QUEUED)
+
+
+def initial_worker() -> str:
+    """The `worker` of a new generation: this process in-process; nobody yet (the queue) in worker mode."""
+    return WORKER_ID if settings.CHAT_RUNNER == "inprocess" else ""
+
+
 class GenerationRun:
-    def __init__(self, generation: Generation, provider: Provider, messages: list[ChatMessage], hub: Hub):
+    def __init__(
+        self,
+        generation: Generation,
+        provider: Provider,
+        messages: list[ChatMessage],
+        hub: Hub,
+        *,
+        prefix: str | None = None,
+        after_seq: int | None = None,
+    ):
         self.generation_id = generation.id
         self.group = stream_group(generation.id)
         self.assistant_message_id = generation.assistant_message_id
         self.response_format = generation.response_format
-        self.prefix = ""  # Text already in the assistant message (a continuation).
-        self.first_seq = generation.first_seq
-        self.seq = generation.first_seq - 1
+        self.generation_first_seq = generation.first_seq
+        # A claimed run (worker mode) is given the text so far and its last seq; an
+        # in-process one reads the text (a continuation's prefix) in `start`.
+        self.claimed = prefix is not None
+        self.prefix = prefix or ""
+        self.first_seq = generation.first_seq if after_seq is None else after_seq + 1  # This run's first token.
+        self.seq = self.first_seq - 1
+        self.runs = generation.runs
+        self.durable_first = settings.CHAT_RUNNER == "workers"
+        self.persisted_seq = self.seq
+        self.saved_tail: TokenChunk | None = None  # The last chunk, written with the end or the hand-on.
         self.provider = provider
         self.messages = messages
         self.hub = hub
@@ -77,9 +112,9 @@ class GenerationRun:
         return Token(self.first_seq + start, self.first_seq + len(self.texts) - 1, "".join(parts), parts)
 
     def request_stop(self, status: str, reason: str = "") -> None:
-        """Ask the run to end as `status`; it flushes and finishes on its own."""
+        """Ask the run to end as `status` (`queued`: to hand on); it flushes and finishes on its own."""
         if self.stop_fault is None:
-            self.stop_fault = _Fault(status, reason)
+            self.stop_fault = HAND_ON if status == HAND_ON.status else _Fault(status, reason)
             if self.reader is not None:
                 self.reader.cancel()
 
@@ -88,7 +123,8 @@ class GenerationRun:
         # Cancels from other processes come through the hub; this process's go through request_stop.
         watch = loop.create_task(self.watch_control()) if self.hub.cross_process else None
         try:
-            await db_work(self.start)()
+            if not self.claimed:
+                await db_work(self.start)()
             if self.stop_fault is None:
                 self.reader = loop.create_task(self.consume())
                 await asyncio.wait([self.reader])
@@ -106,7 +142,7 @@ class GenerationRun:
         now = timezone.now()
         self.prefix = Message.objects.filter(pk=self.assistant_message_id).values_list("content", flat=True).get()
         Generation.objects.filter(pk=self.generation_id, status=Generation.Status.QUEUED).update(
-            status=Generation.Status.STREAMING, worker=WORKER_ID, heartbeat_at=now
+            status=Generation.Status.STREAMING, worker=WORKER_ID, heartbeat_at=now, runs=F("runs") + 1
         )
 
     async def consume(self) -> Finish | _Fault:
@@ -128,7 +164,8 @@ class GenerationRun:
                     self.pending.append(item)
                     if self.first_token_at is None:
                         self.first_token_at = timezone.now()
-                    self.hub.publish_nowait(self.group, Token(self.seq, self.seq, item))
+                    if not self.durable_first:
+                        self.hub.publish_nowait(self.group, Token(self.seq, self.seq, item))
                     writer.tokens_added(self)
             return self.fault_for_error("upstream ended without a finish")
         except TimeoutError:
@@ -161,12 +198,47 @@ class GenerationRun:
             generation_id=self.generation_id, first_seq=self.seq - len(tokens) + 1, last_seq=self.seq, tokens=tokens
         )
 
+    def persisted(self, chunk: TokenChunk) -> None:
+        """The writer committed `chunk`: in worker mode, now its tokens go out."""
+        self.persisted_seq = chunk.last_seq
+        if self.durable_first:
+            self.hub.publish_nowait(self.group, Token(chunk.first_seq, chunk.last_seq, "".join(chunk.tokens), chunk.tokens))
+
+    @property
+    def token_count(self) -> int:
+        return self.seq - self.generation_first_seq + 1
+
     def restore_pending(self, chunk: TokenChunk | None) -> None:
         """Take back a chunk whose write failed; the next write retries it."""
         if chunk is not None:
             self.pending = chunk.tokens + self.pending
 
     async def finish(self, outcome: Finish | _Fault) -> None:
+        if outcome is HAND_ON:
+            end, write = None, self.persist_hand_on
+        else:
+            end = await self.end_for(outcome)
+            write = lambda chunk: self.persist_end(end, chunk)  # noqa: E731
+        writer = get_writer()
+        result = end
+        try:
+            for attempt in range(3):
+                try:
+                    result = await writer.finish(self, write)
+                    break
+                except Exception:
+                    logger.exception("could not record the end of generation %s (attempt %d)", self.generation_id, attempt + 1)
+                    await asyncio.sleep(0.5 * (attempt + 1))
+        finally:
+            writer.remove(self)
+        if self.saved_tail is not None:
+            self.persisted(self.saved_tail)  # Before the end, which `publish` sends after the group's tokens.
+        if result is None:
+            return  # Handed on, or another worker runs it now: not ours to end.
+        self.end = result
+        await generation_ended(self.generation_id, result, hub=self.hub)
+
+    async def end_for(self, outcome: Finish | _Fault) -> End:
         if isinstance(outcome, Finish):
             status, reason, error = Generation.Status.COMPLETE, "", ""
             finish_reason, usage = outcome.reason, outcome.usage
@@ -179,51 +251,72 @@ class GenerationRun:
         else:
             status, reason, error = outcome.status, outcome.reason, outcome.error
             finish_reason, usage = "", {}
-        end = End(status=status, last_seq=self.seq, finish_reason=finish_reason, reason=reason, error=error, usage=usage)
-        writer = get_writer()
-        try:
-            for attempt in range(3):
-                try:
-                    end = await writer.finish(self, lambda chunk: self.persist_end(end, chunk))
-                    break
-                except Exception:
-                    logger.exception("could not record the end of generation %s (attempt %d)", self.generation_id, attempt + 1)
-                    await asyncio.sleep(0.5 * (attempt + 1))
-        finally:
-            writer.remove(self)
-        self.end = end
-        await generation_ended(self.generation_id, end, hub=self.hub)
+        return End(status=status, last_seq=self.seq, finish_reason=finish_reason, reason=reason, error=error, usage=usage)
 
-    def persist_end(self, end: End, last_chunk: TokenChunk | None) -> End:
-        """Record the end; return the end that stands, which is someone else's if they ended it first."""
+    def ours(self):
+        """The generation's row while this run still owns it (nobody ended or handed it on)."""
+        return Generation.objects.filter(pk=self.generation_id, status__in=Generation.ACTIVE_STATUSES, worker=WORKER_ID)
+
+    def progress(self) -> dict:
+        return {
+            "last_seq": self.seq,
+            "token_count": self.token_count,
+            # The first run's first token is the answer's.
+            "first_token_at": Coalesce(F("first_token_at"), Value(self.first_token_at, output_field=DateTimeField())),
+        }
+
+    def persist_end(self, end: End, last_chunk: TokenChunk | None) -> End | None:
+        """Record the end; return the end that stands (someone else's if they ended it first), None if not ours."""
         close_old_connections()
         with transaction.atomic():
-            updated = Generation.objects.filter(pk=self.generation_id, status__in=Generation.ACTIVE_STATUSES).update(
+            updated = self.ours().update(
                 status=end.status,
                 finish_reason=end.finish_reason,
                 interrupt_reason=end.reason,
                 error=end.error[:2000],
                 usage=end.usage,
-                last_seq=self.seq,
-                token_count=len(self.texts),
-                first_token_at=self.first_token_at,
                 finished_at=timezone.now(),
+                **self.progress(),
             )
             if not updated:
-                # The reaper or an operator ended it, with the tokens persisted by then as its
-                # text; drop any chunk written since, so the stream ends where the text does.
-                logger.warning("generation %s was ended by someone else; keeping their state", self.generation_id)
-                stored = Generation.objects.filter(pk=self.generation_id).first()
-                if stored is None:
-                    return end  # Deleted with its conversation.
-                TokenChunk.objects.filter(generation_id=self.generation_id, first_seq__gt=stored.last_seq).delete()
-                return End.of(stored)
+                return self.ended_elsewhere(default=end)
             if last_chunk is not None:
                 last_chunk.save()
+                self.saved_tail = last_chunk
             Message.objects.filter(pk=self.assistant_message_id).update(
                 content=self.prefix + "".join(self.texts), updated_at=timezone.now()
             )
         return end
+
+    def persist_hand_on(self, last_chunk: TokenChunk | None) -> End | None:
+        """Put the generation back in the queue after its last tokens, for another worker to go on from there."""
+        close_old_connections()
+        with transaction.atomic():
+            updated = self.ours().update(
+                status=Generation.Status.QUEUED, worker="", heartbeat_at=timezone.now(), **self.progress()
+            )
+            if not updated:
+                return self.ended_elsewhere(default=None)
+            if last_chunk is not None:
+                last_chunk.save()
+                self.saved_tail = last_chunk
+            queue_notify()
+        logger.info("handed generation %s on at seq %d", self.generation_id, self.seq)
+        return None
+
+    def ended_elsewhere(self, *, default: End | None) -> End | None:
+        stored = Generation.objects.filter(pk=self.generation_id).first()
+        if stored is None:
+            return default  # Deleted with its conversation.
+        if not stored.is_terminal:
+            # Taken for dead and handed on: another worker runs it now, from its persisted tokens.
+            logger.warning("generation %s was handed on to %s; leaving it to them", self.generation_id, stored.worker or "the queue")
+            return None
+        # The reaper or an operator ended it, with the tokens persisted by then as its
+        # text; drop any chunk written since, so the stream ends where the text does.
+        logger.warning("generation %s was ended by someone else; keeping their state", self.generation_id)
+        TokenChunk.objects.filter(generation_id=self.generation_id, first_seq__gt=stored.last_seq).delete()
+        return End.of(stored)
 
     async def watch_control(self) -> None:
         """Stop on a cancel sent from any process through the hub."""
@@ -242,11 +335,19 @@ _heartbeat_task: asyncio.Task | None = None
 shutting_down = False
 
 
-def start_generation(generation: Generation, messages: list[ChatMessage], *, hub: Hub | None = None) -> GenerationRun:
-    """Run the generation in this process, in a task that no request owns."""
+def start_generation(
+    generation: Generation,
+    messages: list[ChatMessage],
+    *,
+    hub: Hub | None = None,
+    prefix: str | None = None,
+    after_seq: int | None = None,
+) -> GenerationRun:
+    """Run the generation in this process, in a task that no request owns (a claimed one after `after_seq`)."""
     global _heartbeat_task
     install_shutdown_hook()
-    run = GenerationRun(generation, get_provider(generation.provider), messages, hub or get_hub())
+    provider = get_provider(generation.provider)
+    run = GenerationRun(generation, provider, messages, hub or get_hub(), prefix=prefix, after_seq=after_seq)
     loop = asyncio.get_running_loop()
     # A fresh context: the run must not inherit the request's thread-sensitive context.
     run.task = loop.create_task(run.run(), context=contextvars.Context())
@@ -281,43 +382,50 @@ async def heartbeat_loop() -> None:
                 run.request_stop(Generation.Status.CANCELLED)
             elif run.seq == run.beat_seq and run.end is None and run.hub.cross_process:
                 # Quiet: tell followers elsewhere that it lives, so they need not ask the database.
-                await run.hub.publish(run.group, Alive(run.seq))
+                await run.hub.publish(run.group, Alive(run.persisted_seq if run.durable_first else run.seq))
             run.beat_seq = run.seq
 
 
 def beat(runs: list[GenerationRun]) -> set:
     """Refresh heartbeats and progress counters in one statement; return the runs to stop.
 
-    Those are the ones flagged for cancelling, and the ones already ended by
-    the reaper (it thought us dead) or an operator.
+    Those are the ones flagged for cancelling, and the ones no longer ours:
+    ended by the reaper (it thought us dead) or an operator, or handed on.
     """
     close_old_connections()
     ids = [run.generation_id for run in runs]
     # Counts what was produced; the chunks on disk may trail it by one flush.
-    Generation.objects.filter(pk__in=ids, status__in=Generation.ACTIVE_STATUSES).update(
+    Generation.objects.filter(pk__in=ids, status__in=Generation.ACTIVE_STATUSES, worker=WORKER_ID).update(
         heartbeat_at=timezone.now(),
         last_seq=Case(*(When(pk=run.generation_id, then=Value(run.seq)) for run in runs)),
-        token_count=Case(*(When(pk=run.generation_id, then=Value(run.seq - run.first_seq + 1)) for run in runs)),
+        token_count=Case(*(When(pk=run.generation_id, then=Value(run.token_count)) for run in runs)),
         first_token_at=Case(
-            *(When(pk=run.generation_id, then=Value(run.first_token_at)) for run in runs if run.first_token_at),
+            *(
+                When(pk=run.generation_id, first_token_at__isnull=True, then=Value(run.first_token_at))
+                for run in runs
+                if run.first_token_at
+            ),
             default="first_token_at",
         ),
     )
     live_ids = {run.generation_id for run in runs if run.task and not run.task.done()}
     return set(
         Generation.objects.filter(pk__in=live_ids)
-        .filter(Q(cancel_requested=True) | ~Q(status__in=Generation.ACTIVE_STATUSES))
+        .filter(Q(cancel_requested=True) | ~Q(status__in=Generation.ACTIVE_STATUSES) | ~Q(worker=WORKER_ID))
         .values_list("pk", flat=True)
     )
 
 
 async def shutdown_runs(timeout: float = 10.0) -> None:
-    """Stop every run as interrupted (server_shutdown), after flushing what it has."""
+    """Stop every run after flushing what it has: handed on (worker mode, CHAT_AUTO_CONTINUE), else interrupted."""
     global shutting_down
     shutting_down = True
     runs = list(_runs.values())
     for run in runs:
-        run.request_stop(Generation.Status.INTERRUPTED, Generation.InterruptReason.SERVER_SHUTDOWN)
+        if may_hand_on(run.runs):
+            run.request_stop(HAND_ON.status)
+        else:
+            run.request_stop(Generation.Status.INTERRUPTED, Generation.InterruptReason.SERVER_SHUTDOWN)
     if runs:
         logger.info("shutting down: stopping %d generation(s)", len(runs))
         await asyncio.wait([run.task for run in runs], timeout=timeout)

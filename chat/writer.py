@@ -12,10 +12,10 @@ import logging
 import weakref
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection, transaction
 
 from .db import db_work
-from .models import TokenChunk
+from .models import Generation, TokenChunk
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +51,17 @@ class TokenWriter:
             batch = [(run, run.take_pending()) for run in list(self.runs) if run.pending]
             if not batch:
                 return
+            fence = {run.generation_id for run, _ in batch if run.durable_first}
             try:
-                await db_work(write_chunks)([chunk for _, chunk in batch])
+                written = await db_work(write_chunks)([chunk for _, chunk in batch], fence=fence)
             except Exception:
                 logger.exception("writing %d token chunks failed; they are kept for the next flush", len(batch))
                 for run, chunk in batch:
                     run.restore_pending(chunk)
+                return
+            for run, chunk in batch:
+                if chunk.generation_id in written:
+                    run.persisted(chunk)
 
     async def finish(self, run, write_end):
         """Write the run's last tokens and its end in one transaction, after all its earlier chunks."""
@@ -72,14 +77,39 @@ class TokenWriter:
         self.runs.discard(run)
 
 
-def write_chunks(chunks: list[TokenChunk]) -> None:
-    """Insert every run's new chunk with one statement.
+def write_chunks(chunks: list[TokenChunk], *, fence=frozenset()) -> set:
+    """Insert every run's new chunk with one statement; return the generations written to.
+
+    The generations in `fence` (worker mode) are written only while this
+    process still runs them: a worker taken for dead, whose generation went to
+    another worker, must not write into that worker's stream. On PostgreSQL
+    the check holds a KEY SHARE lock to the commit, which the reaper's and the
+    claim's FOR UPDATE SKIP LOCKED step around, and the heartbeat's UPDATE does not wait for.
 
     The generations' own counters (last_seq, token_count) are not touched here:
     readers derive them from the chunks, and the heartbeat refreshes them.
     """
     close_old_connections()
-    TokenChunk.objects.bulk_create(chunks)
+    if not fence:
+        TokenChunk.objects.bulk_create(chunks)
+        return {chunk.generation_id for chunk in chunks}
+    with transaction.atomic():
+        owned = owned_generations(fence)
+        chunks = [chunk for chunk in chunks if chunk.generation_id not in fence or chunk.generation_id in owned]
+        TokenChunk.objects.bulk_create(chunks)
+    return {chunk.generation_id for chunk in chunks}
+
+
+def owned_generations(ids) -> set:
+    from .runner import WORKER_ID
+
+    owned = Generation.objects.filter(pk__in=ids, status=Generation.Status.STREAMING, worker=WORKER_ID)
+    if connection.vendor != "postgresql":
+        return set(owned.values_list("pk", flat=True))
+    sql, params = owned.values_list("pk").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"{sql} FOR KEY SHARE", params)
+        return {row[0] for row in cursor.fetchall()}
 
 
 _writers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TokenWriter]" = weakref.WeakKeyDictionary()

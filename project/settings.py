@@ -276,6 +276,35 @@ CHAT_MAX_PROMPT_CHARS = env_int("CHAT_MAX_PROMPT_CHARS", 32000)
 # How long a non-streaming request waits for the complete answer.
 CHAT_NONSTREAM_TIMEOUT_S = env_float("CHAT_NONSTREAM_TIMEOUT_S", 300.0)
 
+# --- Workers ------------------------------------------------------------------
+
+# Who runs the answers (docs/deploy.md, "Processes"). "inprocess": the web
+# process that took the POST, as a task (`make run` needs nothing else).
+# "workers": web processes only queue them and serve streams; `manage.py
+# run_generations` processes claim and run them, so a deploy of the web tier
+# never interrupts an answer. Needs REDIS_URL (tokens reach the web processes
+# through it) and, to wake workers without polling, PostgreSQL.
+CHAT_RUNNER = os.environ.get("CHAT_RUNNER", "inprocess")
+if CHAT_RUNNER not in {"inprocess", "workers"}:
+    raise ImproperlyConfigured(f"CHAT_RUNNER is {CHAT_RUNNER!r}; it must be inprocess or workers.")
+# Answers one worker runs at once; it claims no more than that.
+CHAT_WORKER_CAPACITY = env_int("CHAT_WORKER_CAPACITY", 200)
+# Claimed per transaction: small, so that workers woken together share a burst.
+CHAT_WORKER_CLAIM_BATCH = env_int("CHAT_WORKER_CLAIM_BATCH", 10)
+# Workers are woken by LISTEN/NOTIFY; this poll is only the safety net (a lost notice, SQLite).
+CHAT_WORKER_POLL_S = env_float("CHAT_WORKER_POLL_S", 5.0)
+# On SIGTERM a worker stops claiming and lets its answers run this long; the rest are handed on.
+CHAT_WORKER_DRAIN_S = env_float("CHAT_WORKER_DRAIN_S", 30.0)
+# A worker's answers still running at the drain timeout, or whose worker died,
+# go back to the queue and another worker continues them in place (same id,
+# seqs going on). Off: they end interrupted (server_shutdown / worker_lost).
+CHAT_AUTO_CONTINUE = env_bool("CHAT_AUTO_CONTINUE", True)
+# Runs per generation at most (the first and its hand-ons): an answer that
+# kills its workers must not take them all down in turn.
+CHAT_MAX_RUNS = env_int("CHAT_MAX_RUNS", 3)
+# An answer no worker claimed within this long ends interrupted (worker_lost).
+CHAT_QUEUE_TIMEOUT_S = env_float("CHAT_QUEUE_TIMEOUT_S", 120.0)
+
 # --- Mobile API ---------------------------------------------------------------
 
 # Bearer tokens from POST /api/auth/token expire after this many days; 0 = never.

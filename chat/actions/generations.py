@@ -13,6 +13,7 @@ from ..hub import control_group, get_hub
 from ..models import Generation, TokenChunk
 from ..stream import wait_for_end
 from .ends import generation_ended
+from .queue import UNCLAIMED
 
 # How long a cancel waits to report the generation's terminal state.
 CANCEL_WAIT_S = 5.0
@@ -34,19 +35,19 @@ async def generation_cancel(*, generation: Generation) -> Generation:
         # Another process runs it: flag it (checked at every heartbeat) and ask it directly.
         await Generation.objects.filter(pk=generation.id).aupdate(cancel_requested=True)
         await get_hub().publish(control_group(generation.id), Cancel())
-        # If nobody heartbeats it, its worker is gone: end it here (a locked, stale-only update).
-        await end_orphan(generation.id, Generation.Status.CANCELLED, stale_before=stale_before())
+        # If nobody runs it (still in the workers' queue, or its worker is gone), end it here.
+        await end_orphan(generation.id, Generation.Status.CANCELLED, condition=stale_heartbeat(stale_before()) | UNCLAIMED)
     await wait_for_end(generation.id, timeout=CANCEL_WAIT_S)
     return await Generation.objects.aget(pk=generation.id)
 
 
 def generation_end_orphan(
-    generation_id, *, status: str, reason: str = "", error: str = "", stale_before=None, dead_workers=()
+    generation_id, *, status: str, reason: str = "", error: str = "", condition: Q | None = None
 ) -> Generation | None:
     """End a generation whose worker is gone, keeping every persisted token as its text.
 
-    Returns None if it had already ended (or, with `stale_before`, if it was
-    heartbeated since and its worker is not one of `dead_workers`), so several
+    Returns None if it had already ended (or no longer matches `condition`,
+    checked under the row's lock: heartbeated since, say), so several
     processes can race for it and only one does the work. The caller
     announces the end (`generation_ended`).
     """
@@ -56,8 +57,8 @@ def generation_end_orphan(
         candidates = Generation.objects.select_for_update(skip_locked=True).filter(
             pk=generation_id, status__in=Generation.ACTIVE_STATUSES
         )
-        if stale_before is not None:
-            candidates = candidates.filter(stale_heartbeat(stale_before) | Q(worker__in=list(dead_workers)))
+        if condition is not None:
+            candidates = candidates.filter(condition)
         generation = candidates.first()
         if generation is None:
             return None
@@ -86,11 +87,9 @@ def stale_heartbeat(stale_before) -> Q:
     return Q(heartbeat_at__lt=stale_before) | Q(heartbeat_at__isnull=True, created_at__lt=stale_before)
 
 
-async def end_orphan(generation_id, status: str, reason: str = "", stale_before=None) -> Generation | None:
+async def end_orphan(generation_id, status: str, reason: str = "", condition: Q | None = None) -> Generation | None:
     """`generation_end_orphan`, then announce the end."""
-    generation = await sync_to_async(generation_end_orphan)(
-        generation_id, status=status, reason=reason, stale_before=stale_before
-    )
+    generation = await sync_to_async(generation_end_orphan)(generation_id, status=status, reason=reason, condition=condition)
     if generation is not None:
         await generation_ended(generation_id, End.of(generation))
     return generation

@@ -12,9 +12,11 @@ from django.utils import timezone
 
 from .. import live, runner
 from ..admission import get_admission
+from ..db import db_work
 from ..errors import ApiError
 from ..llm import ChatMessage, get_provider
 from ..models import Conversation, Generation, IdempotencyKey, Message
+from .queue import queue_notify
 
 # The model sees at most this many earlier messages of the conversation.
 HISTORY_MESSAGES = 40
@@ -45,15 +47,20 @@ def new_generation(*, conversation: Conversation, user_message: Message, respons
         provider=provider.name,
         model=provider.model,
         response_format=response_format,
+        worker=runner.initial_worker(),
     )
     Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
     return generation
 
 
 async def launch(generation: Generation, history: list[ChatMessage]) -> None:
+    """Start the answer here (in-process), or wake the workers to claim it (worker mode)."""
     # Announced first, so that `generation.started` always precedes its end on the channel.
     await live.generation_changed(generation.id)
-    runner.start_generation(generation, history)
+    if settings.CHAT_RUNNER == "workers":
+        await db_work(queue_notify)()
+    else:
+        runner.start_generation(generation, history)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ def _create_continuation(generation_id) -> tuple[Generation, list[ChatMessage]]:
             response_format=previous.response_format,
             first_seq=previous.last_seq + 1,
             last_seq=previous.last_seq,
+            worker=runner.initial_worker(),
         )
     history = conversation_history(previous.conversation, previous.user_message)
     history += [ChatMessage(Message.Role.ASSISTANT, partial), ChatMessage(Message.Role.USER, CONTINUE_INSTRUCTION)]

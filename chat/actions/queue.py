@@ -1,0 +1,108 @@
+"""The workers' queue: generations waiting for a worker, claimed exactly once, handed back on a worker's exit.
+
+The queue is the generations table itself: a generation `queued` with no
+`worker` waits for one. A worker claims a few at a time with `SELECT … FOR
+UPDATE SKIP LOCKED` and marks them `streaming` under its name in the same
+transaction, so any number of workers can race and each generation is run by
+one of them (`runs` counts the runs: 1, plus one per hand-on). Workers are
+woken with PostgreSQL `NOTIFY`, sent at commit, never before the row exists.
+"""
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Max, Q
+from django.utils import timezone
+
+from ..answers import chunks_text
+from ..llm import CONTINUE_INSTRUCTION, ChatMessage
+from ..models import Generation, Message, TokenChunk
+
+# The NOTIFY channel the workers LISTEN on.
+QUEUE_CHANNEL = "chat_generation_queued"
+
+UNCLAIMED = Q(status=Generation.Status.QUEUED, worker="")
+
+
+def queue_notify() -> None:
+    """Wake the workers: in a transaction, at its commit (PostgreSQL; elsewhere they poll)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"NOTIFY {QUEUE_CHANNEL}")
+
+
+@dataclass
+class Claimed:
+    """A generation a worker now runs, with what the model must be sent to produce (the rest of) it."""
+
+    generation: Generation
+    messages: list[ChatMessage]
+    prefix: str  # The answer's text so far: the message's, then this generation's persisted tokens.
+    after_seq: int  # Its last persisted token; the run goes on from the next.
+
+
+def generation_claim(*, worker: str, limit: int) -> list[Claimed]:
+    """Take up to `limit` queued generations, oldest first, for `worker`; none that another worker took."""
+    with transaction.atomic():
+        ids = list(
+            Generation.objects.select_for_update(skip_locked=True)
+            .filter(UNCLAIMED)
+            .order_by("created_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if not ids:
+            return []
+        Generation.objects.filter(pk__in=ids).update(
+            status=Generation.Status.STREAMING, worker=worker, heartbeat_at=timezone.now(), runs=F("runs") + 1
+        )
+    generations = Generation.objects.filter(pk__in=ids).select_related("conversation", "user_message", "assistant_message")
+    return [claimed(generation) for generation in generations.order_by("created_at")]
+
+
+def claimed(generation: Generation) -> Claimed:
+    from .messages import conversation_history  # messages imports the runner, which imports us.
+
+    chunks = list(TokenChunk.objects.filter(generation=generation).order_by("first_seq").values_list("last_seq", "tokens"))
+    after_seq = chunks[-1][0] if chunks else generation.first_seq - 1
+    prefix = generation.assistant_message.content + chunks_text(tokens for _, tokens in chunks)
+    messages = conversation_history(generation.conversation, generation.user_message)
+    if prefix:
+        # A continuation (operator's or a hand-on): the model goes on from the text so far.
+        messages += [ChatMessage(Message.Role.ASSISTANT, prefix), ChatMessage(Message.Role.USER, CONTINUE_INSTRUCTION)]
+    return Claimed(generation, messages, prefix, after_seq)
+
+
+def generation_hand_on(generation_id, *, condition: Q) -> Generation | None:
+    """Put a generation whose worker is gone back in the queue, to be continued in place by another.
+
+    Its persisted tokens stay, and the next run goes on after the last of
+    them. The ones its worker made but never persisted are lost, and no
+    client saw them: a worker publishes a token only once it is persisted.
+    Returns None if it no longer matches `condition` (heartbeated since,
+    ended, or taken by another reaper).
+    """
+    with transaction.atomic():
+        generation = (
+            Generation.objects.select_for_update(skip_locked=True)
+            .filter(pk=generation_id, status__in=Generation.ACTIVE_STATUSES)
+            .filter(condition)
+            .first()
+        )
+        if generation is None:
+            return None
+        last_seq = TokenChunk.objects.filter(generation=generation).aggregate(last=Max("last_seq"))["last"]
+        generation.last_seq = last_seq if last_seq is not None else generation.first_seq - 1
+        generation.token_count = generation.last_seq - generation.first_seq + 1
+        generation.status = Generation.Status.QUEUED
+        generation.worker = ""
+        # The queue timeout counts from here.
+        generation.heartbeat_at = timezone.now()
+        generation.save(update_fields=["last_seq", "token_count", "status", "worker", "heartbeat_at"])
+        queue_notify()
+    return generation
+
+
+def may_hand_on(runs: int) -> bool:
+    """Whether an answer whose worker stopped or died goes on in another worker (docs/deploy.md)."""
+    return settings.CHAT_RUNNER == "workers" and settings.CHAT_AUTO_CONTINUE and runs < settings.CHAT_MAX_RUNS
