@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test chaos system-deps migrate bench bench-capacity bench-capacity-quick clean
+.PHONY: install run serve test chaos system-deps migrate bench bench-capacity bench-capacity-quick clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -77,6 +77,21 @@ conformance-deps: $(CONFORMANCE)/node_modules/.installed
 # Runs the conformance suite alone and prints its pass count per group (docs/durable-streams.md).
 conformance: install conformance-deps
 	$(BIN)/python -m pytest tests/durable/test_ds_conformance.py -s -q
+
+# A deployment on one machine (docs/deploy.md, "Processes"), from the Procfile with
+# honcho: nginx on 127.0.0.1:8000, uvicorn × WEB_CONCURRENCY, run_generations × WORKERS,
+# against PostgreSQL and Redis (CHAT_RUNNER=workers). `make run` needs neither.
+WORKERS ?= 2
+WEB_CONCURRENCY ?= 2
+SERVE_ENV = $(LOCAL_ENV) CHAT_RUNNER=workers WEB_CONCURRENCY=$(WEB_CONCURRENCY) PATH="$(CURDIR)/$(BIN):$$PATH" \
+	DATABASE_URL="$${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/chat}" REDIS_URL="$${REDIS_URL:-redis://127.0.0.1:6379/0}"
+
+serve: install $(KEY_FILE)
+	mkdir -p $(VENV)/nginx/temp
+	$(SERVE_ENV) $(BIN)/python deploy/ensure_database.py
+	$(SERVE_ENV) $(BIN)/python manage.py migrate --noinput
+	$(SERVE_ENV) $(BIN)/python manage.py create_demo_user
+	$(SERVE_ENV) $(BIN)/honcho start -f Procfile -c worker=$(WORKERS)
 
 bench: install
 	$(BIN)/python -m bench.transports
