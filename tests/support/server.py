@@ -135,32 +135,34 @@ class DatabaseTemplates:
                 pass
 
 
-# The server gets a socket already bound and listening (`--fd`), so no other
-# process, such as a parallel test worker, can take its port in between.
-SERVER_COMMANDS = {
-    "daphne": ["-m", "daphne", "--fd", "{fd}", "project.asgi:application"],
-    "uvicorn": ["-m", "uvicorn", "--fd", "{fd}", "--log-level", "warning", "project.asgi:application"],
-}
+# Daphne gets a socket already bound and listening (`--fd`), so no other process,
+# such as a parallel test worker, can take its port between choosing and binding it.
+DAPHNE = ["-m", "daphne", "--fd", "{fd}", "project.asgi:application"]
+# What Daphne logs once it has loaded the app and serves the socket.
+LISTENING = "Listening on TCP address"
 
 
 class LiveServer:
-    """Daphne (or uvicorn) serving project.asgi on a free port of 127.0.0.1."""
+    """Daphne serving project.asgi on a free port of 127.0.0.1."""
 
-    def __init__(self, *, database_url: str, env: dict, workdir: Path, server: str = "daphne"):
-        self.command = SERVER_COMMANDS[server]
+    def __init__(self, *, database_url: str, env: dict, workdir: Path):
         self.database_url = database_url
         self.env = {**os.environ, **TEST_ENV, **env, "DATABASE_URL": database_url}
         self.listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+        # Twisted requires an adopted socket to be non-blocking: on a blocking one its
+        # accept loop would block the whole server until the next connection came.
+        self.listener.setblocking(False)
         self.port = self.listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / f"daphne-{self.port}.log"
+        # Unique: a port freed by a stopped server may be handed out again.
+        self.log_path = workdir / f"daphne-{self.port}-{uuid.uuid4().hex[:6]}.log"
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> "LiveServer":
         fd = self.listener.fileno()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, *(arg.format(fd=fd) for arg in self.command)],
+                [sys.executable, *(arg.format(fd=fd) for arg in DAPHNE)],
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
@@ -168,23 +170,19 @@ class LiveServer:
                 pass_fds=[fd],
             )
         self.listener.close()  # The server process holds the socket now.
+        # The socket accepts connections from the start; the app serves them once loaded. Waiting
+        # for the log line, rather than probing with a request, leaves the first request to the test.
         try:
-            eventually_sync(self.answers, what=f"{self.command[1]} on port {self.port} to answer", timeout=timeout)
+            eventually_sync(self.listening, what=f"daphne on port {self.port} to listen", timeout=timeout)
         except AssertionError as error:
             self.stop()
             raise RuntimeError(f"{error}:\n{self.log()}") from None
         return self
 
-    def answers(self) -> bool:
-        """Whether the app answers HTTP yet: the socket accepts connections from the start, the app later."""
+    def listening(self) -> bool:
         if self.process.poll() is not None:
-            raise RuntimeError(f"{self.command[1]} exited early:\n{self.log()}")
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
-                probe.sendall(b"GET /static/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-                return probe.recv(5) == b"HTTP/"
-        except OSError:
-            return False
+            raise RuntimeError(f"daphne exited early:\n{self.log()}")
+        return LISTENING in self.log()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         if self.process and self.process.poll() is None:
