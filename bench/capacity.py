@@ -44,10 +44,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench import load
+from bench import load, profile
 from bench.load import Recorder, call, send
 from bench.measure import busy_seconds, cpu_seconds, machine, open_files, percentile
 from bench.schedule import due, sleep_until, word
@@ -66,10 +67,10 @@ REDIS_URL = "redis://127.0.0.1:6379/7"
 SIZES = {
     "smoke": dict(tokens=50, ramp=0.2, settle=0.1, grace=10.0, levels=[2], probes=1, idle=3, idle_s=0.5, retries=0,
                   servers=list(SPECS), phases=["ladder", "idle", "scale-out"]),
-    "quick": dict(tokens=300, ramp=1.0, settle=1.0, grace=8.0, levels=[25, 50, 100, 200], probes=3, idle=0,
+    "quick": dict(tokens=300, ramp=1.0, settle=1.0, grace=8.0, levels=[50, 100, 200, 400], probes=3, idle=0,
                   idle_s=0, retries=0, servers=["bare-sse", "project-uvicorn", "project-uvicorn-c48", "project-daphne"],
                   phases=["ladder"]),
-    "full": dict(tokens=600, ramp=2.0, settle=2.0, grace=15.0, levels=[25, 50, 100, 150, 200, 250, 300, 400],
+    "full": dict(tokens=600, ramp=2.0, settle=2.0, grace=15.0, levels=[25, 50, 100, 150, 200, 250, 300, 400, 500, 600],
                  probes=5, idle=1000, idle_s=5.0, retries=1, servers=list(SPECS), phases=["ladder", "idle", "scale-out"]),
 }
 
@@ -92,6 +93,8 @@ class Plan:
     client_cpu: int
     nice: int
     retries: int
+    profile: Path | None
+    gc_log: bool
 
 
 # --- the servers under load -------------------------------------------------------------
@@ -102,24 +105,28 @@ class Target:
 
     def __init__(self, spec: Spec, port: int, database: Database | None, rate: float):
         self.spec, self.port, self.database, self.rate = spec, port, database, rate
-        self.headers = {"Authorization": f"Bearer {database.token}"} if database else {}
-        self.next_conversation = 0
+        self.asked = 0
+        self.owner: dict[str, dict] = {}  # Generation id -> its user's headers.
 
     async def create(self, t0: float, tokens: int) -> str | None:
-        """Start an answer of `tokens` tokens due from t0; return its generation id (None for a bare server)."""
+        """Start an answer of `tokens` tokens due from t0, for the next user; its generation id (None if bare)."""
         if not self.spec.project:
             return None
-        conversation = self.database.conversations[self.next_conversation % len(self.database.conversations)]
-        self.next_conversation += 1
-        status, body = await call(self.port, "POST", f"/api/conversations/{conversation}/messages", self.headers,
+        users = self.database.users
+        user = users[self.asked % len(users)]
+        conversation = user["conversations"][self.asked // len(users) % len(user["conversations"])]
+        self.asked += 1
+        headers = {"Authorization": f"Bearer {user['token']}"}
+        status, body = await call(self.port, "POST", f"/api/conversations/{conversation}/messages", headers,
                                   {"content": f"{PROMPT} [t0={t0:.6f}][tokens={tokens}]"})
         if status != 201:
             raise RuntimeError(f"POST message: {status} {str(body)[:200]}")
+        self.owner[body["generation"]["id"]] = headers
         return body["generation"]["id"]
 
     async def open(self, generation: str | None, t0: float, tokens: int, *, last_event_id: int | None = None,
                    watch: bytes | None = None) -> Recorder:
-        headers = {**self.headers, "Accept": "text/event-stream"}
+        headers = {**self.owner.get(generation, {}), "Accept": "text/event-stream"}
         if generation is None:
             path = f"/stream?t0={t0:.6f}&tokens={tokens}&rate={self.rate:g}"
         else:
@@ -133,7 +140,8 @@ class Target:
     async def stored_text(self, generation: str | None, tokens: int) -> str:
         if generation is None:
             return "".join(word(seq) for seq in range(1, tokens + 1))
-        status, body = await call(self.port, "GET", f"/api/generations/{generation}", self.headers, timeout=30)
+        status, body = await call(self.port, "GET", f"/api/generations/{generation}", self.owner[generation],
+                                  timeout=30)
         if status != 200:
             raise RuntimeError(f"GET generation: {status}")
         return body["text"]
@@ -230,7 +238,8 @@ class Bench:
         database = await asyncio.to_thread(self.databases.fresh, spec) if spec.project else None
         env = project_env(spec, database, rate=self.plan.rate, tokens=self.plan.tokens, redis_url=REDIS_URL) \
             if database else {}
-        server = Server(spec, cpus, env=env, workdir=self.workdir, nice=self.plan.nice)
+        server = Server(spec, cpus, env=env, workdir=self.workdir, nice=self.plan.nice,
+                        gc_log=self.workdir / f"gc-{uuid.uuid4().hex[:8]}" if self.plan.gc_log else None)
         self.servers.append(server)
         try:
             await asyncio.to_thread(server.start)
@@ -289,6 +298,10 @@ class Bench:
 
             await sleep_until(w0)
             cpu0, client0, busy0 = server.cpu_seconds(), cpu_seconds("self"), busy_seconds()
+            spy = None
+            if plan.profile and spec.project:
+                row["profile"] = str(plan.profile / f"{spec.label.replace('@', '-')}-{n}.txt")
+                spy = profile.record(server.pids[-1], w1 - w0, Path(row["profile"]), [plan.client_cpu])
             await sleep_until(mid)
             cpu1, client1, busy1 = server.cpu_seconds(), cpu_seconds("self"), busy_seconds()
             probes = await self.probes(target, streams, w1)
@@ -303,6 +316,8 @@ class Bench:
             await asyncio.gather(*tasks, return_exceptions=True)
             await sampler.stop()
             peak = server.status()["peak_rss"]
+            if spy is not None:
+                await asyncio.to_thread(spy.wait)
 
             row |= self.figures(spec, streams, w0, mid, w1)
             row |= await self.verify(target, streams)
@@ -325,6 +340,8 @@ class Bench:
                 "db_connections_max": max(connections) if connections else None,
                 "probes": probes,
             }
+            if server.gc_log:
+                row["full_gc_ms"] = server.full_collections(w0, w1)
             row["cpu_us_per_token"] = row["cpu_s"] / row["cpu_tokens"] * 1e6 if row["cpu_tokens"] else None
             row["sustained"], row["why_not"] = verdict(spec, row)
         finally:
@@ -366,6 +383,8 @@ class Bench:
         """Delivery and lag of the tokens due in the window; tokens that arrived in the CPU half."""
         rate, tokens = self.plan.rate, self.plan.tokens
         lags, due_in_window, on_time, cpu_tokens, first_lags = [], 0, 0, 0, []
+        # Tokens over 100 ms late, per half second of the window by due time: a stall shows as a spike.
+        late = [0] * (int((w1 - w0) * 2) + 1)
         for s in streams:
             s.read = load.read_stream(s.recorder.pieces) if s.recorder else None
             arrived = dict(s.read.arrivals) if s.read else {}
@@ -378,6 +397,8 @@ class Bench:
                     lag = at - due(s.start, seq, rate)
                     lags.append(lag * 1000)
                     on_time += lag <= ON_TIME_S
+                    if lag > 0.1:
+                        late[int((due(s.start, seq, rate) - w0) * 2)] += 1
             cpu_tokens += sum(w0 <= at < mid for at in arrived.values())
             if 1 in arrived:
                 first_lags.append((arrived[1] - s.start) * 1000)
@@ -395,6 +416,7 @@ class Bench:
             "post_p99_ms": percentile(posts, 99),
             "post_max_ms": max(posts) if posts else None,
             "cpu_tokens": cpu_tokens,
+            "late_per_half_second": late,
         }
 
     async def verify(self, target: Target, streams: list[LoadStream]) -> dict:
@@ -546,8 +568,13 @@ def summary(row: dict) -> str:
     if "delivered" not in row:
         return "FAILED " + "; ".join(row["why_not"])
     head = "sustained" if row["sustained"] else "NOT sustained (" + ", ".join(row["why_not"]) + ")"
+    gc = row.get("full_gc_ms")
+    if gc is not None:
+        gc = f", {len(gc)} full GCs of {min(gc):.0f}-{max(gc):.0f} ms" if gc else ", no full GC"
+    else:
+        gc = ""
     return (f"{head}: delivered {row['delivered']:.1%}, p99 lag {fmt(row['lag_p99_ms'], 0)} ms, "
-            f"CPU {fmt(row['cpu_pct'], 0)} %, {fmt(row['cpu_us_per_token'], 0)} us/token")
+            f"CPU {fmt(row['cpu_pct'], 0)} %, {fmt(row['cpu_us_per_token'], 0)} us/token{gc}")
 
 
 def capacity(rows: list[dict], label: str) -> tuple[int, bool]:
@@ -574,10 +601,13 @@ def ratio_text(mine: tuple[int, bool], base: tuple[int, bool]) -> str:
     return value
 
 
-def percentiles(values: list) -> str:
+def spread(values: list | None) -> str:
+    """p50/p90 of probe times in ms; a probe that timed out counts as "t/o"."""
+    if not values:
+        return "-"
     got = [v for v in values if v is not None]
-    lost = f", {len(values) - len(got)} timed out" if len(got) < len(values) else ""
-    return f"p50 {fmt(percentile(got, 50), 1)} ms, p90 {fmt(percentile(got, 90), 1)} ms (n={len(values)}{lost})"
+    text = f"{fmt(percentile(got, 50), 0)}/{fmt(percentile(got, 90), 0)}"
+    return text + (f" ({len(values) - len(got)} t/o)" if len(got) < len(values) else "")
 
 
 def ladder_table(rows: list[dict], base_label: str | None) -> list[str]:
@@ -637,17 +667,21 @@ def report(results: dict) -> str:
             times = cost / base_low["cpu_us_per_token"] if cost and base_low and base_low.get("cpu_us_per_token") else None
             lines.append(f"{label:36} {('>=' if not cap[1] else '') + str(cap[0]):>9} {ratio_text(cap, base):>10}  "
                          f"{fmt(cost, 0):>10} us ({fmt(times, 2, 'x')})")
-        lines += ["", "Latency probes (ms). At rest: an idle server. Under load: second half of each point's window."]
-        for r in rows:
-            if "at_rest" in r:
-                rest = r["at_rest"]
-                lines.append(f"  {r['server']:36} at rest: POST to first token {percentiles(rest['ttft_ms'])}"
-                             + (f"; resume {percentiles(rest['resume_ms'])}" if rest["resume_ms"] else ""))
-        for r in rows:
-            if r.get("probes") and r["probes"]["ttft_ms"]:
-                p = r["probes"]
-                lines.append(f"  {r['server']:36} {r['streams']:>4} streams: POST to first token "
-                             f"{percentiles(p['ttft_ms'])}" + (f"; resume {percentiles(p['resume_ms'])}" if p["resume_ms"] else ""))
+        lines += ["", "Latency, p50/p90 ms: POST to the first token of a new answer; resume = reconnect with "
+                  "Last-Event-ID to the first replayed token. At rest: an idle server; under load: during the "
+                  "largest point the server sustained.",
+                  f"{'server':36} {'rest POST>1st':>13} {'rest resume':>11}  {'load':>5} {'POST>1st':>11} "
+                  f"{'resume':>11}"]
+        for label in dict.fromkeys(r["server"] for r in rows):
+            mine = [r for r in rows if r["server"] == label and "probes" in r]
+            rest = next((r["at_rest"] for r in rows if r["server"] == label and "at_rest" in r), None)
+            loaded = max((r for r in mine if r["sustained"]), key=lambda r: r["streams"], default=None) or \
+                (mine[0] if mine else None)
+            lines.append(
+                f"{label:36} {spread(rest and rest['ttft_ms']):>13} {spread(rest and rest['resume_ms']):>11}  "
+                f"{loaded['streams'] if loaded else '-':>5} {spread(loaded and loaded['probes']['ttft_ms']):>11} "
+                f"{spread(loaded and loaded['probes']['resume_ms']):>11}"
+            )
     if results.get("idle"):
         lines += ["", "Idle streams held open (answers due in half an hour)", f"{'server':36} {'db':10} {'open':>9} "
                   f"{'open in s':>9} {'KiB/stream':>10} {'threads':>9} {'db conns':>9} {'CPU %':>6}"]
@@ -683,35 +717,55 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [r for r in results["ladder"] if "delivered" in r]
-    figure, axes = plt.subplots(2, 2, figsize=(13, 9))
-    (delivered_axis, lag_axis), (cost_axis, cpu_axis) = axes
-    for label in dict.fromkeys(r["server"] for r in rows):
+    labels = list(dict.fromkeys(r["server"] for r in results["ladder"]))
+    codes = results["plan"]["codes"]
+    names = list(dict.fromkeys(label.split("@")[0] for label in labels))
+    colours = {name: f"C{i}" for i, name in enumerate(names)}
+
+    def style(label: str) -> dict:
+        name, _, code = label.partition("@")
+        older = len(codes) > 1 and code and code != codes[-1]
+        return dict(color=colours[name], marker="s" if "c48" in name else "o",
+                    linestyle="--" if older else "-", alpha=0.55 if older else 1.0, label=label)
+
+    figure, ((capacity_axis, lag_axis), (cost_axis, cpu_axis)) = plt.subplots(2, 2, figsize=(13, 9.5))
+    base = capacity(results["ladder"], "bare-sse")
+    for i, label in enumerate(labels):
+        sustained, bounded = capacity(results["ladder"], label)
+        bar = capacity_axis.barh(i, sustained, color=style(label)["color"], alpha=style(label)["alpha"])
+        capacity_axis.bar_label(bar, [f" {'' if bounded else '>='}{sustained}  ({ratio_text((sustained, bounded), base)})"],
+                                fontsize=8)
+    capacity_axis.set_yticks(range(len(labels)), labels, fontsize=8)
+    capacity_axis.invert_yaxis()
+    capacity_axis.set_xlim(right=max(results["plan"]["levels"]) * 1.35)
+    for label in labels:
         mine = [r for r in rows if r["server"] == label]
         streams = [r["streams"] for r in mine]
-        style = dict(marker="o", linestyle="--" if "c48" in label else "-", label=label)
-        delivered_axis.plot(streams, [r["delivered"] * 100 for r in mine], **style)
-        lag_axis.plot(streams, [max(r["lag_p99_ms"] or 1e5, 0.1) for r in mine], **style)
-        cost_axis.plot(streams, [r["cpu_us_per_token"] for r in mine], **style)
-        cpu_axis.plot(streams, [r["cpu_pct"] for r in mine], **style)
-    delivered_axis.axhline(99, color="grey", linewidth=0.8)
+        lag_axis.plot(streams, [max(r["lag_p99_ms"] or 1e5, 0.1) for r in mine], **style(label))
+        cost_axis.plot(streams, [r["cpu_us_per_token"] for r in mine], **style(label))
+        cpu_axis.plot(streams, [r["cpu_pct"] for r in mine], **style(label))
     lag_axis.axhline(100, color="grey", linewidth=0.8)
-    lag_axis.axhline(150, color="grey", linewidth=0.8, linestyle="--")
+    lag_axis.axhline(150, color="grey", linewidth=0.8, linestyle=":")
     for axis, title, unit in (
-        (delivered_axis, "Tokens delivered within 1 s (steady window)", "%"),
-        (lag_axis, "p99 lag behind the token's due time", "ms (log)"),
+        (capacity_axis, "Streams sustained (x bare-sse)", "concurrent streams"),
+        (lag_axis, "p99 lag behind the token's due time (limits 100 / 150 ms)", "ms (log)"),
         (cost_axis, "Server CPU per delivered token", "µs"),
         (cpu_axis, "Server CPU (one core)", "%"),
     ):
-        axis.set_xlabel("concurrent streams")
-        axis.set_ylabel(unit)
-        axis.set_title(title)
+        axis.set_title(title, fontsize=10)
         axis.grid(True, alpha=0.3)
+        if axis is capacity_axis:
+            axis.set_xlabel(unit)
+        else:
+            axis.set_xlabel("concurrent streams")
+            axis.set_ylabel(unit)
     lag_axis.set_yscale("log")
     cost_axis.set_ylim(bottom=0)
-    delivered_axis.legend(fontsize=8)
+    cpu_axis.set_ylim(0, 105)
+    lag_axis.legend(fontsize=7)
     plan = results["plan"]
-    figure.suptitle(f"Capacity of one process on one core: {plan['tokens']}-token answers at {plan['rate']:g} tokens/s "
-                    f"({results['commit']}, {results['date']})")
+    figure.suptitle(f"One process on one core, {plan['tokens']}-token answers at {plan['rate']:g} tokens/s, "
+                    f"streams started over {plan['ramp']:g} s (code: {', '.join(codes)}; {results['date']})")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
 
@@ -790,6 +844,10 @@ def parse_plan(argv) -> tuple[Plan, argparse.Namespace]:
                         "with --quick)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="directory for capacity.json")
     parser.add_argument("--plot", type=Path, help="write the plot PNG here (docs/capacity.png for the docs)")
+    parser.add_argument("--gc-log", action="store_true", help="time every full garbage collection of the servers "
+                        "in the steady window (bench/gc_hook): each one stops the server's every thread")
+    parser.add_argument("--profile", type=Path, help="directory for py-spy profiles of the project's points "
+                        "(summarise with python -m bench.profile; sampling slows the server: not for the figures)")
     args = parser.parse_args(argv)
     size = dict(SIZES[args.size or "full"])
     servers = args.servers.split(",") if args.servers else size["servers"]
@@ -804,9 +862,13 @@ def parse_plan(argv) -> tuple[Plan, argparse.Namespace]:
         levels=[int(n) for n in args.streams.split(",")] if args.streams else size["levels"],
         probes=size["probes"], idle=args.idle if args.idle is not None else size["idle"], idle_s=size["idle_s"] or 5.0,
         servers=servers, phases=args.phases.split(",") if args.phases else size["phases"],
-        codes=args.code.split(","), server_cpu=args.server_cpu, client_cpu=args.client_cpu, nice=args.nice,
-        retries=args.retries if args.retries is not None else size["retries"],
+        codes=[code if code == "worktree" else git("rev-parse", "--short", code) for code in args.code.split(",")],
+        server_cpu=args.server_cpu, client_cpu=args.client_cpu, nice=args.nice,
+        retries=args.retries if args.retries is not None else size["retries"], profile=args.profile,
+        gc_log=args.gc_log,
     )
+    if plan.profile:
+        plan.profile.mkdir(parents=True, exist_ok=True)
     return plan, args
 
 

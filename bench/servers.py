@@ -23,9 +23,11 @@ from bench.measure import HOST, children, cpu_seconds, free_port, status, wait_f
 from tests.support.server import POSTGRES_ADMIN_URL, postgres_execute
 
 ROOT = Path(__file__).resolve().parents[1]
-PASSWORD = "alice-password"
-# Conversations made in the template, one per stream: enough for the largest point and the idle phase.
-CONVERSATIONS = 1500
+# The template's users, each with a bearer token and conversations. Streams go to them in
+# turn, so that no user passes the per-user limits (10 answers, 30 streams at once by default)
+# and those limits' own costs are paid as in production, up to 2,000 streams.
+USERS = 200
+CONVERSATIONS_PER_USER = 8
 # The servers log in to PostgreSQL as this role, which may hold this many connections: the
 # PostgreSQL server is shared (max_connections 100), and a server that takes a connection per
 # stream must fail alone, as it would against a production role's limit, not starve everyone.
@@ -99,25 +101,26 @@ import json
 from django.contrib.auth.models import User
 from chat.auth import token_issue
 from chat.models import Conversation
-alice = User.objects.create_user("alice", password={PASSWORD!r})
-Conversation.objects.bulk_create([Conversation(owner=alice, title="bench") for _ in range({CONVERSATIONS})])
-key, _ = token_issue(user=alice, name="bench")
-ids = list(Conversation.objects.filter(owner=alice).order_by("pk").values_list("pk", flat=True))
-print(json.dumps({{"token": key, "conversations": ids}}))
+users = User.objects.bulk_create([User(username=f"bench{{i}}", password="!") for i in range({USERS})])
+made = []
+for user in User.objects.filter(username__startswith="bench").order_by("pk"):
+    Conversation.objects.bulk_create([Conversation(owner=user, title="bench") for _ in range({CONVERSATIONS_PER_USER})])
+    key, _ = token_issue(user=user, name="bench")
+    made.append({{"token": key, "conversations": list(Conversation.objects.filter(owner=user).order_by("pk").values_list("pk", flat=True))}})
+print(json.dumps(made))
 """
 
 
 @dataclass
 class Database:
     url: str
-    token: str
-    conversations: list[int]
+    users: list[dict]  # {"token": bearer key, "conversations": [ids]}
     sqlite_path: str | None = None
     postgres_name: str | None = None
 
 
 class Databases:
-    """A migrated template per (code, backend), with a user, its bearer token and its conversations; a copy per server."""
+    """A migrated template per (code, backend), with the users, their tokens and conversations; a copy per server."""
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
@@ -142,8 +145,7 @@ class Databases:
                 result = subprocess.run([sys.executable, "manage.py", *args], cwd=tree, env=env, capture_output=True, text=True)
                 if result.returncode:
                     raise RuntimeError(f"manage.py {args[0]} failed in {tree}:\n{result.stdout}\n{result.stderr}")
-            made = json.loads(result.stdout.strip().splitlines()[-1])
-            self.templates[key] = Database(url, made["token"], made["conversations"])
+            self.templates[key] = Database(url, json.loads(result.stdout.strip().splitlines()[-1]))
         return self.templates[key]
 
     def fresh(self, spec: Spec) -> Database:
@@ -256,6 +258,7 @@ class Server:
     workdir: Path = Path(tempfile.gettempdir())
     port: int = field(default_factory=free_port)
     nice: int = 0
+    gc_log: Path | None = None  # Prefix of the files bench/gc_hook writes each full collection to.
     process: subprocess.Popen | None = None
     workers: list[int] = field(default_factory=list)
 
@@ -278,6 +281,9 @@ class Server:
     def start(self) -> "Server":
         tree = code_tree(self.spec.code) if self.spec.project else ROOT
         env = {**clean_environ(), **self.env, "PYTHONPATH": python_path(tree), "PYTHONUNBUFFERED": "1"}
+        if self.gc_log:
+            env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bench" / "gc_hook"), env["PYTHONPATH"]])
+            env["BENCH_GC_LOG"] = str(self.gc_log)
         self.process = subprocess.Popen(
             self.command(), cwd=tree, env=env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
             start_new_session=True,  # A Ctrl-C meant for the benchmark reaches the servers through stop() only.
@@ -332,6 +338,18 @@ class Server:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
             return None
+
+    def full_collections(self, start: float, end: float) -> list[float]:
+        """Milliseconds of each full garbage collection that ended between start and end (with gc_log)."""
+        found = []
+        for pid in self.pids:
+            path = Path(f"{self.gc_log}.{pid}")
+            if path.exists():
+                for line in path.read_text().splitlines():
+                    at, ms = map(float, line.split())
+                    if start <= at <= end:
+                        found.append(ms)
+        return found
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
