@@ -239,8 +239,6 @@ def project_env(spec: Spec, database: Database, *, rate: float, tokens: int, red
         "CHAT_SIMULATED_POINTS": str(tokens // 15 + 3),  # ~20 tokens a point: the answer is cut to `tokens`.
         # Idle streams wait on answers due in half an hour; a stall must not end them first.
         "CHAT_UPSTREAM_STALL_S": "3600",
-        "CHAT_MAX_ACTIVE_GENERATIONS_PER_USER": "0",  # One user asks every question of the run,
-        "CHAT_MAX_STREAMS_PER_USER": "0",  # and follows every answer.
         "CHAT_LOG_LEVEL": "WARNING",
     }
     if spec.redis:
