@@ -6,7 +6,7 @@ from uuid import UUID
 
 from django.contrib.auth import aauthenticate
 from django.contrib.auth.signals import user_logged_in
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.http import Http404
 from ninja import Header, Path, Query, Router
 
@@ -16,6 +16,7 @@ from .auth import atoken_issue, token_revoke
 from .db import db_work
 from .errors import ApiError
 from .jsonstream import InvalidJson, parse_document
+from .llm.catalog import chat_models
 from .models import Conversation, Generation, Message
 from .pagination import MAX_ID, decode_cursor, encode_cursor, valid_id
 from .schemas import (
@@ -27,6 +28,7 @@ from .schemas import (
     GenerationOut,
     MessageIn,
     MessagePage,
+    ModelList,
     PostedMessageOut,
     RegenerateIn,
     TokenIn,
@@ -138,7 +140,16 @@ CURSOR = Query(
 
 @router.get("/conversations", response={200: ConversationPage, **errors(400, 401)}, tags=["conversations"])
 async def list_conversations(
-    request, cursor: str | None = CURSOR, limit: int = Query(20, ge=1, le=100)
+    request,
+    cursor: str | None = CURSOR,
+    limit: int = Query(20, ge=1, le=100),
+    q: str | None = Query(
+        None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00]*$",
+        description="Only conversations whose title or any message contains this text (case-insensitive).",
+    ),
 ):
     """The user's conversations, most recently active first (`updated_at`, then id).
 
@@ -146,6 +157,10 @@ async def list_conversations(
     through the list meanwhile learns of it from the event channel.
     """
     conversations = Conversation.objects.filter(owner=request.auth).order_by("-updated_at", "-id")
+    if q is not None and q.strip():
+        q = q.strip()
+        matching_message = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=q)
+        conversations = conversations.filter(Q(title__icontains=q) | Exists(matching_message))
     if cursor:
         updated_at, last_id = decode_cursor(cursor, "c", 2)
         try:
@@ -232,7 +247,7 @@ async def list_messages(
         generations = (
             Generation.objects.filter(assistant_message_id__in=assistant_ids)
             .order_by("first_seq", "created_at")
-            .values("id", "status", "assistant_message_id", "user_message_id")
+            .values("id", "status", "model", "response_format", "assistant_message_id", "user_message_id")
         )
         async for row in generations:
             answering[row["assistant_message_id"]] = row
@@ -244,10 +259,17 @@ async def list_messages(
             "role": message.role,
             "content": message.content,
             "created_at": message.created_at,
+            "parent_id": message.parent_id,
         }
         if row := answering.get(message.id):
             item["reply_to"] = row["user_message_id"]
-            item["generation"] = {"id": row["id"], "status": row["status"], **stream_urls(row["id"])}
+            item["generation"] = {
+                "id": row["id"],
+                "status": row["status"],
+                "model": row["model"],
+                "response_format": row["response_format"],
+                **stream_urls(row["id"]),
+            }
         items.append(item)
     return {"items": items, "next_cursor": next_cursor}
 
@@ -274,18 +296,27 @@ async def post_message(
 ):
     """Post a user message and start the answer.
 
+    The message follows `parent_id` (omitted: the newest message); posting after an earlier answer, or
+    with an edited message's parent, starts a branch, and both branches stay (see `parent_id` on messages).
     With `stream: true` (the default) this answers 201 at once; follow `generation.stream_url`
     (SSE) or `generation.ws_url` (WebSocket). With `stream: false` it waits for the whole answer
     and answers 200 with it (the non-streaming fallback); `generation.json` then holds the parsed
     answer for `response_format: "json"`.
     """
     conversation = await owned_conversation(request, conversation_id)
+    parent_id = payload.parent_id if "parent_id" in payload.model_fields_set else actions.NEWEST
     answer = await actions.message_post(
         conversation=conversation,
         content=payload.content,
         response_format=payload.response_format,
+        model=payload.model,
+        parent_id=parent_id,
         idempotency=actions.Idempotency.of(
-            idempotency, "message_post", conversation=conversation.pk, **payload.model_dump()
+            idempotency,
+            "message_post",
+            conversation=conversation.pk,
+            **payload.model_dump(exclude={"parent_id"}),
+            parent_id=parent_id,
         ),
         status_code=201 if payload.stream else 200,
     )
@@ -298,6 +329,15 @@ async def answer_out(answer: actions.Answer) -> tuple[int, dict]:
         return 201, {"message": answer.message, "generation": await generation_out(generation, with_text=False)}
     generation = await actions.generation_wait(generation=generation)
     return 200, {"message": answer.message, "generation": await generation_out(generation)}
+
+
+# --- Models ---------------------------------------------------------------------------
+
+
+@router.get("/models", response={200: ModelList, **errors(401)}, tags=["models"])
+async def list_models(request):
+    """The models a message or a regenerate may ask for (`model`); the first is the default."""
+    return {"items": chat_models()}
 
 
 # --- Generations ---------------------------------------------------------------------
@@ -337,12 +377,13 @@ async def regenerate_generation(
 ):
     """Answer the same user message again, as a new generation in a new assistant message.
 
-    The old answer stays in the conversation's history. A generation still running is a 409:
+    The new answer is a version beside the old one (both have the user message as `parent_id`). A generation still running is a 409:
     cancel it first. `message` in the answer is the user message being answered again.
     """
     generation = await owned_generation(request, generation_id)
     answer = await actions.generation_regenerate(
         generation=generation,
+        model=payload.model,
         idempotency=actions.Idempotency.of(
             idempotency, "generation_regenerate", generation=generation.pk, **payload.model_dump()
         ),

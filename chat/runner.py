@@ -346,7 +346,7 @@ def start_generation(
     """Run the generation in this process, in a task that no request owns (a claimed one after `after_seq`)."""
     global _heartbeat_task
     install_shutdown_hook()
-    provider = get_provider(generation.provider)
+    provider = get_provider(generation.provider, model=generation.model, variant=generation.variant)
     run = GenerationRun(generation, provider, messages, hub or get_hub(), prefix=prefix, after_seq=after_seq)
     loop = asyncio.get_running_loop()
     # A fresh context: the run must not inherit the request's thread-sensitive context.

@@ -6,7 +6,10 @@ from uuid import UUID
 
 from django.conf import settings
 from ninja import Schema
-from pydantic import ConfigDict, Field, StrictBool, field_validator
+from pydantic import ConfigDict, Field, StrictBool, StrictInt, field_validator
+
+from .llm.catalog import chat_models
+from .pagination import MAX_ID
 
 
 class StrictInput(Schema):
@@ -77,6 +80,7 @@ class ConversationRenameIn(ConversationIn):
 class ConversationOut(Schema):
     id: int
     title: str
+    model: str = Field(description="The id of the model its last message asked for (GET /api/models); \"\" before the first.")
     created_at: datetime
     updated_at: datetime
 
@@ -89,6 +93,20 @@ class ConversationPage(Schema):
 # --- Messages -------------------------------------------------------------------------
 
 
+def model_field() -> Any:
+    """`model` on a message or regenerate: the spec lists the ids this deployment configures."""
+
+    def configured_ids(schema: dict) -> None:
+        schema["enum"] = [m.id for m in chat_models()] + [None]
+
+    return Field(
+        None,
+        max_length=100,
+        description="A model id from GET /api/models; omitted: the conversation's last model.",
+        json_schema_extra=configured_ids,
+    )
+
+
 class MessageIn(StrictInput):
     content: str = Field(min_length=1)
     stream: StrictBool = Field(
@@ -96,6 +114,15 @@ class MessageIn(StrictInput):
     )
     response_format: Literal["text", "json"] = Field(
         "text", description='"json": the answer is one JSON document, and the stream carries `json` events.'
+    )
+    model: str | None = model_field()
+    parent_id: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=MAX_ID,
+        description="The answer (an assistant message of this conversation) the message follows. Omitted: the "
+        "conversation's newest message. null: a new first message. To edit a message, post the new text with the "
+        "edited message's parent_id: both versions stay, as branches.",
     )
 
     @field_validator("content")
@@ -112,6 +139,8 @@ class MessageIn(StrictInput):
 class GenerationRef(Schema):
     id: UUID
     status: str
+    model: str
+    response_format: str
     stream_url: str
     ws_url: str
 
@@ -122,6 +151,10 @@ class MessageOut(Schema):
     role: str
     content: str = Field(description="An assistant message is empty while its answer is generated; follow its generation.")
     created_at: datetime
+    parent_id: int | None = Field(
+        description="The message this one follows (null for a first message). Messages with one parent are "
+        "versions of one another: edits of a user message, or answers to the same user message."
+    )
     reply_to: int | None = Field(None, description="For an assistant message: the user message it answers.")
     generation: GenerationRef | None = Field(
         None, description="For an assistant message: the (latest) generation that fills it."
@@ -178,3 +211,18 @@ class PostedMessageOut(Schema):
 
 class RegenerateIn(StrictInput):
     stream: StrictBool = Field(True, description="false: wait for the whole new answer and return it.")
+    model: str | None = model_field()
+
+
+# --- Models -----------------------------------------------------------------------------
+
+
+class ModelOut(Schema):
+    id: str = Field(description="What to send as `model`.")
+    label: str
+    provider: str
+    model: str = Field(description="The name the provider is given.")
+
+
+class ModelList(Schema):
+    items: list[ModelOut] = Field(description="The models a user can pick; the first is the default.")

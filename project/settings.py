@@ -216,6 +216,9 @@ LOGGING = {
 # Which LLM answers: "simulated" (offline default) or "openai" (any
 # OpenAI-compatible /v1/chat/completions endpoint).
 CHAT_LLM_PROVIDER = os.environ.get("CHAT_LLM_PROVIDER", "simulated")
+# The models a user can pick, as JSON: [{"provider": "openai", "model": "gpt-4o-mini",
+# "label": "GPT-4o mini"}, ...] (chat/llm/catalog.py). Unset: the one model of the settings here.
+CHAT_MODELS = os.environ.get("CHAT_MODELS", "")
 CHAT_SIMULATED_TOKENS_PER_S = env_float("CHAT_SIMULATED_TOKENS_PER_S", 40.0)
 CHAT_SIMULATED_FIRST_TOKEN_DELAY_S = env_float("CHAT_SIMULATED_FIRST_TOKEN_DELAY_S", 0.3)
 CHAT_SIMULATED_MAX_TOKENS = env_int("CHAT_SIMULATED_MAX_TOKENS", 160)

@@ -15,7 +15,7 @@ from .generations import (
     stale_before,
     stale_heartbeat,
 )
-from .messages import Answer, Idempotency, generation_regenerate, message_post
+from .messages import NEWEST, Answer, Idempotency, generation_regenerate, message_post
 from .operator import (
     continuation_refusal,
     generation_chunks_delete,
@@ -27,6 +27,7 @@ from .retention import streams_prune
 
 __all__ = [
     "CANCEL_WAIT_S",
+    "NEWEST",
     "Answer",
     "Idempotency",
     "continuation_refusal",

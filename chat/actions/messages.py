@@ -14,12 +14,16 @@ from .. import live, runner
 from ..admission import get_admission
 from ..db import db_work
 from ..errors import ApiError
-from ..llm import ChatMessage, get_provider
+from ..llm import ChatMessage
+from ..llm.catalog import ChatModel, default_model, known_model, model_named
 from ..models import Conversation, Generation, IdempotencyKey, Message
 from .queue import queue_notify
 
 # The model sees at most this many earlier messages of the conversation.
 HISTORY_MESSAGES = 40
+
+# A new message's parent when the client names none: the conversation's newest message.
+NEWEST = "newest"
 
 
 def lock_user(user_id) -> None:
@@ -28,28 +32,64 @@ def lock_user(user_id) -> None:
 
 
 def conversation_history(conversation: Conversation, user_message: Message) -> list[ChatMessage]:
-    messages = (
-        Message.objects.filter(conversation=conversation, pk__lte=user_message.pk)
-        .exclude(role=Message.Role.ASSISTANT, content="")
-        .order_by("-pk")[:HISTORY_MESSAGES]
+    """The branch that ends at `user_message`: it and the messages it follows, oldest first."""
+    parents = dict(Message.objects.filter(conversation=conversation, pk__lte=user_message.pk).values_list("pk", "parent_id"))
+    branch, pk = [], user_message.pk
+    while pk is not None and len(branch) < 4 * HISTORY_MESSAGES:
+        branch.append(pk)
+        pk = parents.get(pk)
+    messages = Message.objects.filter(pk__in=branch).exclude(role=Message.Role.ASSISTANT, content="").order_by("-pk")
+    return [ChatMessage(m.role, m.content) for m in reversed(messages[:HISTORY_MESSAGES])]
+
+
+def model_for(conversation: Conversation, requested: str | None) -> ChatModel:
+    """The model asked for (an unknown one is a 400), else the conversation's last one, else the default."""
+    return model_named(requested) or known_model(conversation.model) or default_model()
+
+
+def message_parent(conversation: Conversation, parent_id) -> Message | None:
+    """The answer a new user message follows: NEWEST, None (a first message) or an id in this conversation."""
+    if parent_id == NEWEST:
+        return Message.objects.filter(conversation=conversation).order_by("-pk").first()
+    if parent_id is None:
+        return None
+    parent = Message.objects.filter(pk=parent_id, conversation=conversation).first()
+    if parent is None:
+        # As for any object of another user's: not found, whether it exists elsewhere or not.
+        raise ApiError(404, "not_found", f"Message {parent_id} is not in this conversation.", "parent_id")
+    if parent.role != Message.Role.ASSISTANT:
+        raise ApiError(
+            400,
+            "invalid_parent",
+            f"Message {parent_id} is a {parent.role} message; a message follows an answer (or is first: null).",
+            "parent_id",
+        )
+    return parent
+
+
+def new_generation(
+    *, conversation: Conversation, user_message: Message, response_format: str, model: ChatModel | None = None
+) -> Generation:
+    """Create an empty assistant message and the generation that will fill it (in the caller's transaction).
+
+    The answer is a new version among the answers to `user_message`.
+    """
+    model = model or model_for(conversation, None)
+    variant = Message.objects.filter(parent=user_message, role=Message.Role.ASSISTANT).count()
+    assistant_message = Message.objects.create(
+        conversation=conversation, role=Message.Role.ASSISTANT, parent=user_message
     )
-    return [ChatMessage(m.role, m.content) for m in reversed(messages)]
-
-
-def new_generation(*, conversation: Conversation, user_message: Message, response_format: str) -> Generation:
-    """Create an empty assistant message and the generation that will fill it (in the caller's transaction)."""
-    provider = get_provider()
-    assistant_message = Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT)
     generation = Generation.objects.create(
         conversation=conversation,
         user_message=user_message,
         assistant_message=assistant_message,
-        provider=provider.name,
-        model=provider.model,
+        provider=model.provider,
+        model=model.model,
+        variant=variant,
         response_format=response_format,
         worker=runner.initial_worker(),
     )
-    Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now(), model=model.id)
     return generation
 
 
@@ -93,10 +133,12 @@ async def message_post(
     conversation: Conversation,
     content: str,
     response_format: str = "text",
+    model: str | None = None,
+    parent_id: int | None | str = NEWEST,
     idempotency: Idempotency | None = None,
     status_code: int = 201,
 ) -> Answer:
-    """Add the user's message and start the answer to it.
+    """Add the user's message after `parent_id` and start the answer to it, with `model`.
 
     With an idempotency key already used for the same request, return what
     that request created instead; with a different request, refuse (409).
@@ -106,6 +148,8 @@ async def message_post(
         conversation=conversation,
         user_message=None,
         content=content,
+        parent_id=parent_id,
+        model=model_for(conversation, model),
         response_format=response_format,
         idempotency=idempotency,
         status_code=status_code,
@@ -116,9 +160,9 @@ async def message_post(
 
 
 async def generation_regenerate(
-    *, generation: Generation, idempotency: Idempotency | None = None, status_code: int = 201
+    *, generation: Generation, model: str | None = None, idempotency: Idempotency | None = None, status_code: int = 201
 ) -> Answer:
-    """Answer the same user message again, in a new assistant message; the old answer stays in history."""
+    """Answer the same user message again, in a new assistant message: a new version; the old one stays."""
     get_admission().check_load()
     generation = await Generation.objects.select_related("conversation", "user_message").aget(pk=generation.pk)
     if not generation.is_terminal:
@@ -129,6 +173,8 @@ async def generation_regenerate(
         conversation=generation.conversation,
         user_message=generation.user_message,
         content=None,
+        parent_id=None,
+        model=model_for(generation.conversation, model),
         response_format=generation.response_format,
         idempotency=idempotency,
         status_code=status_code,
@@ -161,6 +207,8 @@ def _answer(
     conversation: Conversation,
     user_message: Message | None,
     content: str | None,
+    parent_id: int | None | str,
+    model: ChatModel,
     response_format: str,
     idempotency: Idempotency | None,
     status_code: int,
@@ -186,9 +234,12 @@ def _answer(
                     "Wait for one to finish, or cancel one.",
                 )
         if user_message is None:
-            user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
+            parent = message_parent(conversation, parent_id)
+            user_message = Message.objects.create(
+                conversation=conversation, role=Message.Role.USER, content=content, parent=parent
+            )
         generation = new_generation(
-            conversation=conversation, user_message=user_message, response_format=response_format
+            conversation=conversation, user_message=user_message, response_format=response_format, model=model
         )
         if idempotency is not None:
             # The unique (user, key) constraint is the last word on a race between retries.

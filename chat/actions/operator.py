@@ -4,9 +4,9 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 
 from .. import runner
-from ..llm import CONTINUE_INSTRUCTION, ChatMessage, get_provider
-from ..models import Generation, Message, TokenChunk
 from ..errors import ApiError
+from ..llm import CONTINUE_INSTRUCTION, ChatMessage
+from ..models import Generation, Message, TokenChunk
 from ..stream import wait_for_end
 from .generations import CANCEL_WAIT_S, end_orphan
 from .messages import conversation_history, generation_regenerate, launch
@@ -18,7 +18,6 @@ async def generation_retry(*, generation: Generation) -> Generation:
 
 
 def _create_continuation(generation_id) -> tuple[Generation, list[ChatMessage]]:
-    provider = get_provider()
     with transaction.atomic():
         # Locked, so two operators clicking at once get one continuation and one refusal.
         previous = (
@@ -35,8 +34,10 @@ def _create_continuation(generation_id) -> tuple[Generation, list[ChatMessage]]:
             user_message=previous.user_message,
             assistant_message=previous.assistant_message,
             continued_from=previous,
-            provider=provider.name,
-            model=provider.model,
+            # The same model and variant, so that it goes on with the same answer.
+            provider=previous.provider,
+            model=previous.model,
+            variant=previous.variant,
             response_format=previous.response_format,
             first_seq=previous.last_seq + 1,
             last_seq=previous.last_seq,

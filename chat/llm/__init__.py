@@ -9,14 +9,17 @@ PROVIDERS = {
 }
 
 
-def get_provider(name: str | None = None) -> Provider:
-    """Build the configured provider; settings are read on every call."""
+def get_provider(name: str | None = None, *, model: str = "", variant: int = 0) -> Provider:
+    """Build the provider (the configured one by default) for `model`; settings are read on every call.
+
+    `variant` numbers an answer among the answers to one message: the simulated model varies by it.
+    """
     name = name or settings.CHAT_LLM_PROVIDER
     try:
         provider_class = import_string(PROVIDERS[name])
     except KeyError:
         raise ValueError(f"Unknown CHAT_LLM_PROVIDER {name!r}; choose one of {sorted(PROVIDERS)}") from None
-    return provider_class.from_settings()
+    return provider_class.from_settings(model=model, variant=variant)
 
 
 __all__ = ["CONTINUE_INSTRUCTION", "ChatMessage", "Finish", "Provider", "ProviderError", "get_provider"]

@@ -39,6 +39,11 @@ class Provider:
     name: str = ""
     model: str = ""
 
+    @classmethod
+    def from_settings(cls, *, model: str = "", variant: int = 0) -> "Provider":
+        """The provider as configured, for `model` (empty: the configured one)."""
+        raise NotImplementedError
+
     def stream(
         self, messages: list[ChatMessage], *, response_format: str = "text"
     ) -> AsyncIterator[str | Finish]:

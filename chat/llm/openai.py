@@ -28,11 +28,11 @@ class OpenAIProvider(Provider):
         self.timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
 
     @classmethod
-    def from_settings(cls) -> "OpenAIProvider":
+    def from_settings(cls, *, model: str = "", variant: int = 0) -> "OpenAIProvider":
         return cls(
             base_url=settings.CHAT_OPENAI_BASE_URL,
             api_key=settings.CHAT_OPENAI_API_KEY,
-            model=settings.CHAT_OPENAI_MODEL,
+            model=model or settings.CHAT_OPENAI_MODEL,
             connect_timeout=settings.CHAT_OPENAI_CONNECT_TIMEOUT_S,
             read_timeout=settings.CHAT_OPENAI_READ_TIMEOUT_S,
         )

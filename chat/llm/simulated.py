@@ -2,7 +2,8 @@
 
 It is the default so that `make run` and the tests work on a machine with no
 network. It writes a short, plausible answer about the prompt (seeded by the
-prompt, so the same prompt gives the same answer), paced like a real model,
+prompt, the model's name and the answer's variant, so the same prompt gives
+the same first answer and a regenerated one differs), paced like a real model,
 and can be told to misbehave like one: stall, fail or send a malformed chunk.
 """
 
@@ -85,12 +86,14 @@ def split_tokens(text: str) -> list[str]:
 
 class SimulatedProvider(Provider):
     name = "simulated"
-    model = "simulated-1"
+    DEFAULT_MODEL = "simulated-1"
 
     def __init__(
         self,
         *,
         tokens_per_s: float,
+        model: str = DEFAULT_MODEL,
+        variant: int = 0,
         first_token_delay_s: float = 0.0,
         max_tokens: int = 160,
         points: int = 3,
@@ -100,6 +103,8 @@ class SimulatedProvider(Provider):
         malformed_after: int | None = None,
     ):
         self.tokens_per_s = tokens_per_s
+        self.model = model or self.DEFAULT_MODEL
+        self.variant = variant
         self.first_token_delay_s = first_token_delay_s
         self.max_tokens = max_tokens
         self.points = points
@@ -109,8 +114,10 @@ class SimulatedProvider(Provider):
         self.malformed_after = malformed_after
 
     @classmethod
-    def from_settings(cls) -> "SimulatedProvider":
+    def from_settings(cls, *, model: str = "", variant: int = 0) -> "SimulatedProvider":
         return cls(
+            model=model,
+            variant=variant,
             tokens_per_s=settings.CHAT_SIMULATED_TOKENS_PER_S,
             first_token_delay_s=settings.CHAT_SIMULATED_FIRST_TOKEN_DELAY_S,
             max_tokens=settings.CHAT_SIMULATED_MAX_TOKENS,
@@ -134,7 +141,13 @@ class SimulatedProvider(Provider):
                     return full[index:]
                 sent += token
         prompt = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        digest = hashlib.sha256(f"{self.seed}:{response_format}:{prompt}".encode()).digest()
+        # The default model's first answer keeps the seed it always had.
+        key = f"{self.seed}:{response_format}:{prompt}"
+        if self.model != self.DEFAULT_MODEL:
+            key += f":{self.model}"
+        if self.variant:
+            key += f":{self.variant}"
+        digest = hashlib.sha256(key.encode()).digest()
         rng = random.Random(digest)
         compose = compose_json_answer if response_format == "json" else compose_text_answer
         return split_tokens(compose(prompt, rng, self.points))
