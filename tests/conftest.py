@@ -3,14 +3,44 @@ import os
 import pytest
 
 from tests.support.client import ChatClient
-from tests.support.server import USERS, DatabaseTemplates, LiveServer, postgres_available, redis_available
+from tests.support.server import (
+    USERS,
+    DatabaseTemplates,
+    LiveServer,
+    drop_templates,
+    postgres_available,
+    redis_available,
+)
 
 REQUIRE_SERVICES = os.environ.get("CHAT_REQUIRE_SERVICES") == "1"
 
 
+def pytest_collection_modifyitems(items):
+    """Under `--dist loadgroup` (make test), give each module to one worker.
+
+    So the servers a module starts are started once, not once per worker.
+    The browser tests share one worker: one Chromium at a time on the machine.
+    """
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            group = "browser" if item.nodeid.startswith("tests/browser/") else item.module.__name__
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def shared_tmp(tmp_path_factory):
+    """A folder that every xdist worker of this run sees (the run's own base folder without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def pytest_sessionfinish(session):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # The run itself, not one of its workers.
+        drop_templates(shared_tmp(session.config._tmp_path_factory))
+
+
 @pytest.fixture(scope="session")
 def database_templates(tmp_path_factory):
-    templates = DatabaseTemplates(tmp_path_factory.mktemp("databases"))
+    templates = DatabaseTemplates(tmp_path_factory.mktemp("databases"), shared_tmp(tmp_path_factory))
     yield templates
     templates.drop_all()
 

@@ -8,7 +8,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.support.client import ChatClient, assert_ids_increase, connection_rows
-from tests.support.server import TEST_ENV, USERS, manage
+from tests.support.api import issue_token
+from tests.support.server import USERS
 from tests.support.ws import read_ws, session_headers, ws_url
 
 PROMPT = "How does a phone resume a WebSocket stream after a network switch?"
@@ -162,25 +163,17 @@ async def test_bad_token_is_rejected_even_with_a_session(ws_server, alice):
     assert by_query.error["code"] == "invalid_token" and by_query.close_code == 4401
 
 
-def issue_token(server, username: str) -> str:
-    code = (
-        "from django.contrib.auth.models import User; from chat.auth import token_issue; "
-        f"print(token_issue(user=User.objects.get(username={username!r}), name='ws test')[0])"
-    )
-    output = manage("shell", "-c", code, env={**TEST_ENV, "DATABASE_URL": server.database_url})
-    return output.strip().splitlines()[-1]  # The shell may print a banner first.
-
-
 async def test_bearer_token_authenticates(ws_server, alice):
     generation = await alice.ask(PROMPT)
-    token = issue_token(ws_server, "alice")
+    token = await issue_token(ws_server.url, "alice")
     by_protocol = await read_ws(ws_server, generation["id"], None, subprotocols=[f"bearer.{token}"])
     assert by_protocol.subprotocol == f"bearer.{token}"
     by_query = await read_ws(ws_server, generation["id"], None, access_token=token)
     stored = await alice.generation(generation["id"])
     assert by_protocol.text == by_query.text == stored["text"]
     assert by_protocol.close_code == by_query.close_code == 1000
-    foreign = await read_ws(ws_server, generation["id"], None, subprotocols=[f"bearer.{issue_token(ws_server, 'bob')}"])
+    bobs = await issue_token(ws_server.url, "bob")
+    foreign = await read_ws(ws_server, generation["id"], None, subprotocols=[f"bearer.{bobs}"])
     assert foreign.error["code"] == "not_found" and foreign.close_code == 4404
 
 

@@ -1,5 +1,7 @@
 """Real servers for the tests: Daphne in a subprocess on 127.0.0.1, with its own database."""
 
+import fcntl
+import json
 import os
 import shutil
 import signal
@@ -94,26 +96,29 @@ def postgres_execute(sql: str) -> None:
 
 
 class DatabaseTemplates:
-    """Migrate a database (with the test users) once per backend; copy it for every server."""
+    """Migrate a database (with the test users) once per backend; copy it for every server.
 
-    def __init__(self, workdir: Path):
+    Parallel test workers share the templates through `shared`, a folder they
+    all see: the first worker to need one makes it, under a file lock. The
+    process that ran the workers drops them at the end (`drop_templates`).
+    """
+
+    def __init__(self, workdir: Path, shared: Path):
         self.workdir = workdir
+        self.index = shared / "templates.json"
+        self.lock = shared / "templates.lock"
         self.templates: dict[str, str] = {}
         self.postgres_databases: list[str] = []
 
     def template(self, backend: str) -> str:
         if backend not in self.templates:
-            if backend == "sqlite":
-                url = f"sqlite:///{self.workdir / 'template.sqlite3'}"
-            else:
-                name = f"chat_template_{uuid.uuid4().hex[:8]}"
-                postgres_execute(f'CREATE DATABASE "{name}"')
-                self.postgres_databases.append(name)
-                url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-            env = {**TEST_ENV, "DATABASE_URL": url}
-            manage("migrate", "--noinput", env=env)
-            manage("shell", "-c", CREATE_USERS, env=env)
-            self.templates[backend] = url
+            with open(self.lock, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                made = json.loads(self.index.read_text()) if self.index.exists() else {}
+                if backend not in made:
+                    made[backend] = make_template(backend, self.index.parent)
+                    self.index.write_text(json.dumps(made))
+            self.templates[backend] = made[backend]
         return self.templates[backend]
 
     def fresh(self, backend: str) -> str:
@@ -128,11 +133,35 @@ class DatabaseTemplates:
         return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
 
     def drop_all(self) -> None:
+        """Drop the PostgreSQL databases this process copied (not the shared templates)."""
         for name in reversed(self.postgres_databases):
-            try:
-                postgres_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            except Exception:
-                pass
+            drop_postgres_database(name)
+
+
+def make_template(backend: str, folder: Path) -> str:
+    if backend == "sqlite":
+        url = f"sqlite:///{folder / 'template.sqlite3'}"
+    else:
+        name = f"chat_template_{uuid.uuid4().hex[:8]}"
+        postgres_execute(f'CREATE DATABASE "{name}"')
+        url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    env = {**TEST_ENV, "DATABASE_URL": url}
+    manage("migrate", "--noinput", env=env)
+    manage("shell", "-c", CREATE_USERS, env=env)
+    return url
+
+
+def drop_templates(shared: Path) -> None:
+    index = shared / "templates.json"
+    if index.exists() and (url := json.loads(index.read_text()).get("postgres")):
+        drop_postgres_database(url.rsplit("/", 1)[1])
+
+
+def drop_postgres_database(name: str) -> None:
+    try:
+        postgres_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except Exception:
+        pass  # PostgreSQL went away: nothing to clean.
 
 
 # Daphne gets a socket already bound and listening (`--fd`), so no other process,
