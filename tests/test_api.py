@@ -3,7 +3,6 @@
 import asyncio
 import json
 import re
-import uuid
 
 import httpx
 import pytest
@@ -258,7 +257,7 @@ async def test_bad_message_bodies(alice_api, body, code, field):
         ("GET", "/api/conversations/99999999999999999999999", 400),
         ("GET", "/api/conversations/9223372036854775808", 400),
         ("GET", "/api/conversations/0", 400),
-        ("GET", f"/api/generations/{uuid.uuid4()}", 404),
+        ("GET", "/api/generations/9b2f6c1e-0d3a-4c58-8e7f-2a1b3c4d5e6f", 404),  # No such generation.
         ("PATCH", "/api/conversations/1", 400),
     ],
 )
