@@ -33,7 +33,8 @@ class TokenWriter:
             self.task = asyncio.get_running_loop().create_task(self.loop(), context=contextvars.Context())
 
     def tokens_added(self, run) -> None:
-        if len(run.pending) >= settings.CHAT_FLUSH_MAX_TOKENS:
+        # A worker's run publishes only what is written: its first token goes at once, not after a flush interval.
+        if len(run.pending) >= settings.CHAT_FLUSH_MAX_TOKENS or (run.durable_first and run.persisted_seq < run.first_seq):
             self.wake.set()
 
     async def loop(self) -> None:
