@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run serve test chaos system-deps migrate bench bench-capacity bench-capacity-quick clean
+.PHONY: install run serve test chaos system-deps migrate bench bench-capacity bench-capacity-quick clean vendor
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -103,6 +103,22 @@ bench-capacity: install
 
 bench-capacity-quick: install
 	$(BIN)/python -m bench.capacity --quick $(BENCH_ARGS)
+
+# The chat page's browser libraries, committed in static/vendor/ with their
+# licences (so neither `make run` nor `make test` needs npm), pinned by
+# vendor/package-lock.json. After a version bump there: `make vendor`.
+VENDORED := static/vendor
+vendor:
+	cd vendor && npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(VENDORED)/marked $(VENDORED)/dompurify $(VENDORED)/highlight
+	sed '/sourceMappingURL/d' vendor/node_modules/marked/lib/marked.esm.js > $(VENDORED)/marked/marked.esm.js
+	sed '/sourceMappingURL/d' vendor/node_modules/dompurify/dist/purify.es.mjs > $(VENDORED)/dompurify/purify.es.js
+	cp vendor/node_modules/@highlightjs/cdn-assets/es/highlight.min.js $(VENDORED)/highlight/highlight.min.js
+	cp vendor/node_modules/@highlightjs/cdn-assets/styles/github.min.css vendor/node_modules/@highlightjs/cdn-assets/styles/github-dark.min.css $(VENDORED)/highlight/
+	cp vendor/node_modules/marked/LICENSE* $(VENDORED)/marked/
+	cp vendor/node_modules/dompurify/LICENSE* $(VENDORED)/dompurify/
+	cp vendor/node_modules/@highlightjs/cdn-assets/LICENSE $(VENDORED)/highlight/
+	cd vendor && npm ls --depth=0 --parseable --long | sed -n 's|.*node_modules/[^:]*:||p' > ../$(VENDORED)/VERSIONS
 
 clean:
 	rm -rf $(VENV) db.sqlite3*

@@ -1,21 +1,27 @@
-// The chat page's wiring: the composer, Stop and Regenerate, opening
-// conversations, live updates, and following answers with GenerationStream
-// (stream-client.js), which does the hard part. Message views, the status
-// line, the sidebar and the refresh snapshots have modules of their own.
+// The chat page's wiring: the composer (with its model and JSON choices),
+// Stop, Regenerate and Edit, versions, opening conversations, live updates,
+// and following answers with GenerationStream (stream-client.js), which does
+// the hard part. Message views, the message tree, the status line, the
+// sidebar and the refresh snapshots have modules of their own.
 
 import { api, itemsOf, nextCursorOf } from "./api.js";
+import { MessageTree } from "./branches.js";
 import { EventChannel } from "./event-channel.js";
 import {
   button,
   clearMessages,
+  copyText,
   followScroll,
   followStream,
-  markPrevious,
   messageView,
   removeAll,
   renderText,
   setNotice,
+  setTime,
+  setVersions,
+  showsAll,
   shownAnswer,
+  startEdit,
 } from "./messages.js";
 import { Sidebar, conversationTitle } from "./sidebar.js";
 import { dropSnapshot, loadSnapshot, saveSnapshot } from "./snapshots.js";
@@ -35,6 +41,8 @@ const ui = {
   prompt: $("prompt"),
   send: $("send"),
   stop: $("stop"),
+  model: $("model"),
+  json: $("json-mode"),
 };
 
 const page = {
@@ -42,6 +50,9 @@ const page = {
   conversationId: null,
   stream: null, // {client, generation, view} of the answer being followed
   lastAnswer: null, // {generationId, view}: what Regenerate regenerates
+  tree: new MessageTree(), // the open conversation's messages
+  views: new Map(), // message id → its view, for the branch shown
+  models: [], // GET /api/models: {id, label, provider, model}, the default first
   busy: false,
   openToken: 0, // guards against a slow load finishing after a newer one
 };
@@ -106,7 +117,7 @@ function attach(generation, view, { resume = false } = {}) {
     config: page.config,
     onRender: (rendered) => {
       debug.renders++;
-      renderText(view, rendered.text);
+      renderText(view, rendered.text, { format: generation.response_format, streaming: !isFinal(client) });
       setMetrics(rendered.tokens, rendered.tokensPerSecond);
       if (!isFinal(client)) {
         saveSnapshot(generation.id, rendered.text, rendered.lastEventId);
@@ -118,7 +129,7 @@ function attach(generation, view, { resume = false } = {}) {
   page.stream = { client, generation, view };
   page.lastAnswer = { generationId: generation.id, view };
   setLocation(page.conversationId, generation.id);
-  if (snapshot) renderText(view, snapshot.text);
+  if (snapshot) renderText(view, snapshot.text, { format: generation.response_format, streaming: true });
   setBusy(true);
   followScroll();
   client.start();
@@ -150,6 +161,13 @@ function onStreamState(client, generation, view, state, detail) {
   if (state === State.ENDED || state === State.FALLBACK) {
     dropSnapshot(generation.id);
     setLocation(page.conversationId, null);
+    // A tail held back while streaming (an unfinished table row) shows now.
+    if (!showsAll(view, client.text)) {
+      debug.renders++;
+      renderText(view, client.text, { format: generation.response_format });
+    }
+    const message = page.tree.byId.get(generation.assistant_message_id);
+    if (message) page.tree.add({ ...message, content: client.text, generation: { ...message.generation, status: detail.status ?? "complete" } });
   }
   setBusy(BUSY_STATES.has(state));
   if (!BUSY_STATES.has(state)) refreshActions();
@@ -182,6 +200,11 @@ function refreshActions() {
   // After an Error the answer may still be running on the server: retry it, don't replace it.
   if (page.stream?.generation.id === last.generationId && page.stream.client.state === State.ERROR) return;
   last.view.actions.append(button("↻ Regenerate", "btn small regenerate", () => regenerate(last.generationId)));
+}
+
+/** What a new answer is asked for with: the picked model, and JSON if the toggle is on. */
+function chosenModel() {
+  return ui.model.value || undefined;
 }
 
 function autosize() {
@@ -217,21 +240,66 @@ async function send(content) {
       sidebar.upsert(conversation, { first: true });
       selectConversation(conversation.id);
     }
-    const posted = await api(
-      "POST",
-      `/api/conversations/${page.conversationId}/messages`,
-      { content, stream: true },
-      // A retried POST (flaky network) must not ask twice.
-      { headers: { "Idempotency-Key": crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2) } },
-    );
+    // After the answer shown last: on an older branch, the new message goes on from there.
+    const parent = page.tree.branch().at(-1);
+    const posted = await postMessage(content, parent ? parent.id : null, {
+      response_format: ui.json.checked ? "json" : "text",
+    });
     ui.prompt.value = "";
     autosize();
-    const userView = messageView("user", { messageId: posted.message.id });
-    renderText(userView, posted.message.content);
-    const view = messageView("assistant", { messageId: posted.generation.assistant_message_id });
+    const userView = showMessage(posted.message);
+    setVersionsOf(userView, posted.message.id);
+    const view = showMessage(assistantOf(posted));
     followStream();
     attach(posted.generation, view);
     sidebar.touch(page.conversationId);
+  } catch (error) {
+    setBusy(false);
+    flash(error.message);
+  }
+}
+
+/** Post a user message after `parentId` (null: a first message); add it and its answer to the tree. */
+async function postMessage(content, parentId, extra = {}) {
+  const posted = await api(
+    "POST",
+    `/api/conversations/${page.conversationId}/messages`,
+    { content, stream: true, model: chosenModel(), parent_id: parentId, ...extra },
+    // A retried POST (flaky network) must not ask twice.
+    { headers: { "Idempotency-Key": crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2) } },
+  );
+  page.tree.add(posted.message);
+  page.tree.add(assistantOf(posted));
+  if (sidebar.find(page.conversationId)) {
+    sidebar.upsert({ id: page.conversationId, model: chosenModel() ?? "", updated_at: posted.message.created_at });
+  }
+  return posted;
+}
+
+/** The (empty) assistant message a POST created, as the messages list would show it. */
+function assistantOf({ message, generation }) {
+  return {
+    id: generation.assistant_message_id,
+    conversation_id: generation.conversation_id,
+    role: "assistant",
+    content: "",
+    created_at: generation.created_at,
+    parent_id: message.role === "user" ? message.id : message.parent_id,
+    generation,
+  };
+}
+
+/** Send an edited version of a user message: a new branch from the same parent. */
+async function sendEdit(messageId, content) {
+  if (page.busy) return;
+  const edited = page.tree.byId.get(messageId);
+  setBusy(true);
+  try {
+    const posted = await postMessage(content, edited?.parent_id ?? null);
+    page.tree.pick(posted.generation.assistant_message_id);
+    renderBranch();
+    followStream();
+    attach(posted.generation, page.views.get(posted.generation.assistant_message_id));
   } catch (error) {
     setBusy(false);
     flash(error.message);
@@ -259,12 +327,14 @@ async function regenerate(generationId) {
   if (page.busy) return;
   setBusy(true);
   try {
-    const answer = await api("POST", `/api/generations/${generationId}/regenerate`, {});
-    const generation = answer.generation ?? answer;
-    if (page.lastAnswer?.view) markPrevious(page.lastAnswer.view);
-    const view = messageView("assistant", { messageId: generation.assistant_message_id });
+    const answer = await api("POST", `/api/generations/${generationId}/regenerate`, { model: chosenModel() });
+    const generation = answer.generation;
+    // The new answer is a version beside the old one, shown in its place.
+    page.tree.add(assistantOf(answer));
+    page.tree.pick(generation.assistant_message_id);
+    renderBranch();
     followStream();
-    attach(generation, view);
+    attach(generation, page.views.get(generation.assistant_message_id));
   } catch (error) {
     setBusy(false);
     refreshActions();
@@ -286,6 +356,7 @@ function selectConversation(id) {
   page.conversationId = id;
   const conversation = sidebar.find(id);
   ui.title.textContent = conversation ? conversationTitle(conversation) : "Conversation";
+  if (conversation?.model && page.models.some((m) => m.id === conversation.model)) ui.model.value = conversation.model;
   sidebar.select(id);
   setLocation(id, null);
 }
@@ -294,6 +365,8 @@ function newChat() {
   detachStream();
   page.conversationId = null;
   page.lastAnswer = null;
+  page.tree = new MessageTree();
+  page.views.clear();
   clearMessages();
   ui.title.textContent = "New chat";
   setStatus("idle", "Ready");
@@ -350,34 +423,88 @@ async function openConversation(conversationId, { generationId = null } = {}) {
     loadError = error; // still resume a running answer below: it matters more than the history
   }
   if (token !== page.openToken) return;
-  const views = new Map();
-  let previous = null;
-  for (const message of messages) {
-    const view = messageView(message.role === "user" ? "user" : "assistant", { messageId: message.id });
-    renderText(view, message.content);
-    views.set(message.id, { view, message });
-    if (view.role === "assistant") {
-      if (previous?.role === "assistant") markPrevious(previous);
-      const generation = generationOf(message);
-      if (generation?.id) {
-        view.article.dataset.generationId = generation.id;
-        // How it ended, as when it was followed live ("You stopped this answer.").
-        setNotice(view, outcomeText({ status: generation.status }), generation.status === "failed" ? "danger" : "muted");
-        page.lastAnswer = { generationId: generation.id, view };
-        if (!generationId && ACTIVE_STATUSES.has(generation.status)) generationId = generation.id;
-      }
-    }
-    previous = view;
-  }
+  page.tree = new MessageTree(messages);
+  // A generation named by the URL (after a refresh) shows on its branch, whichever it is.
+  const named = generationId && messages.find((m) => generationOf(m)?.id === generationId);
+  if (named) page.tree.pick(named.id);
+  const running = renderBranch();
+  if (!generationId) generationId = running;
   if (loadError) flash(loadError.message);
   else setStatus("idle", "Ready");
   followStream();
-  if (generationId) await resume(generationId, views, token);
+  if (generationId) await resume(generationId, token);
+  if (!page.busy) refreshActions();
+}
+
+/** The model's label for a generation's model name, if the deployment still lists it. */
+function modelLabel(generation) {
+  const model = page.models.find((m) => m.model === generation?.model);
+  return page.models.length > 1 && model ? model.label : "";
+}
+
+/** Add a message's view: its text, time and actions (the versions are set by the caller). */
+function showMessage(message) {
+  const role = message.role === "user" ? "user" : "assistant";
+  const generation = generationOf(message);
+  const view = messageView(role, { messageId: message.id, label: role === "assistant" ? modelLabel(generation) : "" });
+  renderText(view, message.content, { format: generation?.response_format ?? "text" });
+  setTime(view, message.created_at);
+  page.views.set(message.id, view);
+  if (role === "assistant") {
+    const copy = button("Copy", "btn small copy-answer", () => copyText(view.source, copy));
+    copy.setAttribute("aria-label", "Copy the answer (Markdown)");
+    view.actions.append(copy);
+  } else {
+    const edit = button("Edit", "btn small edit", () => {
+      if (!page.busy) startEdit(view, (text) => sendEdit(message.id, text));
+    });
+    edit.setAttribute("aria-label", "Edit this message");
+    view.actions.append(edit);
+  }
+  return view;
+}
+
+function setVersionsOf(view, messageId) {
+  const siblings = page.tree.siblings(messageId);
+  setVersions(view, siblings.indexOf(messageId), siblings.length, (index) => pickVersion(siblings[index]));
+}
+
+/**
+ * Show the branch the tree picks, from the top. Returns the generation id of a
+ * still-running answer on it (the last one), if any.
+ */
+function renderBranch() {
+  clearMessages();
+  page.views.clear();
+  page.lastAnswer = null;
+  let running = null;
+  for (const message of page.tree.branch()) {
+    const view = showMessage(message);
+    setVersionsOf(view, message.id);
+    const generation = generationOf(message);
+    if (view.role === "assistant" && generation?.id) {
+      view.article.dataset.generationId = generation.id;
+      // How it ended, as when it was followed live ("You stopped this answer.").
+      setNotice(view, outcomeText({ status: generation.status }), generation.status === "failed" ? "danger" : "muted");
+      page.lastAnswer = { generationId: generation.id, view };
+      running = ACTIVE_STATUSES.has(generation.status) ? generation.id : null;
+    }
+  }
+  return running;
+}
+
+/** Show another version of a message (and the branch below it). */
+async function pickVersion(messageId) {
+  if (page.busy) return;
+  page.tree.pick(messageId);
+  const running = renderBranch();
+  page.views.get(messageId)?.article.scrollIntoView({ block: "nearest" });
+  if (running) await resume(running, page.openToken);
   if (!page.busy) refreshActions();
 }
 
 /** Verify the generation with the server, then follow it if it still runs. */
-async function resume(generationId, views, token) {
+async function resume(generationId, token) {
   let generation;
   try {
     generation = await api("GET", `/api/generations/${generationId}`);
@@ -387,8 +514,8 @@ async function resume(generationId, views, token) {
     return;
   }
   if (token !== page.openToken) return;
-  const known = views.get(generation.assistant_message_id);
-  const view = known?.view ?? messageView("assistant", { messageId: generation.assistant_message_id });
+  const known = page.tree.byId.get(generation.assistant_message_id);
+  const view = page.views.get(generation.assistant_message_id) ?? showMessage(assistantOf({ message: {}, generation }));
   page.lastAnswer = { generationId: generation.id, view };
   if (ACTIVE_STATUSES.has(generation.status)) {
     attach(generation, view, { resume: true });
@@ -397,7 +524,7 @@ async function resume(generationId, views, token) {
   // It ended while nobody watched: the stored message is the answer.
   dropSnapshot(generation.id);
   setLocation(page.conversationId, null);
-  if (!known || !known.message.content) renderText(view, generation.text ?? "");
+  if (!known?.content) renderText(view, generation.text ?? "", { format: generation.response_format });
   const ended = { status: generation.status, reason: generation.reason, error: generation.error };
   const { label, text, notice = "", tone = "muted", outcome = "" } = describe(State.ENDED, ended);
   view.article.dataset.state = State.ENDED;
@@ -463,13 +590,28 @@ function fitPlaceholder() {
 narrow.addEventListener("change", fitPlaceholder);
 fitPlaceholder();
 
+// --- Models -------------------------------------------------------------------------------
+
+async function loadModels() {
+  page.models = itemsOf(await api("GET", "/api/models"));
+  ui.model.replaceChildren(
+    ...page.models.map((model) => {
+      const option = document.createElement("option");
+      option.value = model.id;
+      option.textContent = model.label;
+      return option;
+    }),
+  );
+  ui.model.disabled = page.models.length < 2;
+}
+
 // --- Start ---------------------------------------------------------------------------------
 
 async function main() {
   const initial = JSON.parse($("chat-initial").textContent);
   setBusy(false);
   try {
-    await sidebar.load();
+    await Promise.all([sidebar.load(), loadModels()]);
   } catch (error) {
     flash(error.message);
   }

@@ -1,5 +1,5 @@
-// The conversations sidebar: the list (rename, delete) and, on narrow
-// screens, the drawer that holds it.
+// The conversations sidebar: the list (search, rename, delete, how long ago
+// each was active) and, on narrow screens, the drawer that holds it.
 
 import { api, itemsOf, nextCursorOf } from "./api.js";
 import { button } from "./messages.js";
@@ -8,12 +8,28 @@ import { button } from "./messages.js";
 const MAX_PAGES = 50;
 // Clicking Delete arms it; a second click within this window deletes.
 const DELETE_CONFIRM_MS = 4_000;
+// Typing in the search field asks the server once it pauses this long.
+const SEARCH_DELAY_MS = 250;
 
 const app = document.getElementById("app");
 const scrim = document.getElementById("scrim");
 const toggle = document.getElementById("toggle-sidebar");
 const list = document.getElementById("conversation-list");
 const empty = document.getElementById("conversation-empty");
+const searchEmpty = document.getElementById("search-empty");
+const search = document.getElementById("search");
+const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto", style: "narrow" });
+
+/** "now", "5 min. ago", "yesterday", "Mar 3": how long ago, at a glance. */
+export function relativeDate(iso, now = Date.now()) {
+  const date = new Date(iso);
+  const seconds = (date.getTime() - now) / 1000;
+  if (seconds > -60) return "now";
+  if (seconds > -3600) return relative.format(Math.round(seconds / 60), "minute");
+  if (seconds > -86400) return relative.format(Math.round(seconds / 3600), "hour");
+  if (seconds > -7 * 86400) return relative.format(Math.round(seconds / 86400), "day");
+  return date.toLocaleDateString([], { month: "short", day: "numeric" });
+}
 
 export function conversationTitle(conversation) {
   return conversation.title || "Untitled";
@@ -28,6 +44,12 @@ export class Sidebar {
     Object.assign(this, { onOpen, onRenamed, onDeleted, onError });
     this.conversations = [];
     this.activeId = null;
+    this.query = ""; // the search the list shows ("": all)
+    let timer = null;
+    search.addEventListener("input", () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => this.search(search.value.trim()), SEARCH_DELAY_MS);
+    });
     toggle.addEventListener("click", () => (this.isOpen ? this.close() : this.open()));
     scrim.addEventListener("click", () => this.close());
   }
@@ -36,15 +58,28 @@ export class Sidebar {
     return this.conversations.find((c) => c.id === id);
   }
 
+  /** Show only the conversations with `query` in their title or messages ("": all). */
+  async search(query) {
+    this.query = query;
+    try {
+      await this.load();
+    } catch (error) {
+      this.onError(error.message);
+    }
+  }
+
   async load() {
     const all = [];
     let cursor = null;
+    const query = this.query;
+    const q = query ? `&q=${encodeURIComponent(query)}` : "";
     for (let pageNo = 0; pageNo < MAX_PAGES; pageNo++) {
-      const data = await api("GET", `/api/conversations?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+      const data = await api("GET", `/api/conversations?limit=100${q}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
       all.push(...itemsOf(data));
       cursor = nextCursorOf(data);
       if (!cursor) break;
     }
+    if (query !== this.query) return; // a newer search is on its way
     this.conversations = all;
     this.render();
   }
@@ -87,17 +122,25 @@ export class Sidebar {
         this.onOpen(conversation.id);
       });
       open.title = title;
+      const when = document.createElement("time");
+      when.className = "conversation-date";
+      if (conversation.updated_at) {
+        when.dateTime = conversation.updated_at;
+        when.textContent = relativeDate(conversation.updated_at);
+        when.title = new Date(conversation.updated_at).toLocaleString([], { dateStyle: "full", timeStyle: "short" });
+      }
       const rename = button("✎", "conversation-action rename", () => this.startRename(li, conversation));
       rename.setAttribute("aria-label", `Rename ${title}`);
       rename.title = "Rename";
       const remove = button("✕", "conversation-action delete", () => this.confirmDelete(remove, conversation));
       remove.setAttribute("aria-label", `Delete ${title}`);
       remove.title = "Delete";
-      li.append(open, rename, remove);
+      li.append(open, when, rename, remove);
       return li;
     });
     list.replaceChildren(...items);
-    empty.hidden = this.conversations.length > 0;
+    empty.hidden = this.conversations.length > 0 || Boolean(this.query);
+    searchEmpty.hidden = this.conversations.length > 0 || !this.query;
   }
 
   startRename(li, conversation) {

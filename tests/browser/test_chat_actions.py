@@ -32,7 +32,7 @@ def test_composer_enter_sends_and_shift_enter_breaks_the_line(chat):
     chat.wait_state("ended")
     assert chat.page.locator("#prompt").is_editable()
     assert chat.page.input_value("#prompt") == ""
-    assert chat.page.locator(".message.user").last.text_content() == "First line\nsecond line about retries"
+    assert chat.page.locator(".message.user .content").last.text_content() == "First line\nsecond line about retries"
 
 
 def test_stop_cancels_the_generation_and_keeps_the_partial_text(chat):
@@ -77,13 +77,18 @@ def test_regenerate_starts_a_new_generation_for_the_same_prompt(chat):
     stored_second = assert_shows_stored(chat, second)
     assert stored_second["status"] == "complete"
     assert stored_second["user_message_id"] == stored_first["user_message_id"]
-    # The old answer stays in the history, marked as such.
-    answers = chat.page.locator(".message.assistant")
-    assert answers.count() == 2
-    assert answers.first.locator(".label").text_content() == "Earlier answer"
-    assert answers.first.locator(".content").inner_html() == chat.markdown_html(stored_first["text"])
-    assert chat.page.locator(".message.user").count() == 1
+    # The old answer stays as a version: ‹ 2/2 › shows the new one, ‹ goes back to the first.
+    answer = chat.page.locator(".message.assistant")
+    assert answer.count() == 1 and chat.page.locator(".message.user").count() == 1
+    assert stored_second["text"] != stored_first["text"]  # the simulated model varies by version
+    assert answer.locator(".version-position").text_content() == "2/2"
     assert chat.page.locator(".regenerate").count() == 1
+    answer.locator(".version-previous").click()
+    chat.page.wait_for_function("() => document.querySelector('.message.assistant .version-position')?.textContent === '1/2'")
+    assert chat.shown_html() == chat.markdown_html(stored_first["text"])
+    assert chat.page.locator(".message.assistant").count() == 1
+    assert chat.page.locator(".message.assistant .version-next").is_enabled()
+    assert chat.page.locator(".message.assistant .version-previous").is_disabled()
 
 
 def test_refresh_mid_stream_resumes_the_same_generation(chat):

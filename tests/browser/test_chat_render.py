@@ -60,7 +60,7 @@ def test_model_html_renders_as_text(echo_chat):
     assert echo_chat.page.locator("#messages script, #messages img").count() == 0
     assert echo_chat.page.evaluate("window.__pwned ?? null") is None
     # The prompt, shown in the user's bubble, is text as well.
-    assert echo_chat.page.locator(".message.user").last.text_content() == hostile
+    assert echo_chat.page.locator(".message.user .content").last.text_content() == hostile
 
 
 @pytest.mark.parametrize(

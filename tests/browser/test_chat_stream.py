@@ -27,7 +27,7 @@ def test_happy_path_final_dom_equals_stored_message(chat):
     assert status["tokens"] == f"{stored['last_seq']} tokens"
     assert status["rate"].endswith("tok/s")
     # The user's prompt is shown as sent, and the composer is usable again.
-    assert chat.page.locator(".message.user").last.text_content() == PROMPT
+    assert chat.page.locator(".message.user .content").last.text_content() == PROMPT
     assert chat.page.locator("#prompt").is_editable()
     assert chat.page.locator("#stop").is_hidden()
 

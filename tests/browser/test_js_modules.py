@@ -1,4 +1,4 @@
-"""The pure client modules, run in Chromium: the SSE decoder, the Markdown renderer, the backoff.
+"""The pure client modules, run in Chromium: the SSE decoder, the Markdown renderer, the message tree, the backoff.
 
 The files are served straight from static/ through Playwright's request
 routing, so these tests need no server.
@@ -112,45 +112,66 @@ def test_sse_utf8_split_inside_a_character(js):
     assert events == [{"type": "message", "data": "h\u00e9llo \u2603", "id": ""}]
 
 
-# --- Markdown: safe by construction ---------------------------------------------------------
+# --- Markdown: marked + highlight.js + DOMPurify, safe by construction ----------------------
 
 RENDER = """
     const div = document.createElement('div');
-    div.append(m.renderMarkdown(arg));
+    div.append(m.renderMarkdown(arg[0], arg[1]));
     return div.innerHTML;
 """
 
+LINK = 'target="_blank" rel="noopener noreferrer nofollow"'
+COPY = '<button type="button" class="copy-code" aria-label="Copy code">Copy</button>'
 
-def markdown(js, text: str) -> str:
-    return run(js, "markdown.js", RENDER, text)
+
+def markdown(js, text: str, **options) -> str:
+    return run(js, "markdown.js", RENDER, [text, options])
+
+
+def code_block(language: str, code_class: str, html: str) -> str:
+    return (
+        f'<div class="code-block"><div class="code-head"><span class="code-lang">{language}</span>{COPY}</div>'
+        f"<pre><code{code_class}>{html}</code></pre></div>"
+    )
 
 
 @pytest.mark.parametrize(
     "text, html",
     [
-        ("Hello **world** and *you*", "<p>Hello <strong>world</strong> and <em>you</em></p>"),
-        ("line one\nline two", "<p>line one<br>line two</p>"),
-        ("para one\n\npara two", "<p>para one</p><p>para two</p>"),
-        ("- a\n- b", "<ul><li>a</li><li>b</li></ul>"),
-        ("1. one\n2. two", "<ol><li>one</li><li>two</li></ol>"),
-        ("3. three\n4. four", '<ol start="3"><li>three</li><li>four</li></ol>'),
-        ("Intro:\n- a\n\n- b\n\nAfter", "<p>Intro:</p><ul><li>a</li><li>b</li></ul><p>After</p>"),
-        ("```python\nx = 1 < 2\n```", '<pre><code class="language-python">x = 1 &lt; 2</code></pre>'),
-        ("```\nunclosed while streaming", "<pre><code>unclosed while streaming</code></pre>"),
-        ("use `a<b>` here", "<p>use <code>a&lt;b&gt;</code> here</p>"),
-        ("## Title", "<h2>Title</h2>"),
-        ("> quoted", "<blockquote><p>quoted</p></blockquote>"),
-        ("---", "<hr>"),
+        ("Hello **world** and *you*", "<p>Hello <strong>world</strong> and <em>you</em></p>\n"),
+        ("line one\nline two", "<p>line one<br>line two</p>\n"),
+        ("para one\n\npara two", "<p>para one</p>\n<p>para two</p>\n"),
+        ("- a\n- b", "<ul>\n<li>a</li>\n<li>b</li>\n</ul>\n"),
+        ("- a\n  - nested\n- b", "<ul>\n<li>a<ul>\n<li>nested</li>\n</ul>\n</li>\n<li>b</li>\n</ul>\n"),
+        ("3. three\n4. four", '<ol start="3">\n<li>three</li>\n<li>four</li>\n</ol>\n'),
         (
-            "[docs](https://example.org/a?b=1&c=2)",
-            '<p><a href="https://example.org/a?b=1&amp;c=2" target="_blank" rel="noopener noreferrer nofollow">docs</a></p>',
+            "- [x] done\n- [ ] to do",
+            '<ul>\n<li><input checked="" disabled="" type="checkbox"> done</li>\n'
+            '<li><input disabled="" type="checkbox"> to do</li>\n</ul>\n',
         ),
         (
-            "see https://example.org/x.",
-            '<p>see <a href="https://example.org/x" target="_blank" rel="noopener noreferrer nofollow">'
-            "https://example.org/x</a>.</p>",
+            "| a | b |\n|---|--:|\n| 1 | 2 |",
+            '<table>\n<thead>\n<tr>\n<th>a</th>\n<th align="right">b</th>\n</tr>\n</thead>\n'
+            '<tbody><tr>\n<td>1</td>\n<td align="right">2</td>\n</tr>\n</tbody></table>\n',
         ),
-        ("snake_case_name stays", "<p>snake_case_name stays</p>"),
+        ("## Two\n### Three", "<h2>Two</h2>\n<h3>Three</h3>\n"),
+        ("~~gone~~", "<p><del>gone</del></p>\n"),
+        (
+            "```python\nx = 1 < 2\n```",
+            code_block(
+                "python",
+                ' class="hljs language-python"',
+                'x = <span class="hljs-number">1</span> &lt; <span class="hljs-number">2</span>',
+            ),
+        ),
+        ("```\nunclosed while streaming", code_block("text", ' class="hljs"', "unclosed while streaming")),
+        ("use `a<b>` here", "<p>use <code>a&lt;b&gt;</code> here</p>\n"),
+        ("> quoted", "<blockquote>\n<p>quoted</p>\n</blockquote>\n"),
+        ("---", "<hr>\n"),
+        ("[docs](https://example.org/a?b=1&c=2)", f'<p><a href="https://example.org/a?b=1&amp;c=2" {LINK}>docs</a></p>\n'),
+        ("see https://example.org/x.", f'<p>see <a href="https://example.org/x" {LINK}>https://example.org/x</a>.</p>\n'),
+        ("[mail](mailto:a@example.org)", f'<p><a href="mailto:a@example.org" {LINK}>mail</a></p>\n'),
+        ("snake_case_name stays", "<p>snake_case_name stays</p>\n"),
     ],
 )
 def test_markdown(js, text, html):
@@ -160,17 +181,31 @@ def test_markdown(js, text, html):
 @pytest.mark.parametrize(
     "text, html",
     [
-        ("<script>alert(1)</script>", "<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>"),
-        ('<img src=x onerror="alert(1)">', '<p>&lt;img src=x onerror="alert(1)"&gt;</p>'),
-        ("[click](javascript:alert(1))", "<p>[click](javascript:alert(1))</p>"),
-        ("[x](data:text/html,<b>hi</b>)", "<p>[x](data:text/html,&lt;b&gt;hi&lt;/b&gt;)</p>"),
-        ('**<b onclick="x">bold</b>**', '<p><strong>&lt;b onclick="x"&gt;bold&lt;/b&gt;</strong></p>'),
-        ("```html\n<iframe src=x></iframe>\n```", '<pre><code class="language-html">&lt;iframe src=x&gt;&lt;/iframe&gt;</code></pre>'),
-        # A quote cannot break out of an attribute: the URL ends at it, the rest is text.
+        ("<script>alert(1)</script>", "<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>\n"),
+        ('<img src=x onerror="alert(1)">', '<p>&lt;img src=x onerror="alert(1)"&gt;</p>\n'),
+        ("[click](javascript:alert(1))", "<p>[click](javascript:alert(1))</p>\n"),
+        ("[a](JaVaScRiPt:alert(1))", "<p>[a](JaVaScRiPt:alert(1))</p>\n"),
+        ("[x](data:text/html,<b>hi</b>)", "<p>[x](data:text/html,&lt;b&gt;hi&lt;/b&gt;)</p>\n"),
+        ("[x](//evil.example/path)", "<p>[x](//evil.example/path)</p>\n"),
+        ("[r][1]\n\n[1]: javascript:alert(1)", "<p>[r][1]</p>\n"),
+        # No remote images: a safe link to one, or its text.
+        ("![pic](https://x.org/a.png)", f'<p><a href="https://x.org/a.png" {LINK}>pic</a></p>\n'),
+        ("![pic](javascript:alert(1))", "<p>![pic](javascript:alert(1))</p>\n"),
+        ('**<b onclick="x">bold</b>**', '<p><strong>&lt;b onclick="x"&gt;bold&lt;/b&gt;</strong></p>\n'),
+        (
+            "```html\n<iframe src=x></iframe>\n```",
+            code_block(
+                "html",
+                ' class="hljs language-html"',
+                '<span class="hljs-tag">&lt;<span class="hljs-name">iframe</span> <span class="hljs-attr">src</span>='
+                '<span class="hljs-string">x</span>&gt;</span><span class="hljs-tag">&lt;/<span class="hljs-name">iframe</span>'
+                "&gt;</span>",
+            ),
+        ),
+        # A quote cannot break out of the attribute: it stays inside the (escaped) URL.
         (
             '[a](https://x.org/"onmouseover="alert(1))',
-            '<p>[a](<a href="https://x.org/" target="_blank" rel="noopener noreferrer nofollow">https://x.org/</a>'
-            '"onmouseover="alert(1))</p>',
+            f'<p><a href="https://x.org/&quot;onmouseover=&quot;alert(1)" {LINK}>a</a></p>\n',
         ),
     ],
 )
@@ -186,6 +221,7 @@ def test_markdown_never_creates_active_elements(js):
             "<svg onload=\"window.__pwned = 3\"></svg>",
             "- <a href=\"javascript:window.__pwned=4\">x</a>",
             "`</code><script>window.__pwned = 5</script>`",
+            "<iframe srcdoc='<script>parent.__pwned = 6</script>'></iframe>",
         ]
     )
     result = run(
@@ -206,6 +242,52 @@ def test_markdown_never_creates_active_elements(js):
     assert result["attributes"] == []
     assert result["pwned"] is None
     assert "<script>window.__pwned = 1</script>" in result["text"]
+
+
+def test_json_answers_are_pretty_printed_and_highlighted(js):
+    html = markdown(js, '{"a": [1, "two"]}', format="json")
+    assert html.startswith('<div class="code-block"><div class="code-head"><span class="code-lang">json</span>')
+    text = run(js, "markdown.js", "const d = document.createElement('div'); d.append(m.renderMarkdown(arg, { format: 'json' })); "
+               "return d.querySelector('code').textContent;", '{"a": [1, "two"]}')
+    assert text == '{\n  "a": [\n    1,\n    "two"\n  ]\n}'
+    # Not (yet) a whole document, as while it streams: shown as sent.
+    partial = run(js, "markdown.js", "const d = document.createElement('div'); d.append(m.renderMarkdown(arg, { format: 'json' })); "
+                  "return d.querySelector('code').textContent;", '{"a": [1, "tw')
+    assert partial == '{"a": [1, "tw'
+
+
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        ("Intro\n\n| a | b |", "Intro\n"),  # a header row alone is not yet a table
+        ("Intro\n\n| a | b |\n", "Intro\n"),
+        ("Intro\n\n| a | b |\n|---|--", "Intro\n"),
+        ("| a | b |\n|---|---|\n| 1 | 2", "| a | b |\n|---|---|"),  # the unfinished row waits for its newline
+        ("| a | b |\n|---|---|\n| 1 | 2 |\n", "| a | b |\n|---|---|\n| 1 | 2 |\n"),
+        ("```python\nx = 1", "```python\nx = 1"),  # an unclosed fence shows: it renders as code
+        ("plain text", "plain text"),
+    ],
+)
+def test_streaming_holds_back_an_unfinished_table(js, text, shown):
+    assert run(js, "markdown.js", "return m.streamingText(arg);", text) == shown
+
+
+def test_every_prefix_of_a_rich_answer_renders(js):
+    """Mid-stream, every prefix (unclosed fences, half tables, open emphasis) renders without throwing."""
+    answer = "# Title\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n- one\n  - two\n\n```js\nconst x = `a`;\n```\n\n**bold *both***"
+    failures = run(
+        js,
+        "markdown.js",
+        """
+        const failures = [];
+        for (let i = 0; i <= arg.length; i++) {
+            try { m.renderMarkdown(m.streamingText(arg.slice(0, i))); } catch (error) { failures.push([i, String(error)]); }
+        }
+        return failures;
+        """,
+        answer,
+    )
+    assert failures == []
 
 
 # --- Backoff and configuration ---------------------------------------------------------------
@@ -369,3 +451,37 @@ def test_retry_loop_final_errors_offline_and_wake_ups(js):
     assert results["final"] == {"log": ["attempt", "failure 404 0"], "closed": True}
     assert results["offline"] == {"log": ["attempt 1", "offline", "attempt 2"], "waiting": "online", "failures": 0}
     assert results["visible"] == {"log": ["attempt 1", "attempt 2", "failure 1", "attempt 3"]}
+
+
+# --- The message tree: versions and the branch shown ------------------------------------------
+
+TREE = """
+    const messages = [
+        { id: 1, parent_id: null, role: "user" }, { id: 2, parent_id: 1, role: "assistant" },
+        { id: 3, parent_id: 2, role: "user" }, { id: 4, parent_id: 3, role: "assistant" },
+        { id: 5, parent_id: 2, role: "user" }, { id: 6, parent_id: 5, role: "assistant" },  // an edit of 3
+        { id: 7, parent_id: 1, role: "assistant" },  // a regenerated answer to 1
+    ];
+    const tree = new m.MessageTree(messages);
+    const ids = () => tree.branch().map((message) => message.id);
+    const seen = { newest: ids(), siblings: [tree.siblings(3), tree.siblings(7)] };
+    tree.pick(2);
+    seen.first = ids();  // the first answer, then the way to its newest message (the edit)
+    tree.pick(3);
+    seen.original = ids();
+    tree.add({ id: 8, parent_id: 4, role: "user" });
+    seen.added = ids();
+    tree.pick(7);
+    seen.regenerated = ids();
+    return seen;
+"""
+
+
+def test_message_tree_shows_the_newest_branch_and_picked_versions(js):
+    seen = run(js, "branches.js", TREE)
+    assert seen["newest"] == [1, 7]
+    assert seen["siblings"] == [[3, 5], [2, 7]]
+    assert seen["first"] == [1, 2, 5, 6]
+    assert seen["original"] == [1, 2, 3, 4]
+    assert seen["added"] == [1, 2, 3, 4, 8]
+    assert seen["regenerated"] == [1, 7]
