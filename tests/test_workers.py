@@ -31,6 +31,35 @@ pytestmark = pytest.mark.timeout(240)
 LONG_ANSWERS = {"CHAT_SIMULATED_POINTS": "6", "CHAT_SIMULATED_MAX_TOKENS": "120"}
 
 
+class UvicornServer(LiveServer):
+    """A web process as `make serve` runs it: uvicorn, with a graceful-shutdown timeout.
+
+    Without the timeout, uvicorn waits for every open stream to end before it stops.
+    """
+
+    COMMAND = ["-m", "uvicorn", "--fd", "{fd}", "--timeout-graceful-shutdown", "1", "--no-access-log"]
+
+    def start(self, timeout: float = 60.0) -> "UvicornServer":
+        fd = self.listener.fileno()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, *(arg.format(fd=fd) for arg in self.COMMAND), "project.asgi:application"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=[fd],
+            )
+        self.listener.close()
+        eventually_sync(self.listening, what=f"uvicorn on port {self.port} to serve", timeout=timeout)
+        return self
+
+    def listening(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"uvicorn exited early:\n{self.log()}")
+        return "Application startup complete" in self.log()
+
+
 class WorkerProcess:
     """`manage.py run_generations` in a subprocess; ready once its heartbeat row is in the database."""
 
@@ -90,9 +119,7 @@ class Deployment:
         self.workers: list[WorkerProcess] = []
 
     def web(self, **env) -> LiveServer:
-        server = LiveServer(database_url=self.database_url, env={**self.env, **env}, workdir=self.workdir, server="uvicorn")
-        # As `make serve` runs it: without a graceful timeout, uvicorn waits for every open stream to end.
-        server.command = [*server.command[:-1], "--timeout-graceful-shutdown", "1", server.command[-1]]
+        server = UvicornServer(database_url=self.database_url, env={**self.env, **env}, workdir=self.workdir)
         self.webs.append(server.start())
         return server
 
@@ -183,8 +210,8 @@ def all_streaming(deployment: Deployment, ids: list[str], *, or_ended: bool = Fa
 
 async def test_rolling_restart_of_the_web_tier_loses_no_answer(deploy):
     """50 answers followed through the balancer while both web processes restart, one after the other."""
-    # About 20 s an answer: both restarts fall inside them, even on a busy machine.
-    deployment = deploy(CHAT_SIMULATED_TOKENS_PER_S=10, CHAT_SIMULATED_POINTS=10, CHAT_SIMULATED_MAX_TOKENS=200)
+    # About 25 s an answer: both restarts fall inside them, even on a busy machine.
+    deployment = deploy(CHAT_SIMULATED_TOKENS_PER_S=10, CHAT_SIMULATED_POINTS=12, CHAT_SIMULATED_MAX_TOKENS=250)
     first, second = deployment.web(), deployment.web()
     deployment.worker()
     deployment.worker()
@@ -198,23 +225,23 @@ async def test_rolling_restart_of_the_web_tier_loses_no_answer(deploy):
             following = [asyncio.Event() for _ in ids]
             followers = [asyncio.create_task(follow(client.http, i, f)) for i, f in zip(ids, following)]
             await asyncio.wait_for(asyncio.gather(*(f.wait() for f in following)), 60)
-            running = [sum(r["status"] == "streaming" for r in deployment.generations())]
+            running = []  # Answers running as each web process is stopped.
             for old in (first, second):
+                running.append(sum(r["status"] == "streaming" for r in deployment.generations()))
                 balancer.ports.remove(old.port)  # Out of the balancer, as a deploy does, then SIGTERM.
                 # In threads: the balancer and the clients go on meanwhile, as they would.
                 # uvicorn re-raises the signal once it has shut down.
                 assert await asyncio.to_thread(old.stop, signal.SIGTERM) in (0, -signal.SIGTERM), deployment.logs()
                 balancer.ports.append((await asyncio.to_thread(deployment.web)).port)
-                running.append(sum(r["status"] == "streaming" for r in deployment.generations()))
             results = await asyncio.gather(*followers)
             for generation_id, (events, _) in zip(ids, results):
                 await check_client(client.http, generation_id, events)
     rows = deployment.generations()
     assert [(r["status"], r["interrupt_reason"], r["runs"]) for r in rows] == [("complete", "", 1)] * 50
     reconnects = sum(count for _, count in results)
-    print(f"\n50 answers; running at the first restart, after it, after the second: {running}; {reconnects} reconnects")
+    print(f"\n50 answers; running as each web process stopped: {running}; {reconnects} client reconnects")
     print(f"connections per web process: {dict(balancer.connections)}")
-    assert running[-1] and reconnects >= 50, "the restarts missed the answers"
+    assert all(running) and reconnects >= running[0] // 2, "the restarts missed the answers"
 
 
 async def stop_a_worker_mid_answers(deploy, sig: int, **env) -> tuple[Deployment, list, list]:

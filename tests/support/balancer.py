@@ -18,6 +18,7 @@ class Balancer:
         self.server: asyncio.Server | None = None
         self.port = 0
         self.tasks: set[asyncio.Task] = set()
+        self.writers: set[asyncio.StreamWriter] = set()
         self.connections: Counter = Counter()  # Per backend port.
 
     @property
@@ -31,8 +32,9 @@ class Balancer:
 
     async def __aexit__(self, *exc) -> None:
         self.server.close()
-        for task in list(self.tasks):
-            task.cancel()
+        # Closed, not cancelled: each connection's task then ends on its own.
+        for writer in list(self.writers):
+            writer.close()
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
     async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
@@ -49,11 +51,13 @@ class Balancer:
 
     async def accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         self.tasks.add(asyncio.current_task())
+        self.writers.add(client_writer)
         try:
             upstream = await self.connect()
             if upstream is None:
                 return
             upstream_reader, upstream_writer = upstream
+            self.writers.add(upstream_writer)
             try:
                 # Either side closing ends the connection, as a proxy that sees a reset does.
                 pipes = [
@@ -67,8 +71,10 @@ class Balancer:
                         task.cancel()
             finally:
                 upstream_writer.close()
+                self.writers.discard(upstream_writer)
         finally:
             client_writer.close()
+            self.writers.discard(client_writer)
             self.tasks.discard(asyncio.current_task())
 
 
