@@ -3,6 +3,7 @@
 import asyncio
 import json
 import signal
+from contextlib import AsyncExitStack
 
 import pytest
 
@@ -155,3 +156,30 @@ async def test_error_right_after_a_burst_of_tokens_is_interrupted_not_failed(sta
         stored = await client.generation(generation["id"])
     assert (stored["status"], stored["reason"], stored["last_seq"]) == ("interrupted", "upstream_error", 5)
     assert read.terminal.event == "interrupted" and read.text == stored["text"] != ""
+
+
+async def test_daphne_exits_on_sigint_with_many_streams_open(start_server, tmp_path):
+    """Regression: after a loaded run Daphne did not exit within 15 s of SIGINT (a thread and a
+    connection per open stream to wind down). Every answer still ends interrupted, with its tokens."""
+    server = start_server(
+        fresh=True, CHAT_SIMULATED_TOKENS_PER_S=10, CHAT_SIMULATED_POINTS=100, CHAT_SIMULATED_MAX_TOKENS=2000
+    )
+    async with await logged_in(server) as client, AsyncExitStack() as streams:
+        generations = [(await client.ask(f"{PROMPT} {index}"))["id"] for index in range(30)]
+        for generation_id in generations:
+            response = await streams.enter_async_context(
+                client.http.stream("GET", f"/api/generations/{generation_id}/stream")
+            )
+            assert response.status_code == 200
+            await anext(response.aiter_bytes())  # The stream is open and flowing.
+        # Generous: it used to take more than 15 s; with nothing per stream to wind down, about a second.
+        assert server.stop(signal.SIGINT, timeout=60) == 0, "exited by itself, not killed"
+    restarted = type(server)(database_url=server.database_url, env={}, workdir=tmp_path).start()
+    try:
+        async with await logged_in(restarted) as client:
+            stored = [await client.generation(generation_id) for generation_id in generations]
+            replays = [await client.read_stream(generation_id) for generation_id in generations[:5]]
+    finally:
+        restarted.stop()
+    assert {(g["status"], g["reason"]) for g in stored} == {("interrupted", "server_shutdown")}
+    assert all(replay.text == g["text"] for replay, g in zip(replays, stored))
