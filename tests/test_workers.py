@@ -113,6 +113,8 @@ class Deployment:
             # Pub/sub ignores database numbers: each test's event channels apart.
             "CHAT_EVENTS_NAMESPACE": f"t{uuid.uuid4().hex[:8]}-",
             "CHAT_WORKER_POLL_S": "2",
+            # Four to six processes on a PostgreSQL the other tests share: a few connections each.
+            "CHAT_DB_THREADS": "3",
             **env,
         }
         self.webs: list[LiveServer] = []
