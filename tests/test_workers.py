@@ -87,7 +87,9 @@ class WorkerProcess:
         rows = query(self.database_url, "SELECT name FROM chat_worker WHERE name LIKE %s", f"%:{self.process.pid}:%")
         return rows[0]["name"] if rows else None
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        if self.process is None:
+            return None
         if self.process.poll() is None:
             self.process.send_signal(sig)
             try:
@@ -122,13 +124,13 @@ class Deployment:
 
     def web(self, **env) -> LiveServer:
         server = UvicornServer(database_url=self.database_url, env={**self.env, **env}, workdir=self.workdir)
-        self.webs.append(server.start())
-        return server
+        self.webs.append(server)  # Before it starts: stopped at the end even if it never gets ready.
+        return server.start()
 
     def worker(self, **env) -> WorkerProcess:
         worker = WorkerProcess(database_url=self.database_url, env={**self.env, **env}, workdir=self.workdir)
-        self.workers.append(worker.start())
-        return worker
+        self.workers.append(worker)
+        return worker.start()
 
     def generations(self) -> list[dict]:
         return query(self.database_url, "SELECT id, status, interrupt_reason, worker, runs, last_seq FROM chat_generation")
