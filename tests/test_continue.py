@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from chat.llm import CONTINUE_INSTRUCTION
+from chat.llm import CONTINUE_INSTRUCTION, ChatMessage
+from chat.llm.simulated import SimulatedProvider
 from tests.support.client import logged_in, shown_text
 from tests.support.openai_upstream import OpenAIUpstream, echo_reply
 from tests.support.operator import admin_action, operator_client, started_id
@@ -115,8 +116,10 @@ async def test_retry_answers_the_same_prompt_in_a_new_message(start_server):
     assert stored["user_message_id"] == old["user_message_id"]
     assert stored["assistant_message_id"] != old["assistant_message_id"]
     assert stored["first_seq"] == 1
-    # The simulated model answers the same prompt the same way: the cancelled text is where the retry began.
-    assert stored["text"].startswith(first.text) and len(stored["text"]) > len(old_stopped["text"])
+    # A retry is a new version of the answer: the simulated model writes the second version, deterministically.
+    second_version = SimulatedProvider(tokens_per_s=0, variant=1).answer_tokens([ChatMessage("user", PROMPT)])
+    assert stored["text"] == "".join(second_version[:160]) != old_stopped["text"]
+    assert first.text and old_stopped["text"].startswith(first.text)
     assert old_after == old_stopped, "the retried generation is left as it was"
 
 
