@@ -29,8 +29,8 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
-from django.db.models import Case, DateTimeField, F, Q, Value, When
+from django.db import close_old_connections, connection, transaction
+from django.db.models import DateTimeField, F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -102,6 +102,8 @@ class GenerationRun:
         self.stop_fault: _Fault | None = None
         self.task: asyncio.Task | None = None
         self.reader: asyncio.Task | None = None
+        self.last_token_at = 0.0  # Loop time of the last token from upstream (or of the start).
+        self.stall_timer: asyncio.TimerHandle | None = None
 
     def tokens_after(self, seq: int) -> Token | None:
         """This run's tokens after `seq`, as one event; None if there are none."""
@@ -113,10 +115,27 @@ class GenerationRun:
 
     def request_stop(self, status: str, reason: str = "") -> None:
         """Ask the run to end as `status` (`queued`: to hand on); it flushes and finishes on its own."""
+        self.stop(HAND_ON if status == HAND_ON.status else _Fault(status, reason))
+
+    def stop(self, fault: _Fault) -> None:
         if self.stop_fault is None:
-            self.stop_fault = HAND_ON if status == HAND_ON.status else _Fault(status, reason)
+            self.stop_fault = fault
             if self.reader is not None:
                 self.reader.cancel()
+
+    def watch_for_stall(self, stall_s: float) -> None:
+        """End the run if upstream sent nothing for `stall_s`; else look again when it would be.
+
+        One timer per stall period, where a timeout moved on by every token
+        cost a timer per token (6 % of the CPU at 100 streams).
+        """
+        loop = asyncio.get_running_loop()
+        quiet_s = loop.time() - self.last_token_at
+        if quiet_s >= stall_s:
+            error = f"no token from upstream for {stall_s:g} s"
+            self.stop(_Fault(Generation.Status.INTERRUPTED, Generation.InterruptReason.UPSTREAM_STALL, error))
+        elif self.stop_fault is None:
+            self.stall_timer = loop.call_later(stall_s - quiet_s, self.watch_for_stall, stall_s)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -149,31 +168,24 @@ class GenerationRun:
         """Read upstream and hand each token on as it comes; the writer persists them in batches."""
         writer = get_writer()
         writer.add(self)
-        stall_s = settings.CHAT_UPSTREAM_STALL_S
         loop = asyncio.get_running_loop()
         stream = self.provider.stream(self.messages, response_format=self.response_format)
+        self.last_token_at = loop.time()
+        self.watch_for_stall(settings.CHAT_UPSTREAM_STALL_S)
         try:
-            # One deadline, moved on by each token: no timer per token.
-            async with asyncio.timeout(loop.time() + stall_s) as deadline:
-                async for item in stream:
-                    if not isinstance(item, str):
-                        return item  # Finish
-                    deadline.reschedule(loop.time() + stall_s)
-                    self.seq += 1
-                    self.texts.append(item)
-                    self.pending.append(item)
-                    if self.first_token_at is None:
-                        self.first_token_at = timezone.now()
-                    if not self.durable_first:
-                        self.hub.publish_nowait(self.group, Token(self.seq, self.seq, item))
-                    writer.tokens_added(self)
+            async for item in stream:
+                if not isinstance(item, str):
+                    return item  # Finish
+                self.last_token_at = loop.time()
+                self.seq += 1
+                self.texts.append(item)
+                self.pending.append(item)
+                if self.first_token_at is None:
+                    self.first_token_at = timezone.now()
+                if not self.durable_first:
+                    self.hub.publish_nowait(self.group, Token(self.seq, self.seq, item))
+                writer.tokens_added(self)
             return self.fault_for_error("upstream ended without a finish")
-        except TimeoutError:
-            return _Fault(
-                Generation.Status.INTERRUPTED,
-                Generation.InterruptReason.UPSTREAM_STALL,
-                f"no token from upstream for {stall_s:g} s",
-            )
         except ProviderError as exc:
             return self.fault_for_error(str(exc))
         except asyncio.CancelledError:
@@ -182,6 +194,8 @@ class GenerationRun:
             logger.exception("provider %s crashed", self.provider.name)
             return self.fault_for_error(f"provider error: {exc}")
         finally:
+            if self.stall_timer is not None:
+                self.stall_timer.cancel()
             await stream.aclose()
 
     def fault_for_error(self, error: str) -> _Fault:
@@ -393,27 +407,50 @@ def beat(runs: list[GenerationRun]) -> set:
     ended by the reaper (it thought us dead) or an operator, or handed on.
     """
     close_old_connections()
-    ids = [run.generation_id for run in runs]
-    # Counts what was produced; the chunks on disk may trail it by one flush.
-    Generation.objects.filter(pk__in=ids, status__in=Generation.ACTIVE_STATUSES, worker=WORKER_ID).update(
-        heartbeat_at=timezone.now(),
-        last_seq=Case(*(When(pk=run.generation_id, then=Value(run.seq)) for run in runs)),
-        token_count=Case(*(When(pk=run.generation_id, then=Value(run.token_count)) for run in runs)),
-        first_token_at=Case(
-            *(
-                When(pk=run.generation_id, first_token_at__isnull=True, then=Value(run.first_token_at))
-                for run in runs
-                if run.first_token_at
-            ),
-            default="first_token_at",
-        ),
-    )
+    if not runs:
+        return set()  # They all ended during the sleep.
+    record_progress(runs)
     live_ids = {run.generation_id for run in runs if run.task and not run.task.done()}
     return set(
         Generation.objects.filter(pk__in=live_ids)
         .filter(Q(cancel_requested=True) | ~Q(status__in=Generation.ACTIVE_STATUSES) | ~Q(worker=WORKER_ID))
         .values_list("pk", flat=True)
     )
+
+
+def record_progress(runs: list[GenerationRun]) -> None:
+    """One UPDATE for every run: its heartbeat, and how far it got (the chunks on disk may trail by one flush).
+
+    Written as SQL: the ORM's Case/When, resolved and compiled per run, cost
+    most of an idle process's CPU with 1,000 answers running.
+    """
+    meta, quote = Generation._meta, connection.ops.quote_name
+    column = {name: quote(meta.get_field(name).column) for name in (
+        "id", "heartbeat_at", "last_seq", "token_count", "first_token_at", "status", "worker"
+    )}
+    prep_pk = meta.pk.get_db_prep_value
+    prep_time = meta.get_field("heartbeat_at").get_db_prep_value
+    ids = [prep_pk(run.generation_id, connection) for run in runs]
+    whens = " ".join(["WHEN %s THEN %s"] * len(runs))
+    sets = [f"{column['heartbeat_at']} = %s", f"{column['last_seq']} = CASE {column['id']} {whens} END"]
+    params = [prep_time(timezone.now(), connection)]
+    params += [value for pk, run in zip(ids, runs) for value in (pk, run.seq)]
+    sets.append(f"{column['token_count']} = CASE {column['id']} {whens} END")
+    params += [value for pk, run in zip(ids, runs) for value in (pk, run.token_count)]
+    started = [(pk, run.first_token_at) for pk, run in zip(ids, runs) if run.first_token_at]
+    if started:
+        first = " ".join(["WHEN %s THEN %s"] * len(started))
+        sets.append(
+            f"{column['first_token_at']} = COALESCE({column['first_token_at']}, CASE {column['id']} {first} END)"
+        )
+        params += [value for pk, at in started for value in (pk, prep_time(at, connection))]
+    active = list(Generation.ACTIVE_STATUSES)
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {', '.join(sets)} WHERE {column['id']} IN ({', '.join(['%s'] * len(ids))})"
+        f" AND {column['status']} IN ({', '.join(['%s'] * len(active))}) AND {column['worker']} = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *ids, *active, WORKER_ID])
 
 
 async def shutdown_runs(timeout: float = 10.0) -> None:

@@ -13,6 +13,7 @@ import weakref
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
 
 from .db import db_work
 from .models import Generation, TokenChunk
@@ -92,13 +93,42 @@ def write_chunks(chunks: list[TokenChunk], *, fence=frozenset()) -> set:
     """
     close_old_connections()
     if not fence:
-        TokenChunk.objects.bulk_create(chunks)
+        insert_chunks(chunks)
         return {chunk.generation_id for chunk in chunks}
     with transaction.atomic():
         owned = owned_generations(fence)
         chunks = [chunk for chunk in chunks if chunk.generation_id not in fence or chunk.generation_id in owned]
-        TokenChunk.objects.bulk_create(chunks)
+        insert_chunks(chunks)
     return {chunk.generation_id for chunk in chunks}
+
+
+CHUNK_FIELDS = ("generation", "first_seq", "last_seq", "tokens", "created_at")
+
+
+def insert_chunks(chunks: list[TokenChunk]) -> None:
+    """One INSERT of every chunk, written as SQL.
+
+    `bulk_create` builds and compiles the statement field by field for every
+    chunk: at 100 streams that was a third of the process's CPU.
+    """
+    if not chunks:
+        return
+    meta, quote = TokenChunk._meta, connection.ops.quote_name
+    generation, _, _, tokens, created_at = fields = [meta.get_field(name) for name in CHUNK_FIELDS]
+    now = created_at.get_db_prep_value(timezone.now(), connection)
+    params = []
+    for chunk in chunks:
+        params += [
+            generation.get_db_prep_value(chunk.generation_id, connection),
+            chunk.first_seq,
+            chunk.last_seq,
+            tokens.get_db_prep_value(chunk.tokens, connection),
+            now,
+        ]
+    row = f"({', '.join(['%s'] * len(fields))})"
+    columns = ", ".join(quote(field.column) for field in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES {', '.join([row] * len(chunks))}", params)
 
 
 def owned_generations(ids) -> set:
