@@ -10,6 +10,7 @@ from tests.support.server import (
     drop_templates,
     postgres_available,
     redis_available,
+    stop_all,
 )
 
 REQUIRE_SERVICES = os.environ.get("CHAT_REQUIRE_SERVICES") == "1"
@@ -62,9 +63,17 @@ def require_redis() -> None:
     require_service(redis_available(), "Redis is not reachable at 127.0.0.1:6379")
 
 
+# Servers a test asked for with fresh=True: its own, stopped when it ends, so that their
+# database connections do not add up against PostgreSQL's limit over a session.
+FRESH_SERVERS: list[LiveServer] = []
+
+
 @pytest.fixture(scope="session")
 def start_server(database_templates, tmp_path_factory):
-    """Start (or reuse) a Daphne server for a backend and a set of environment overrides."""
+    """Start (or reuse) a Daphne server for a backend and a set of environment overrides.
+
+    `fresh=True` gives the test a server (and database) of its own.
+    """
     servers: dict[tuple, LiveServer] = {}
     workdir = tmp_path_factory.mktemp("servers")
 
@@ -75,15 +84,21 @@ def start_server(database_templates, tmp_path_factory):
         if fresh or key not in servers or servers[key].process.poll() is not None:
             server = LiveServer(database_url=database_templates.fresh(backend), env=env, workdir=workdir).start()
             if fresh:
-                servers[(key, id(server))] = server
+                FRESH_SERVERS.append(server)
             else:
                 servers[key] = server
             return server
         return servers[key]
 
     yield start
-    for server in servers.values():
-        server.stop()
+    stop_all([*servers.values(), *FRESH_SERVERS])
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item):
+    """After the test's own fixtures are torn down, stop the servers it had to itself."""
+    stop_all(FRESH_SERVERS)
+    FRESH_SERVERS.clear()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -166,15 +166,21 @@ def drop_postgres_database(name: str) -> None:
 
 # Daphne gets a socket already bound and listening (`--fd`), so no other process,
 # such as a parallel test worker, can take its port between choosing and binding it.
-DAPHNE = ["-m", "daphne", "--fd", "{fd}", "project.asgi:application"]
+# uvicorn's --fd takes any socket for a Unix one, so it binds the port itself.
+SERVER_COMMANDS = {
+    "daphne": ["-m", "daphne", "--fd", "{fd}", "project.asgi:application"],
+    "uvicorn": ["-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning", "project.asgi:application"],
+}
 # What Daphne logs once it has loaded the app and serves the socket.
-LISTENING = "Listening on TCP address"
+DAPHNE_LISTENING = "Listening on TCP address"
 
 
 class LiveServer:
-    """Daphne serving project.asgi on a free port of 127.0.0.1."""
+    """Daphne (or uvicorn) serving project.asgi on a free port of 127.0.0.1."""
 
-    def __init__(self, *, database_url: str, env: dict, workdir: Path):
+    def __init__(self, *, database_url: str, env: dict, workdir: Path, server: str = "daphne"):
+        self.kind = server
+        self.command = list(SERVER_COMMANDS[server])
         self.database_url = database_url
         self.env = {**os.environ, **TEST_ENV, **env, "DATABASE_URL": database_url}
         self.listener = socket.create_server(("127.0.0.1", 0), backlog=512)
@@ -184,44 +190,69 @@ class LiveServer:
         self.port = self.listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         # Unique: a port freed by a stopped server may be handed out again.
-        self.log_path = workdir / f"daphne-{self.port}-{uuid.uuid4().hex[:6]}.log"
+        self.log_path = workdir / f"{server}-{self.port}-{uuid.uuid4().hex[:6]}.log"
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> "LiveServer":
         fd = self.listener.fileno()
+        if self.kind != "daphne":
+            self.listener.close()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, *(arg.format(fd=fd) for arg in DAPHNE)],
+                [sys.executable, *(arg.format(fd=fd, port=self.port) for arg in self.command)],
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                pass_fds=[fd],
+                pass_fds=[fd] if self.kind == "daphne" else [],
             )
         self.listener.close()  # The server process holds the socket now.
-        # The socket accepts connections from the start; the app serves them once loaded. Waiting
-        # for the log line, rather than probing with a request, leaves the first request to the test.
         try:
-            eventually_sync(self.listening, what=f"daphne on port {self.port} to listen", timeout=timeout)
+            eventually_sync(self.ready, what=f"{self.kind} on port {self.port} to serve", timeout=timeout)
         except AssertionError as error:
             self.stop()
             raise RuntimeError(f"{error}:\n{self.log()}") from None
         return self
 
-    def listening(self) -> bool:
+    def ready(self) -> bool:
+        """Daphne says so in its log, which leaves the first request to the test; uvicorn is quiet, so ask it."""
         if self.process.poll() is not None:
-            raise RuntimeError(f"daphne exited early:\n{self.log()}")
-        return LISTENING in self.log()
+            raise RuntimeError(f"{self.kind} exited early:\n{self.log()}")
+        if self.kind == "daphne":
+            return DAPHNE_LISTENING in self.log()
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        self.signal(sig)
+        return self.wait(timeout)
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode if self.process else None
+
+    def wait(self, timeout: float = 15.0) -> int | None:
+        """The exit status, once the process has exited; killed if it takes longer than `timeout`."""
+        if self.process is None:
+            return None
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        return self.process.returncode
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def stop_all(servers) -> None:
+    """Stop servers side by side: each takes a moment to shut down."""
+    servers = list(servers)
+    for server in servers:
+        server.signal()
+    for server in servers:
+        server.wait()
