@@ -95,6 +95,7 @@ class Plan:
     retries: int
     profile: Path | None
     gc_log: bool
+    out: Path
 
 
 # --- the servers under load -------------------------------------------------------------
@@ -147,15 +148,23 @@ class Target:
         return body["text"]
 
     async def answer(self, tokens: int) -> tuple[str | None, float, float | None]:
-        """Ask for a short answer due now and read it: (generation, POST-to-first-token ms or None, POST ms)."""
+        """Ask for a short answer due now and read it: (generation, POST-to-first-token ms, POST ms).
+
+        An answer refused (a 503 under overload) or without a token within 30 s has no time (None).
+        """
         started = time.time()
-        generation = await self.create(started, tokens)
+        try:
+            generation = await self.create(started, tokens)
+        except RuntimeError:
+            return None, None, None
         posted = time.time()
         stream = await self.open(generation, started, tokens, watch=b"event: token")
         try:
             async with asyncio.timeout(30):
                 first = await stream.seen
                 await stream.closed
+        except TimeoutError:
+            first = None
         finally:
             stream.abort()
         return generation, (first - started) * 1000 if first else None, (posted - started) * 1000
@@ -231,6 +240,7 @@ class Bench:
         self.databases = Databases(workdir)
         self.postgres = None  # A connection for pg_stat_activity, opened when a phase needs it.
         self.servers: list[Server] = []
+        self.kept_logs = plan.out / "logs"
 
     # --- one server at one load --------------------------------------------------------
 
@@ -250,6 +260,10 @@ class Bench:
 
     async def stop(self, server: Server, database: Database | None) -> float | None:
         exit_s = await asyncio.to_thread(server.stop)
+        if exit_s is None and server.log_path.exists():
+            # It had to be killed: keep its log, for whoever finds out why.
+            self.kept_logs.mkdir(parents=True, exist_ok=True)
+            shutil.copy(server.log_path, self.kept_logs / server.log_path.name)
         self.servers.remove(server)
         await asyncio.to_thread(self.databases.discard, database)
         return exit_s
@@ -293,8 +307,6 @@ class Bench:
             w0 = t + plan.ramp + plan.settle
             w1 = t + (plan.tokens - 1) / plan.rate - 0.2
             mid = (w0 + w1) / 2
-            if w1 - w0 < 0.2:
-                raise ValueError(f"answers of {plan.tokens} tokens at {plan.rate:g}/s are too short for the ramp")
 
             await sleep_until(w0)
             cpu0, client0, busy0 = server.cpu_seconds(), cpu_seconds("self"), busy_seconds()
@@ -479,7 +491,7 @@ class Bench:
         server, database = await self.start(spec, [self.plan.server_cpu])
         sampler = Sampler(server, database, self.postgres)
         row = {"server": spec.label, "streams": n, "database": "postgresql" if spec.postgres else "sqlite"}
-        recorders, errors = [], []
+        recorders, errors, retried = [], [], []
         try:
             target = Target(spec, server.port, database, self.plan.rate)
             await self.warm_up(target)
@@ -492,7 +504,16 @@ class Bench:
                 async with limit:
                     try:
                         t0 = time.time() + 1800
-                        generation = await target.create(t0, self.plan.tokens)
+                        for attempt in range(4):
+                            try:
+                                generation = await target.create(t0, self.plan.tokens)
+                                break
+                            except RuntimeError as exc:
+                                # Refused while the server is busy opening the others: retry, as clients do.
+                                if attempt == 3 or not any(f": {code} " in str(exc) for code in (429, 503)):
+                                    raise
+                                retried.append(str(exc))
+                                await asyncio.sleep(5)  # The Retry-After the project sends.
                         recorder = await target.open(generation, t0, self.plan.tokens, watch=b"\r\n\r\n")
                         recorders.append(recorder)
                         async with asyncio.timeout(60):
@@ -516,6 +537,7 @@ class Bench:
             row |= {
                 "open": open_now,
                 "errors": len(errors),
+                "retried_posts": len(retried),
                 "problems": errors[:3],
                 "open_s": opened_s,
                 "rss_base": base[1],
@@ -630,7 +652,7 @@ def ladder_table(rows: list[dict], base_label: str | None) -> list[str]:
                 f"{fmt(r['cpu_pct'], 0):>5} {fmt(r['cpu_us_per_token'], 0):>7} {fmt(times, 2, 'x'):>6} "
                 f"{fmt(r['client_cpu_pct'], 0):>7} {fmt(r['other_load_cores'], 2):>5} {kib(r['rss_per_stream']):>7} {r['peak_rss'] / 2**20:>8.0f} "
                 f"{r['threads_base']:>4}>{r['threads_max']:<4} "
-                f"{fmt(r['db_connections_base'])+'>'+fmt(r['db_connections_max']):>7} {fmt(r['exit_s'], 1):>6}  "
+                f"{fmt(r['db_connections_base'])+'>'+fmt(r['db_connections_max']):>7} {fmt(r['exit_s'], 1) if r['exit_s'] else 'kill':>6}  "
                 + ("ok" if r["sustained"] else "FAIL " + ", ".join(r["why_not"]))
                 + (f" (attempt {r['attempt']})" if r.get("attempt", 1) > 1 else "")
             )
@@ -654,7 +676,8 @@ def report(results: dict) -> str:
         lines += ["", "Capacity ladder (SQLite, one process on one core). deliv = tokens due in the steady window "
                   "that arrived within 1 s; p50/p99 = their lag (ms); 1st = first token's lag; us/tok = server CPU "
                   "per token; client% = this client's CPU; other = cores busy with other work on the machine; "
-                  "thr = threads before>max; db = database connections before>max", ""]
+                  "thr = threads before>max; db = database connections before>max; exit s = SIGINT to exit (kill: "
+                  "not within 5 s, its log kept in <out>/logs)", ""]
         lines += ladder_table(rows, base_label)
         lines += ["", f"{'server':36} {'sustained':>9} {'x bare-sse':>10}  {'us/token at lowest level':>24}"]
         base = capacity(rows, base_label)
@@ -865,8 +888,11 @@ def parse_plan(argv) -> tuple[Plan, argparse.Namespace]:
         codes=[code if code == "worktree" else git("rev-parse", "--short", code) for code in args.code.split(",")],
         server_cpu=args.server_cpu, client_cpu=args.client_cpu, nice=args.nice,
         retries=args.retries if args.retries is not None else size["retries"], profile=args.profile,
-        gc_log=args.gc_log,
+        gc_log=args.gc_log, out=args.out,
     )
+    if (plan.tokens - 1) / plan.rate - 0.2 - plan.ramp - plan.settle < 0.2:
+        parser.error(f"answers of {plan.tokens} tokens at {plan.rate:g}/s leave no steady window after a "
+                     f"{plan.ramp:g} s ramp and {plan.settle:g} s to settle")
     if plan.profile:
         plan.profile.mkdir(parents=True, exist_ok=True)
     return plan, args
