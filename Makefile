@@ -56,8 +56,11 @@ system-deps:
 chaos: install
 	CHAT_CHAOS_CUTS=1000 CHAT_CHAOS_SECONDS=240 $(BIN)/python -m pytest tests/test_chaos.py -s $(PYTEST_ARGS)
 
+# Tests run in parallel, a module per worker (tests/conftest.py); they mostly wait
+# on servers, so more workers than cores pays. PYTEST_WORKERS=0 runs them serially.
+PYTEST_WORKERS ?= 4
 test: install system-deps conformance-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The Durable Streams conformance suite and Node client (tests/conformance),
 # pinned by its package-lock.json. Without npm the step only says so, and the
