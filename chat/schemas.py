@@ -12,6 +12,17 @@ from .llm.catalog import chat_models
 from .pagination import MAX_ID
 
 
+NO_NUL = "^[^\\x00]*$"
+
+
+def declare_no_nul(schema: dict) -> None:
+    """Say in the spec what `no_nul` checks, so that clients (and schemathesis) know it."""
+    for field in schema.get("properties", {}).values():
+        for variant in field.get("anyOf", [field]):
+            if variant.get("type") == "string" and not {"pattern", "enum", "format", "const"} & variant.keys():
+                variant["pattern"] = NO_NUL
+
+
 class StrictInput(Schema):
     """Unknown fields are a 400, so a typo in a field name is not silently ignored.
 
@@ -19,7 +30,7 @@ class StrictInput(Schema):
     there, silently stored on SQLite), so it is a 400 on every backend.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=declare_no_nul)
 
     @field_validator("*")
     @classmethod
