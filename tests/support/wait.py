@@ -17,53 +17,50 @@ INTERVAL_S = 0.05
 
 
 class Poll:
-    """One wait's deadline and failure message, shared by `eventually` and `eventually_sync`."""
+    """One wait: its condition, its deadline and its failure message."""
 
-    def __init__(self, check: Callable, what: str | None, timeout: float):
+    def __init__(
+        self,
+        check: Callable,
+        *,
+        until: Callable[[Any], Any] = bool,
+        what: str | None = None,
+        timeout: float = TIMEOUT_S,
+        interval: float = INTERVAL_S,
+    ):
+        self.until = until
         self.what = what or getattr(check, "__qualname__", repr(check))
         self.timeout = timeout
+        self.interval = interval
         self.deadline = time.monotonic() + timeout
 
-    def expired(self) -> bool:
-        return time.monotonic() >= self.deadline
+    def done(self, value: Any) -> bool:
+        """Whether `value` ends the wait; past the deadline, fail."""
+        if self.until(value):
+            return True
+        if time.monotonic() >= self.deadline:
+            raise AssertionError(f"waited {self.timeout:g} s for {self.what}; last saw {value!r}")
+        return False
 
-    def failure(self, last: Any) -> AssertionError:
-        return AssertionError(f"waited {self.timeout:g} s for {self.what}; last saw {last!r}")
 
+async def eventually(check: Callable[[], Any], **options) -> Any:
+    """Call `check` (sync, or returning an awaitable) until `until(value)` holds, and return that value.
 
-async def eventually(
-    check: Callable[[], Any],
-    *,
-    until: Callable[[Any], Any] = bool,
-    what: str | None = None,
-    timeout: float = TIMEOUT_S,
-    interval: float = INTERVAL_S,
-) -> Any:
-    """Call `check` (sync, or returning an awaitable) until `until(value)` holds, and return that value."""
-    poll = Poll(check, what, timeout)
+    Options: `until` (default: truthy), `what` (for the failure message), `timeout`, `interval`.
+    """
+    poll = Poll(check, **options)
     while True:
         value = check()
         if inspect.isawaitable(value):
             value = await value
-        if until(value):
+        if poll.done(value):
             return value
-        if poll.expired():
-            raise poll.failure(value)
-        await asyncio.sleep(interval)
+        await asyncio.sleep(poll.interval)
 
 
-def eventually_sync(
-    check: Callable[[], Any],
-    *,
-    until: Callable[[Any], Any] = bool,
-    what: str | None = None,
-    timeout: float = TIMEOUT_S,
-    interval: float = INTERVAL_S,
-) -> Any:
+def eventually_sync(check: Callable[[], Any], **options) -> Any:
     """`eventually` for code without an event loop (a server starting, a sync test)."""
-    poll = Poll(check, what, timeout)
-    while not until(value := check()):
-        if poll.expired():
-            raise poll.failure(value)
-        time.sleep(interval)
+    poll = Poll(check, **options)
+    while not poll.done(value := check()):
+        time.sleep(poll.interval)
     return value
