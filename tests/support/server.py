@@ -101,10 +101,13 @@ class DatabaseTemplates:
     Parallel test workers share the templates through `shared`, a folder they
     all see: the first worker to need one makes it, under a file lock. The
     process that ran the workers drops them at the end (`drop_templates`).
+    Without `shared` (a benchmark, say) the templates are this object's own.
     """
 
-    def __init__(self, workdir: Path, shared: Path):
+    def __init__(self, workdir: Path, shared: Path | None = None):
         self.workdir = workdir
+        self.owns_templates = shared is None
+        shared = shared or workdir
         self.index = shared / "templates.json"
         self.lock = shared / "templates.lock"
         self.templates: dict[str, str] = {}
@@ -133,9 +136,11 @@ class DatabaseTemplates:
         return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
 
     def drop_all(self) -> None:
-        """Drop the PostgreSQL databases this process copied (not the shared templates)."""
+        """Drop the PostgreSQL databases this process copied, and the templates if they are its own."""
         for name in reversed(self.postgres_databases):
             drop_postgres_database(name)
+        if self.owns_templates:
+            drop_templates(self.index.parent)
 
 
 def make_template(backend: str, folder: Path) -> str:
