@@ -15,7 +15,7 @@ from django.utils.html import format_html, format_html_join
 
 from . import actions
 from .errors import ApiError
-from .models import ApiToken, Conversation, Generation, Message, StreamConnection, TokenChunk
+from .models import ApiToken, Conversation, Generation, Message, StreamConnection, TokenChunk, Worker
 from .reaper import orphans
 from .reports import STATUS_COLOURS, admin_url, generation_detail, interruption_overview, seconds, timestamp
 
@@ -104,7 +104,7 @@ class GenerationAdmin(SearchByGenerationId, admin.ModelAdmin):
         ),
         (
             "Where it ran",
-            {"fields": ["id", "provider_model", "response_format", "worker", "heartbeat", "lineage"]},
+            {"fields": ["id", "provider_model", "response_format", "worker", "runs", "heartbeat", "lineage"]},
         ),
     ]
     readonly_fields = [
@@ -128,6 +128,7 @@ class GenerationAdmin(SearchByGenerationId, admin.ModelAdmin):
         "provider_model",
         "response_format",
         "worker",
+        "runs",
         "heartbeat",
         "lineage",
     ]
@@ -340,6 +341,15 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Worker)
+class WorkerAdmin(ReadOnlyAdmin):
+    """Generation workers (`manage.py run_generations`), as their last heartbeat saw them."""
+
+    list_display = ["name", "running", "capacity", "draining", "heartbeat_at", "started_at"]
+    list_filter = ["draining"]
+    ordering = ["-heartbeat_at"]
 
 
 @admin.register(StreamConnection)

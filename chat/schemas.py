@@ -203,6 +203,7 @@ class GenerationOut(Schema):
     first_seq: int
     last_seq: int = Field(description="The last persisted token's sequence number: resume the stream from it.")
     token_count: int
+    runs: int = Field(description="Runs it took: 1, or more when workers handed it on (docs/protocol.md).")
     finish_reason: str = Field(description='"stop", "length" or "invalid_json" once complete; else "".')
     reason: str = Field(description="Why it was interrupted: upstream_stall, upstream_error, server_shutdown, ...")
     error: str
