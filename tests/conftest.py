@@ -1,4 +1,5 @@
 import os
+from collections import OrderedDict
 
 import pytest
 
@@ -66,29 +67,43 @@ def require_redis() -> None:
 # Servers a test asked for with fresh=True: its own, stopped when it ends, so that their
 # database connections do not add up against PostgreSQL's limit over a session.
 FRESH_SERVERS: list[LiveServer] = []
+# Each server holds up to CHAT_DB_THREADS connections, and PostgreSQL allows 100 in all
+# (to every parallel worker, and to whatever else runs on the machine): keep a few.
+POSTGRES_SERVERS_KEPT = 3
 
 
 @pytest.fixture(scope="session")
 def start_server(database_templates, tmp_path_factory):
     """Start (or reuse) a Daphne server for a backend and a set of environment overrides.
 
-    `fresh=True` gives the test a server (and database) of its own.
+    `fresh=True` gives the test a server (and database) of its own. Of the shared
+    PostgreSQL servers, those least recently used stop when too many are running.
     """
-    servers: dict[tuple, LiveServer] = {}
+    servers: OrderedDict[tuple, LiveServer] = OrderedDict()  # Least recently used first.
+    users: dict[tuple, str] = {}  # The test that last used each server.
     workdir = tmp_path_factory.mktemp("servers")
 
     def start(backend: str = "sqlite", *, fresh: bool = False, **env) -> LiveServer:
         require_backend(backend)
         env = {key: str(value) for key, value in env.items()}
         key = (backend, tuple(sorted(env.items())))
+        test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
         if fresh or key not in servers or servers[key].process.poll() is not None:
+            if backend == "postgres" and not fresh:
+                make_room_for_postgres(test)
             server = LiveServer(database_url=database_templates.fresh(backend), env=env, workdir=workdir).start()
             if fresh:
                 FRESH_SERVERS.append(server)
-            else:
-                servers[key] = server
-            return server
+                return server
+            servers[key] = server
+        servers.move_to_end(key)
+        users[key] = test
         return servers[key]
+
+    def make_room_for_postgres(test: str) -> None:
+        running = [key for key in servers if key[0] == "postgres"]
+        idle = [key for key in running if users.get(key) != test]  # Never one the test holds.
+        stop_all(servers.pop(key) for key in idle[: max(0, len(running) - POSTGRES_SERVERS_KEPT + 1)])
 
     yield start
     stop_all([*servers.values(), *FRESH_SERVERS])

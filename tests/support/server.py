@@ -1,6 +1,7 @@
 """Real servers for the tests: Daphne in a subprocess on 127.0.0.1, with its own database."""
 
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -52,19 +53,29 @@ CREATE_USERS = "from django.contrib.auth.models import User\n" + "\n".join(
 )
 
 
+# Asked once per process: asked before every test, a loaded machine (or a PostgreSQL at its
+# connection limit for a moment) made a few tests skip, or fail under CHAT_REQUIRE_SERVICES=1.
+@functools.cache
 def postgres_available() -> bool:
-    try:
-        import psycopg
+    import psycopg
 
-        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=2):
-            return True
-    except Exception:
+    def connects() -> bool:
+        try:
+            with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=5):
+                return True
+        except psycopg.Error:
+            return False
+
+    try:
+        return eventually_sync(connects, what="PostgreSQL", timeout=10, interval=1)
+    except AssertionError:
         return False
 
 
+@functools.cache
 def redis_available() -> bool:
     try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+        socket.create_connection(("127.0.0.1", 6379), timeout=10).close()
         return True
     except OSError:
         return False
