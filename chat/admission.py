@@ -49,6 +49,7 @@ class LoopLag:
 
     def __init__(self):
         self.lag = 0.0
+        self.samples = 0
         self.task = asyncio.get_running_loop().create_task(self.sample(), context=contextvars.Context())
 
     async def sample(self) -> None:
@@ -60,6 +61,7 @@ class LoopLag:
 
     def observe(self, late_s: float) -> None:
         self.lag = max(late_s, self.lag * LAG_DECAY)
+        self.samples += 1
 
 
 class Admission:

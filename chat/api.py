@@ -156,6 +156,9 @@ async def list_conversations(
     A conversation that gets a new message moves to the top; a client paging
     through the list meanwhile learns of it from the event channel.
     """
+    for name in ("q", "cursor"):
+        if len(request.GET.getlist(name)) > 1:  # Which one would win is not the client's guess to make.
+            raise ApiError(400, "invalid", f"{name} may be given only once.", name)
     conversations = Conversation.objects.filter(owner=request.auth).order_by("-updated_at", "-id")
     if q is not None and q.strip():
         q = q.strip()

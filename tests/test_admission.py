@@ -110,6 +110,7 @@ async def test_a_late_event_loop_refuses_new_work_with_503():
         admission = Admission()
         try:
             await admission.open_stream(1)  # At rest: admitted.
+            await eventually(lambda: admission.lag.samples > 0, what="the lag sampler to be sampling")
             time.sleep(0.4)  # The loop is stuck: its lag sampler wakes 0.4 s late.
             await eventually(lambda: admission.lag.lag > 0.1, what="the lag sampler to see the stall")
             with pytest.raises(ApiError) as refused:

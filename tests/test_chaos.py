@@ -166,8 +166,9 @@ FLUSH_S = 0.05
 WRITE_S = 0.1  # the batched INSERT in flight, on a loaded machine
 CRASH = {
     "CHAT_SIMULATED_TOKENS_PER_S": str(RATE),
-    "CHAT_SIMULATED_POINTS": "40",
-    "CHAT_SIMULATED_MAX_TOKENS": "2000",
+    # Long enough to be still running at the kill, however slowly a busy machine starts them.
+    "CHAT_SIMULATED_POINTS": "300",
+    "CHAT_SIMULATED_MAX_TOKENS": "6000",
     "CHAT_FLUSH_INTERVAL_S": str(FLUSH_S),
     "CHAT_HEARTBEAT_S": "0.5",
     "CHAT_HEARTBEAT_STALE_S": "2",

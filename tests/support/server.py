@@ -33,6 +33,8 @@ TEST_ENV = {
     # Load tests and benchmarks run many answers for one user; test_limits.py sets its own.
     "CHAT_MAX_ACTIVE_GENERATIONS_PER_USER": "100000",
     "CHAT_MAX_STREAMS_PER_USER": "0",
+    # Parallel test workers each run several servers on one PostgreSQL (max_connections 100).
+    "CHAT_DB_THREADS": "3",
     # Admission by loop lag is tested on its own (test_admission.py): a busy CI machine must not trip it.
     "CHAT_OVERLOAD_LAG_MS": "0",
     "PYTHONUNBUFFERED": "1",
