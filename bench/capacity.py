@@ -39,6 +39,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -900,6 +901,9 @@ def parse_plan(argv) -> tuple[Plan, argparse.Namespace]:
 
 def main(argv=None) -> int:
     plan, args = parse_plan(argv)
+    # Started in the background by a shell script (`cmd &`), we would ignore SIGINT, and so would the
+    # servers: Twisted then installs no handler and Daphne would never stop on it. Restore the default.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         # Threads and processes started from here on inherit it: the servers, their threads, this client's.
         os.setpriority(os.PRIO_PROCESS, 0, plan.nice)
