@@ -69,14 +69,14 @@ class ChatPage:
     def state(self) -> str | None:
         return self.page.evaluate("window.chatDebug.state")
 
-    def wait_state(self, *states: str, timeout: float = 15_000) -> dict:
+    def wait_state(self, *states: str, timeout: float = 45_000) -> dict:
         """Wait until the stream is in one of `states`; return that transition."""
         self.page.wait_for_function(
             "(states) => states.includes(window.chatDebug.state)", arg=list(states), timeout=timeout
         )
         return self.transitions()[-1]
 
-    def wait_transition(self, state: str, *, after: int = 0, timeout: float = 15_000) -> dict:
+    def wait_transition(self, state: str, *, after: int = 0, timeout: float = 45_000) -> dict:
         """Wait for a transition to `state` (even a brief one) at index `after` or later; return it."""
         self.page.wait_for_function(
             "([state, after]) => window.chatDebug.transitions.slice(after).some((t) => t.state === state)",
@@ -85,7 +85,7 @@ class ChatPage:
         )
         return next(t for t in self.transitions()[after:] if t["state"] == state)
 
-    def wait_text(self, min_chars: int, timeout: float = 15_000) -> str:
+    def wait_text(self, min_chars: int, timeout: float = 45_000) -> str:
         """Wait until the answer being streamed shows at least `min_chars` characters."""
         self.page.wait_for_function(
             "(n) => { const el = document.querySelector('.message.assistant:last-of-type .content');"
@@ -158,7 +158,7 @@ class ChatPage:
             "reason": reason,
         }
 
-    def wait_stored_terminal(self, generation_id: str, timeout: float = 15.0) -> dict:
+    def wait_stored_terminal(self, generation_id: str, timeout: float = 45.0) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             stored = self.stored_generation(generation_id)
@@ -168,7 +168,7 @@ class ChatPage:
         raise AssertionError(f"generation {generation_id} did not end within {timeout} s")
 
 
-def eventually(condition, *, timeout: float = 15.0, what: str = "the condition"):
+def eventually(condition, *, timeout: float = 45.0, what: str = "the condition"):
     """Poll `condition` until it returns something true (and return that), or fail after `timeout` s."""
     deadline = time.monotonic() + timeout
     while not (result := condition()):
@@ -182,6 +182,8 @@ def new_chat_page(
     chromium, base_url: str, database_url: str, *, viewport=DESKTOP, client_config=None, storage_state=None, init_script=""
 ):
     context = chromium.new_context(viewport=viewport, storage_state=storage_state)
+    # Waits end as soon as their condition holds; the bound is for a busy machine, not a pace.
+    context.set_default_timeout(45_000)
     if client_config is not None:
         context.add_init_script(f"window.CHAT_CLIENT_CONFIG = {json.dumps(client_config)};")
     if init_script:

@@ -21,8 +21,13 @@ from tests.conftest import require_service
 from tests.support.openai_upstream import OpenAIUpstream
 from tests.support.proxy import FaultProxy
 
-# Paced so that a test can act mid-stream: answers of ~60-120 tokens take 1-2 s.
-SIMULATED_ENV = {"CHAT_SIMULATED_TOKENS_PER_S": 60, "CHAT_SIMULATED_FIRST_TOKEN_DELAY_S": 0.05}
+# Paced so that a test can act mid-stream, even on a busy machine: answers of ~150-250 tokens take 3-4 s.
+SIMULATED_ENV = {
+    "CHAT_SIMULATED_TOKENS_PER_S": 60,
+    "CHAT_SIMULATED_FIRST_TOKEN_DELAY_S": 0.05,
+    "CHAT_SIMULATED_POINTS": 8,
+    "CHAT_SIMULATED_MAX_TOKENS": 250,
+}
 
 
 @pytest.fixture(scope="module")
