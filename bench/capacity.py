@@ -502,25 +502,32 @@ class Bench:
             started = time.time()
 
             async def open_one() -> None:
+                """POST, then GET; a refusal while the server is busy opening the others is retried, as clients do."""
+                t0, generation = time.time() + 1800, None
                 async with limit:
-                    try:
-                        t0 = time.time() + 1800
-                        for attempt in range(4):
-                            try:
+                    for attempt in range(4):
+                        try:
+                            if generation is None:
                                 generation = await target.create(t0, self.plan.tokens)
-                                break
-                            except RuntimeError as exc:
-                                # Refused while the server is busy opening the others: retry, as clients do.
-                                if attempt == 3 or not any(f": {code} " in str(exc) for code in (429, 503)):
-                                    raise
-                                retried.append(str(exc))
-                                await asyncio.sleep(5)  # The Retry-After the project sends.
-                        recorder = await target.open(generation, t0, self.plan.tokens, watch=b"\r\n\r\n")
-                        recorders.append(recorder)
-                        async with asyncio.timeout(60):
-                            await recorder.seen  # The response's head: the stream is open.
-                    except Exception as exc:
-                        errors.append(f"{exc.__class__.__name__}: {exc}")
+                            recorder = await target.open(generation, t0, self.plan.tokens, watch=b"\r\n\r\n")
+                            async with asyncio.timeout(60):
+                                await recorder.seen  # The response's head: the stream is open, or refused.
+                            status = load.parse(recorder.pieces).status
+                            if status not in (429, 503):
+                                recorders.append(recorder)
+                                return
+                            recorder.abort()
+                            refusal = f"GET stream: {status}"
+                        except RuntimeError as exc:  # The POST's refusal.
+                            refusal = str(exc)
+                        except Exception as exc:
+                            errors.append(f"{exc.__class__.__name__}: {exc}")
+                            return
+                        if attempt == 3 or not any(f"{code}" in refusal for code in (429, 503)):
+                            errors.append(refusal)
+                            return
+                        retried.append(refusal)
+                        await asyncio.sleep(5)  # The Retry-After the project sends.
 
             await asyncio.gather(*(open_one() for _ in range(n)))
             opened_s = time.time() - started

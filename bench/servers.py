@@ -99,14 +99,20 @@ def python_path(tree: Path) -> str:
 SETUP = f"""
 import json
 from django.contrib.auth.models import User
+from django.db import transaction
 from chat.auth import token_issue
 from chat.models import Conversation
-users = User.objects.bulk_create([User(username=f"bench{{i}}", password="!") for i in range({USERS})])
 made = []
-for user in User.objects.filter(username__startswith="bench").order_by("pk"):
-    Conversation.objects.bulk_create([Conversation(owner=user, title="bench") for _ in range({CONVERSATIONS_PER_USER})])
-    key, _ = token_issue(user=user, name="bench")
-    made.append({{"token": key, "conversations": list(Conversation.objects.filter(owner=user).order_by("pk").values_list("pk", flat=True))}})
+with transaction.atomic():  # One commit: a commit per row takes minutes on a busy disk.
+    User.objects.bulk_create([User(username=f"bench{{i}}", password="!") for i in range({USERS})])
+    users = list(User.objects.filter(username__startswith="bench").order_by("pk"))
+    Conversation.objects.bulk_create(
+        [Conversation(owner=user, title="bench") for user in users for _ in range({CONVERSATIONS_PER_USER})]
+    )
+    for user in users:
+        key, _ = token_issue(user=user, name="bench")
+        ids = Conversation.objects.filter(owner=user).order_by("pk").values_list("pk", flat=True)
+        made.append({{"token": key, "conversations": list(ids)}})
 print(json.dumps(made))
 """
 
