@@ -167,8 +167,12 @@ async def test_hundreds_of_streams_leave_no_threads_files_or_connections_behind(
             if backend == "postgres":
                 assert postgres_connections(database) <= 8, "database connections are bounded by the shared threads"
 
-    # Bounded by the pool whatever the burst: the shared threads and their connections, nothing per stream.
-    await eventually(lambda: threads(pid) <= baseline_threads, what=f"threads back to {baseline_threads}")
-    await eventually(lambda: open_files(pid) <= baseline_files + 2, what=f"open files back to {baseline_files}")
+    # Bounded by the pools whatever the burst (the background pool may have grown to its 4 threads,
+    # each with a connection: up to 3 files on SQLite), nothing per stream: 300 streams would be 300+.
+    pool = 4
+    await eventually(lambda: threads(pid) <= baseline_threads + pool, what=f"threads back near {baseline_threads}")
+    await eventually(
+        lambda: open_files(pid) <= baseline_files + 3 * pool, what=f"open files back near {baseline_files}"
+    )
     if backend == "postgres":
         assert postgres_connections(database) <= 8  # CHAT_DB_THREADS for requests, as many for background work.
