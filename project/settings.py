@@ -269,8 +269,8 @@ CHAT_STREAM_COALESCE_MAX_MS = env_int("CHAT_STREAM_COALESCE_MAX_MS", 1000)
 CHAT_SUBSCRIBER_QUEUE_SIZE = env_int("CHAT_SUBSCRIBER_QUEUE_SIZE", 1024)
 # Tokens for other processes go out as one message per generation per this interval.
 CHAT_HUB_BATCH_MS = env_float("CHAT_HUB_BATCH_MS", 5)
-# Threads (each with one database connection) shared by every request and every
-# background unit of database work in a process: chat/db.py.
+# Threads (each with one database connection) shared by a process's requests, and
+# as many for its background database work: chat/db.py.
 CHAT_DB_THREADS = env_int("CHAT_DB_THREADS", 6)
 # Dotted path of the hub class; tests swap in a lossy one.
 CHAT_HUB_CLASS = os.environ.get("CHAT_HUB_CLASS", "chat.hub.Hub")
