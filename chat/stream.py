@@ -118,8 +118,10 @@ class Follow:
         loop = asyncio.get_running_loop()
         async with hub.subscribe(stream_group(self.generation_id), window=self.coalesce_s) as subscription:
             run = runner.local_run(self.generation_id)
-            # An ended run replays from the database, as a finished stream always does.
-            if run is not None and run.end is None and self.sent >= run.first_seq - 1:
+            # An ended run replays from the database, as a finished stream always does; so does
+            # one ended by someone else (an operator, a mistaken reaper) before it noticed.
+            live = run is not None and run.end is None and self.sent >= run.first_seq - 1
+            if live and await load_end(self.generation_id) is None:
                 self.run = run
                 first, end = self.from_run(), None
             else:
