@@ -76,6 +76,8 @@ class Bench:
             "CHAT_STREAM_IDLE_CHECK_S": "2",
             "CHAT_HEARTBEAT_S": "2",
             "CHAT_LOG_LEVEL": "WARNING",
+            # nginx's TLS listener says so in X-Forwarded-Proto (bench/nginx.conf.template).
+            "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto:https",
         }
         log = open(self.workdir / "daphne.log", "ab")
         self.server = subprocess.Popen(

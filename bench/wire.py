@@ -218,7 +218,7 @@ async def follow_ws(
         "Connection": "Upgrade",
         "Sec-WebSocket-Key": key,
         "Sec-WebSocket-Version": "13",
-        "Origin": f"http://{host}:{port}",
+        "Origin": f"{'https' if ssl else 'http'}://{host}:{port}",
         "Cookie": cookie,
     }
     if deflate_offer:
