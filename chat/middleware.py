@@ -1,7 +1,14 @@
 """Middleware of the chat app."""
 
-from asgiref.sync import iscoroutinefunction
+import csp.middleware
+from asgiref.sync import iscoroutinefunction, sync_to_async
+from django.conf import settings
+from django.core import checks
+from django.contrib.auth import middleware as auth
+from django.contrib.messages import middleware as messages
+from django.contrib.sessions import middleware as sessions
 from django.http import JsonResponse
+from django.middleware import clickjacking, common, csrf, security
 from django.utils.decorators import sync_and_async_middleware
 
 from .errors import error_body
@@ -29,3 +36,98 @@ def method_not_allowed_middleware(get_response):
             return reshape(request, get_response(request))
 
     return middleware
+
+
+# --- Django's own middleware, run on the event loop ----------------------------------------
+#
+# Under ASGI, Django runs each hook of a MiddlewareMixin middleware through
+# sync_to_async: a thread hop for every process_request, process_view and
+# process_response, about 14 per request with the stack in settings.MIDDLEWARE,
+# most of the fixed cost of an answer. The hooks below do no I/O (Django would
+# raise SynchronousOnlyOperation if one touched the database on the loop), so
+# they run inline; the two that may write (a modified session, stored messages)
+# still go to a thread, and only when they have something to write.
+
+
+class OnLoop:
+    """Mixed in before a MiddlewareMixin class whose process_request and process_response do no I/O."""
+
+    async def __acall__(self, request):
+        response = self.process_request(request) if hasattr(self, "process_request") else None
+        response = response or await self.get_response(request)
+        if hasattr(self, "process_response"):
+            if self.response_needs_io(request):
+                return await sync_to_async(self.process_response, thread_sensitive=True)(request, response)
+            response = self.process_response(request, response)
+        return response
+
+    def response_needs_io(self, request) -> bool:
+        return False
+
+
+class SecurityMiddleware(OnLoop, security.SecurityMiddleware):
+    pass
+
+
+class CSPMiddleware(OnLoop, csp.middleware.CSPMiddleware):
+    pass
+
+
+class SessionMiddleware(OnLoop, sessions.SessionMiddleware):
+    def response_needs_io(self, request) -> bool:
+        # process_response saves the session (a database write) only then.
+        return request.session.modified or settings.SESSION_SAVE_EVERY_REQUEST
+
+
+class CommonMiddleware(OnLoop, common.CommonMiddleware):
+    pass
+
+
+class CsrfViewMiddleware(OnLoop, csrf.CsrfViewMiddleware):
+    # Reads the cookie and the already-received body; CSRF_USE_SESSIONS (which would read the session) is off.
+    async def process_view(self, request, callback, callback_args, callback_kwargs):
+        return super().process_view(request, callback, callback_args, callback_kwargs)
+
+
+class AuthenticationMiddleware(OnLoop, auth.AuthenticationMiddleware):
+    pass  # request.user and request.auser are lazy: nothing is read here.
+
+
+class MessageMiddleware(OnLoop, messages.MessageMiddleware):
+    def response_needs_io(self, request) -> bool:
+        # Storing messages may load and write the session; untouched, there is nothing to store.
+        storage = getattr(request, "_messages", None)
+        return storage is not None and (storage.used or storage.added_new)
+
+
+class XFrameOptionsMiddleware(OnLoop, clickjacking.XFrameOptionsMiddleware):
+    pass
+
+
+# Django's deploy checks security.W001-W003 look for its own paths in MIDDLEWARE,
+# so settings silence them; these check for the subclasses above instead.
+REQUIRED_MIDDLEWARE = {
+    "chat.W001": SecurityMiddleware,
+    "chat.W002": XFrameOptionsMiddleware,
+    "chat.W003": CsrfViewMiddleware,
+}
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_security_middleware(app_configs, **kwargs):
+    missing = []
+    for check_id, cls in REQUIRED_MIDDLEWARE.items():
+        django = cls.__mro__[2]
+        path, django_path = (
+            f"{cls.__module__}.{cls.__name__}",
+            f"{django.__module__}.{django.__name__}",
+        )
+        if path not in settings.MIDDLEWARE and django_path not in settings.MIDDLEWARE:
+            missing.append(
+                checks.Warning(
+                    f"Neither {path} nor {django_path} is in MIDDLEWARE.",
+                    hint=f"Add {path}: {django_path}, run on the event loop.",
+                    id=check_id,
+                )
+            )
+    return missing

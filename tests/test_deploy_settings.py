@@ -32,6 +32,25 @@ def test_check_deploy_passes_with_production_settings():
     assert "no issues" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("check_id", "ours", "djangos"),
+    [
+        ("chat.W001", "chat.middleware.SecurityMiddleware", "django.middleware.security.SecurityMiddleware"),
+        ("chat.W002", "chat.middleware.XFrameOptionsMiddleware", "django.middleware.clickjacking.XFrameOptionsMiddleware"),
+        ("chat.W003", "chat.middleware.CsrfViewMiddleware", "django.middleware.csrf.CsrfViewMiddleware"),
+    ],
+)
+def test_deploy_check_wants_the_security_middleware_djangos_checks_no_longer_find(settings, check_id, ours, djangos):
+    """Django's W001-W003 are silenced (they look for its own paths): ours still catches a missing one."""
+    from chat.middleware import check_security_middleware
+
+    assert check_security_middleware(None) == []
+    settings.MIDDLEWARE = [djangos if path == ours else path for path in settings.MIDDLEWARE]
+    assert check_security_middleware(None) == []  # Django's own class does the job too.
+    settings.MIDDLEWARE = [path for path in settings.MIDDLEWARE if path != djangos]
+    assert [warning.id for warning in check_security_middleware(None)] == [check_id]
+
+
 @pytest.mark.parametrize("key", [None, ""])
 def test_no_start_without_a_secret_key_outside_debug(key):
     env = {name: value for name, value in PRODUCTION.items() if name != "SECRET_KEY"}

@@ -3,6 +3,7 @@
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import partial
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -68,14 +69,19 @@ def message_parent(conversation: Conversation, parent_id) -> Message | None:
 
 
 def new_generation(
-    *, conversation: Conversation, user_message: Message, response_format: str, model: ChatModel | None = None
+    *,
+    conversation: Conversation,
+    user_message: Message,
+    response_format: str,
+    model: ChatModel | None = None,
+    first: bool = False,
 ) -> Generation:
     """Create an empty assistant message and the generation that will fill it (in the caller's transaction).
 
-    The answer is a new version among the answers to `user_message`.
+    The answer is a new version among the answers to `user_message` (`first`: it has none yet).
     """
     model = model or model_for(conversation, None)
-    variant = Message.objects.filter(parent=user_message, role=Message.Role.ASSISTANT).count()
+    variant = 0 if first else Message.objects.filter(parent=user_message, role=Message.Role.ASSISTANT).count()
     assistant_message = Message.objects.create(
         conversation=conversation, role=Message.Role.ASSISTANT, parent=user_message
     )
@@ -90,13 +96,20 @@ def new_generation(
         worker=runner.initial_worker(),
     )
     Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now(), model=model.id)
+    announce(generation, conversation.owner_id)
     return generation
 
 
+def announce(generation: Generation, owner_id) -> None:
+    """`generation.started` on the owner's channel once the caller's transaction commits.
+
+    So before the generation is launched: the start always precedes its end on the channel.
+    """
+    transaction.on_commit(partial(live.publish_generation, generation, owner_id))
+
+
 async def launch(generation: Generation, history: list[ChatMessage]) -> None:
-    """Start the answer here (in-process), or wake the workers to claim it (worker mode)."""
-    # Announced first, so that `generation.started` always precedes its end on the channel.
-    await live.generation_changed(generation.id)
+    """Start the answer here (in-process), or wake the workers to claim it (worker mode); it is announced."""
     if settings.CHAT_RUNNER == "workers":
         await db_work(queue_notify)()
     else:
@@ -233,13 +246,18 @@ def _answer(
                     f"You have {active} answers being generated; the limit is {limit}. "
                     "Wait for one to finish, or cancel one.",
                 )
-        if user_message is None:
+        first = user_message is None
+        if first:
             parent = message_parent(conversation, parent_id)
             user_message = Message.objects.create(
                 conversation=conversation, role=Message.Role.USER, content=content, parent=parent
             )
         generation = new_generation(
-            conversation=conversation, user_message=user_message, response_format=response_format, model=model
+            conversation=conversation,
+            user_message=user_message,
+            response_format=response_format,
+            model=model,
+            first=first,
         )
         if idempotency is not None:
             # The unique (user, key) constraint is the last word on a race between retries.

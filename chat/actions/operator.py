@@ -9,7 +9,7 @@ from ..llm import CONTINUE_INSTRUCTION, ChatMessage
 from ..models import Generation, Message, TokenChunk
 from ..stream import wait_for_end
 from .generations import CANCEL_WAIT_S, end_orphan
-from .messages import conversation_history, generation_regenerate, launch
+from .messages import announce, conversation_history, generation_regenerate, launch
 
 
 async def generation_retry(*, generation: Generation) -> Generation:
@@ -43,6 +43,7 @@ def _create_continuation(generation_id) -> tuple[Generation, list[ChatMessage]]:
             last_seq=previous.last_seq,
             worker=runner.initial_worker(),
         )
+        announce(continuation, previous.conversation.owner_id)
     history = conversation_history(previous.conversation, previous.user_message)
     history += [ChatMessage(Message.Role.ASSISTANT, partial), ChatMessage(Message.Role.USER, CONTINUE_INSTRUCTION)]
     return continuation, history
