@@ -60,9 +60,12 @@ class _Fault:
 HAND_ON = _Fault(Generation.Status.QUEUED)
 
 
-def initial_worker() -> str:
-    """The `worker` of a new generation: this process in-process; nobody yet (the queue) in worker mode."""
-    return WORKER_ID if settings.CHAT_RUNNER == "inprocess" else ""
+def initial_state() -> dict:
+    """A new generation's run fields: in-process, already streaming here (its run records no start of
+    its own); in worker mode, queued for nobody yet."""
+    if settings.CHAT_RUNNER == "inprocess":
+        return {"status": Generation.Status.STREAMING, "worker": WORKER_ID, "runs": 1, "heartbeat_at": timezone.now()}
+    return {"status": Generation.Status.QUEUED, "worker": ""}
 
 
 class GenerationRun:
@@ -81,9 +84,9 @@ class GenerationRun:
         self.assistant_message_id = generation.assistant_message_id
         self.response_format = generation.response_format
         self.generation_first_seq = generation.first_seq
-        # A claimed run (worker mode) is given the text so far and its last seq; an
-        # in-process one reads the text (a continuation's prefix) in `start`.
-        self.claimed = prefix is not None
+        # Given the text so far, the run's row already names this process (created so, or
+        # claimed by a worker); otherwise `start` records that and reads the text.
+        self.started = prefix is not None
         self.prefix = prefix or ""
         self.first_seq = generation.first_seq if after_seq is None else after_seq + 1  # This run's first token.
         self.seq = self.first_seq - 1
@@ -142,7 +145,7 @@ class GenerationRun:
         # Cancels from other processes come through the hub; this process's go through request_stop.
         watch = loop.create_task(self.watch_control()) if self.hub.cross_process else None
         try:
-            if not self.claimed:
+            if not self.started:
                 await db_work(self.start)()
             if self.stop_fault is None:
                 self.reader = loop.create_task(self.consume())
@@ -357,7 +360,11 @@ def start_generation(
     prefix: str | None = None,
     after_seq: int | None = None,
 ) -> GenerationRun:
-    """Run the generation in this process, in a task that no request owns (a claimed one after `after_seq`)."""
+    """Run the generation in this process, in a task that no request owns.
+
+    `prefix` is the answer's text so far, for a generation already recorded as
+    running here (a new one, or one claimed after `after_seq`).
+    """
     global _heartbeat_task
     install_shutdown_hook()
     provider = get_provider(generation.provider, model=generation.model, variant=generation.variant)

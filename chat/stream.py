@@ -46,12 +46,15 @@ class Follow:
         coalesce_s: float = 0.0,
         hub: Hub | None = None,
         response_format: str | None = None,
+        active_when_read: bool = False,
     ):
         self.generation_id = generation_id
         self.sent = after_seq
         self.coalesce_s = coalesce_s
         self.hub = hub
         self.response_format = response_format  # Looked up if not given.
+        # The caller just read the generation as active: no need to ask again before following its local run.
+        self.active_when_read = active_when_read
         self.idle_check_s = settings.CHAT_STREAM_IDLE_CHECK_S
         self.keepalive_s = settings.CHAT_STREAM_KEEPALIVE_S
         self.flush_interval_s = settings.CHAT_FLUSH_INTERVAL_S
@@ -121,7 +124,7 @@ class Follow:
             # An ended run replays from the database, as a finished stream always does; so does
             # one ended by someone else (an operator, a mistaken reaper) before it noticed.
             live = run is not None and run.end is None and self.sent >= run.first_seq - 1
-            if live and await load_end(self.generation_id) is None:
+            if live and (self.active_when_read or await load_end(self.generation_id) is None):
                 self.run = run
                 first, end = self.from_run(), None
             else:

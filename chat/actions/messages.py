@@ -93,7 +93,7 @@ def new_generation(
         model=model.model,
         variant=variant,
         response_format=response_format,
-        worker=runner.initial_worker(),
+        **runner.initial_state(),
     )
     Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now(), model=model.id)
     announce(generation, conversation.owner_id)
@@ -108,12 +108,15 @@ def announce(generation: Generation, owner_id) -> None:
     transaction.on_commit(partial(live.publish_generation, generation, owner_id))
 
 
-async def launch(generation: Generation, history: list[ChatMessage]) -> None:
-    """Start the answer here (in-process), or wake the workers to claim it (worker mode); it is announced."""
+async def launch(generation: Generation, history: list[ChatMessage], prefix: str = "") -> None:
+    """Start the answer here (in-process), or wake the workers to claim it (worker mode); it is announced.
+
+    `prefix`: the answer's text so far (a continuation's).
+    """
     if settings.CHAT_RUNNER == "workers":
         await db_work(queue_notify)()
     else:
-        runner.start_generation(generation, history)
+        runner.start_generation(generation, history, prefix=prefix)
 
 
 @dataclass(frozen=True)

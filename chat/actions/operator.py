@@ -17,7 +17,7 @@ async def generation_retry(*, generation: Generation) -> Generation:
     return (await generation_regenerate(generation=generation)).generation
 
 
-def _create_continuation(generation_id) -> tuple[Generation, list[ChatMessage]]:
+def _create_continuation(generation_id) -> tuple[Generation, list[ChatMessage], str]:
     with transaction.atomic():
         # Locked, so two operators clicking at once get one continuation and one refusal.
         previous = (
@@ -41,12 +41,12 @@ def _create_continuation(generation_id) -> tuple[Generation, list[ChatMessage]]:
             response_format=previous.response_format,
             first_seq=previous.last_seq + 1,
             last_seq=previous.last_seq,
-            worker=runner.initial_worker(),
+            **runner.initial_state(),
         )
         announce(continuation, previous.conversation.owner_id)
     history = conversation_history(previous.conversation, previous.user_message)
     history += [ChatMessage(Message.Role.ASSISTANT, partial), ChatMessage(Message.Role.USER, CONTINUE_INSTRUCTION)]
-    return continuation, history
+    return continuation, history, partial
 
 
 def continuation_refusal(generation: Generation) -> str:
@@ -75,8 +75,8 @@ async def generation_continue(*, generation: Generation) -> Generation:
     the runner keeps the message's text as the prefix, so a client that follows
     it with Last-Event-ID = old.last_seq sees one seamless answer.
     """
-    continuation, history = await sync_to_async(_create_continuation)(generation.pk)
-    await launch(continuation, history)
+    continuation, history, partial = await sync_to_async(_create_continuation)(generation.pk)
+    await launch(continuation, history, prefix=partial)
     return continuation
 
 

@@ -37,7 +37,11 @@ async def generation_stream_response(request, generation: Generation) -> Streami
         await admission.close_stream(slot)
         raise
     follow = Follow(
-        generation.id, after_seq=after_seq, coalesce_s=coalesce_s, response_format=generation.response_format
+        generation.id,
+        after_seq=after_seq,
+        coalesce_s=coalesce_s,
+        response_format=generation.response_format,
+        active_when_read=not generation.is_terminal,
     )
     response = EventStreamResponse(sse_body(follow, log), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

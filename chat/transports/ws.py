@@ -96,6 +96,7 @@ class GenerationConsumer(AsyncWebsocketConsumer):
             after_seq=after_seq,
             coalesce_s=coalesce_s,
             response_format=self.generation.response_format,
+            active_when_read=not self.generation.is_terminal,
         )
         self.follower = asyncio.get_running_loop().create_task(self.follow(follow))
 
