@@ -10,6 +10,7 @@ simulated answer to the prompt without the markers, cut to `n` tokens (else
 to CHAT_SIMULATED_MAX_TOKENS), so every stream of a run carries the same tokens.
 """
 
+import itertools
 import re
 import time
 
@@ -30,10 +31,11 @@ class ScheduledProvider(SimulatedProvider):
         t0 = float(found.group(1)) if found else time.time()
         limit = int(found.group(1)) if (found := TOKENS.search(prompt)) else self.max_tokens
         plain = [*messages[:-1], ChatMessage(role=messages[-1].role, content=TOKENS.sub("", MARKER.sub("", prompt)))]
-        tokens = self.answer_tokens(plain, response_format)[: min(limit, self.max_tokens)]
-        for seq, token in enumerate(tokens, start=1):
-            await sleep_until(due(t0, seq, self.tokens_per_s))
+        tokens = itertools.islice(self.iter_answer(plain, response_format), min(limit, self.max_tokens))
+        sent = 0
+        for sent, token in enumerate(tokens, start=1):
+            await sleep_until(due(t0, sent, self.tokens_per_s))
             yield token
         prompt_tokens = sum(len(split_tokens(m.content)) for m in plain)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(tokens)}
-        yield Finish(reason="stop", usage={**usage, "total_tokens": prompt_tokens + len(tokens)})
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": sent}
+        yield Finish(reason="stop", usage={**usage, "total_tokens": prompt_tokens + sent})

@@ -9,10 +9,11 @@ and can be told to misbehave like one: stall, fail or send a malformed chunk.
 
 import asyncio
 import hashlib
+import itertools
 import json
 import random
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from django.conf import settings
 
@@ -79,9 +80,17 @@ def compose_json_answer(prompt: str, rng: random.Random, points: int = 3) -> str
     return json.dumps({"title": topic.title(), "items": items})
 
 
+TOKEN = re.compile(r"\s*[A-Za-z0-9_']+|\s*[^\sA-Za-z0-9_']|\s+")
+
+
 def split_tokens(text: str) -> list[str]:
     """Split like a subword tokenizer would: words carry their leading space."""
-    return re.findall(r"\s*[A-Za-z0-9_']+|\s*[^\sA-Za-z0-9_']|\s+", text)
+    return TOKEN.findall(text)
+
+
+def iter_tokens(text: str) -> Iterator[str]:
+    """`split_tokens`, one at a time: a waiting answer holds its text, not a list of its tokens."""
+    return (match.group() for match in TOKEN.finditer(text))
 
 
 class SimulatedProvider(Provider):
@@ -133,12 +142,16 @@ class SimulatedProvider(Provider):
 
         Asked to continue a partial answer of its own, it sends the rest of it.
         """
+        return list(self.iter_answer(messages, response_format))
+
+    def iter_answer(self, messages: list[ChatMessage], response_format: str = "text") -> Iterator[str]:
+        """`answer_tokens`, one at a time."""
         if len(messages) >= 3 and messages[-1].content == CONTINUE_INSTRUCTION and messages[-2].role == "assistant":
             full = self.answer_tokens(messages[:-2], response_format)
             partial, sent = messages[-2].content, ""
             for index, token in enumerate(full):
                 if sent == partial:
-                    return full[index:]
+                    return iter(full[index:])
                 sent += token
         prompt = next((m.content for m in reversed(messages) if m.role == "user"), "")
         # The default model's first answer keeps the seed it always had.
@@ -150,32 +163,33 @@ class SimulatedProvider(Provider):
         digest = hashlib.sha256(key.encode()).digest()
         rng = random.Random(digest)
         compose = compose_json_answer if response_format == "json" else compose_text_answer
-        return split_tokens(compose(prompt, rng, self.points))
+        return iter_tokens(compose(prompt, rng, self.points))
 
     async def stream(
         self, messages: list[ChatMessage], *, response_format: str = "text"
     ) -> AsyncIterator[str | Finish]:
-        tokens = self.answer_tokens(messages, response_format)
-        truncated = len(tokens) > self.max_tokens
-        tokens = tokens[: self.max_tokens]
+        tokens = self.iter_answer(messages, response_format)
         loop = asyncio.get_running_loop()
         # Pace against an absolute schedule so sleep overhead does not add up.
         start = loop.time() + self.first_token_delay_s
         interval = 1.0 / self.tokens_per_s if self.tokens_per_s > 0 else 0.0
-        for index, token in enumerate(tokens):
-            await self.misbehave(index)
-            delay = start + index * interval - loop.time()
+        sent = 0
+        for token in itertools.islice(tokens, self.max_tokens):
+            await self.misbehave(sent)
+            delay = start + sent * interval - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             yield token
-        await self.misbehave(len(tokens))
+            sent += 1
+        truncated = next(tokens, None) is not None
+        await self.misbehave(sent)
         prompt_tokens = sum(len(split_tokens(m.content)) for m in messages)
         yield Finish(
             reason="length" if truncated else "stop",
             usage={
                 "prompt_tokens": prompt_tokens,
-                "completion_tokens": len(tokens),
-                "total_tokens": prompt_tokens + len(tokens),
+                "completion_tokens": sent,
+                "total_tokens": prompt_tokens + sent,
             },
         )
 
