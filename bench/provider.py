@@ -31,7 +31,9 @@ class ScheduledProvider(SimulatedProvider):
         t0 = float(found.group(1)) if found else time.time()
         limit = int(found.group(1)) if (found := TOKENS.search(prompt)) else self.max_tokens
         plain = [*messages[:-1], ChatMessage(role=messages[-1].role, content=TOKENS.sub("", MARKER.sub("", prompt)))]
-        tokens = itertools.islice(self.iter_answer(plain, response_format), min(limit, self.max_tokens))
+        # An older tree (`--code <commit>`) has only `answer_tokens`, the same tokens as a list.
+        answer = getattr(self, "iter_answer", self.answer_tokens)
+        tokens = itertools.islice(answer(plain, response_format), min(limit, self.max_tokens))
         sent = 0
         for sent, token in enumerate(tokens, start=1):
             await sleep_until(due(t0, sent, self.tokens_per_s))
