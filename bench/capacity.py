@@ -97,6 +97,7 @@ class Plan:
     profile: Path | None
     gc_log: bool
     out: Path
+    one_request: bool = False
 
 
 # --- the servers under load -------------------------------------------------------------
@@ -105,26 +106,52 @@ class Plan:
 class Target:
     """How the client starts and checks a stream on one server: a bare GET, or the project's POST then GET."""
 
-    def __init__(self, spec: Spec, port: int, database: Database | None, rate: float):
+    def __init__(self, spec: Spec, port: int, database: Database | None, rate: float, one_request: bool = False):
         self.spec, self.port, self.database, self.rate = spec, port, database, rate
+        # The project's answers start with one POST that streams (Accept: text/event-stream), else a POST then a GET.
+        self.one_request = one_request and spec.project
         self.asked = 0
         self.owner: dict[str, dict] = {}  # Generation id -> its user's headers.
+
+    def next_user(self) -> tuple[int, dict]:
+        """The next answer's conversation and its user's headers: answers go round the users."""
+        users = self.database.users
+        user = users[self.asked % len(users)]
+        conversation = user["conversations"][self.asked // len(users) % len(user["conversations"])]
+        self.asked += 1
+        return conversation, {"Authorization": f"Bearer {user['token']}"}
+
+    @staticmethod
+    def ask(t0: float, tokens: int) -> dict:
+        return {"content": f"{PROMPT} [t0={t0:.6f}][tokens={tokens}]"}
 
     async def create(self, t0: float, tokens: int) -> str | None:
         """Start an answer of `tokens` tokens due from t0, for the next user; its generation id (None if bare)."""
         if not self.spec.project:
             return None
-        users = self.database.users
-        user = users[self.asked % len(users)]
-        conversation = user["conversations"][self.asked // len(users) % len(user["conversations"])]
-        self.asked += 1
-        headers = {"Authorization": f"Bearer {user['token']}"}
+        conversation, headers = self.next_user()
         status, body = await call(self.port, "POST", f"/api/conversations/{conversation}/messages", headers,
-                                  {"content": f"{PROMPT} [t0={t0:.6f}][tokens={tokens}]"})
+                                  self.ask(t0, tokens))
         if status != 201:
             raise RuntimeError(f"POST message: {status} {str(body)[:200]}")
         self.owner[body["generation"]["id"]] = headers
         return body["generation"]["id"]
+
+    async def post_stream(self, t0: float, tokens: int, *, watch: bytes | None = None) -> Recorder:
+        """Start an answer with one POST whose response is its stream; `adopt` it once `posted` arrived."""
+        conversation, headers = self.next_user()
+        recorder = await send(self.port, "POST", f"/api/conversations/{conversation}/messages",
+                              {**headers, "Accept": "text/event-stream"}, json.dumps(self.ask(t0, tokens)).encode(),
+                              watch=watch)
+        recorder.headers = headers
+        return recorder
+
+    def adopt(self, recorder: Recorder) -> str | None:
+        """The generation a POST's stream announced (None before its `posted` event, or if refused)."""
+        generation = load.posted_generation(recorder.pieces)
+        if generation is not None:
+            self.owner[generation] = recorder.headers
+        return generation
 
     async def open(self, generation: str | None, t0: float, tokens: int, *, last_event_id: int | None = None,
                    watch: bytes | None = None) -> Recorder:
@@ -154,12 +181,16 @@ class Target:
         An answer refused (a 503 under overload) or without a token within 30 s has no time (None).
         """
         started = time.time()
-        try:
-            generation = await self.create(started, tokens)
-        except RuntimeError:
-            return None, None, None
-        posted = time.time()
-        stream = await self.open(generation, started, tokens, watch=b"event: token")
+        if self.one_request:
+            stream = await self.post_stream(started, tokens, watch=b"event: token")
+            posted = None
+        else:
+            try:
+                generation = await self.create(started, tokens)
+            except RuntimeError:
+                return None, None, None
+            posted = time.time()
+            stream = await self.open(generation, started, tokens, watch=b"event: token")
         try:
             async with asyncio.timeout(30):
                 first = await stream.seen
@@ -168,7 +199,9 @@ class Target:
             first = None
         finally:
             stream.abort()
-        return generation, (first - started) * 1000 if first else None, (posted - started) * 1000
+        if self.one_request:
+            generation = self.adopt(stream)
+        return generation, (first - started) * 1000 if first else None, (posted - started) * 1000 if posted else None
 
     async def resume(self, generation: str, last_event_id: int) -> float | None:
         """Reconnect with Last-Event-ID; ms from the connect to the first replayed token."""
@@ -300,7 +333,7 @@ class Bench:
         sampler = Sampler(server, database, self.postgres)
         row = {"server": spec.label, "streams": n, "workers": spec.workers, "coalesce_ms": spec.coalesce_ms}
         try:
-            target = Target(spec, server.port, database, plan.rate)
+            target = Target(spec, server.port, database, plan.rate, one_request=plan.one_request)
             finished = await self.warm_up(target)
             if at_rest:
                 row["at_rest"] = await self.at_rest(target, finished, server)
@@ -373,6 +406,14 @@ class Bench:
         await sleep_until(stream.start - LEAD_S)
         try:
             posted = time.time()
+            if target.one_request:
+                # Its POST's time: until the response's head and `posted` event, written together.
+                stream.recorder = await target.post_stream(stream.start, self.plan.tokens, watch=b"event: posted")
+                seen = await stream.recorder.seen
+                stream.post_ms = (seen - posted) * 1000 if seen else None
+                stream.generation = target.adopt(stream.recorder)
+                await stream.recorder.closed
+                return
             stream.generation = await target.create(stream.start, self.plan.tokens)
             if target.spec.project:
                 stream.post_ms = (time.time() - posted) * 1000
@@ -445,7 +486,7 @@ class Bench:
         examples = []
 
         async def check(s: LoadStream) -> None:
-            if s.error or s.read is None or s.read.status != 200:
+            if s.error or s.read is None or s.read.status not in (200, 201):
                 counts["errors"] += 1
                 examples.append(s.error or f"status {s.read.status if s.read else None}")
                 return
@@ -680,7 +721,8 @@ def report(results: dict) -> str:
         f"Load average before {results['loadavg_before']}, after {results.get('loadavg_after')}",
         f"Code: {results['commit']}{' + uncommitted changes' if results['dirty'] else ''}; "
         f"answers of {plan['tokens']} tokens at {plan['rate']:g} tokens/s, streams started over {plan['ramp']:g} s; "
-        f"servers on core {plan['server_cpu']}, client on core {plan['client_cpu']}",
+        f"servers on core {plan['server_cpu']}, client on core {plan['client_cpu']}; the project's answers start "
+        + ("with one POST that streams" if plan.get("one_request") else "with a POST, then a GET of the stream"),
         f"Sustained: delivered >= {SUSTAINED['delivered']:.0%} (within {ON_TIME_S:g} s), p99 lag < "
         f"{SUSTAINED['p99_ms']:.0f} ms ({SUSTAINED['p99_ms_coalesced']:.0f} ms coalesced), every text exact",
     ]
@@ -871,6 +913,9 @@ def parse_plan(argv) -> tuple[Plan, argparse.Namespace]:
                         help="comma-separated versions of the project to run side by side: worktree or commits")
     parser.add_argument("--tokens", type=int, help="tokens per answer (600; 300 with --quick)")
     parser.add_argument("--rate", type=float, default=50.0, help="tokens per second per stream")
+    parser.add_argument("--one-request", action="store_true",
+                        help="start each of the project's answers with one POST that streams (Accept: "
+                             "text/event-stream) instead of a POST then a GET of the stream")
     parser.add_argument("--ramp", type=float, help="seconds over which a point's streams start")
     parser.add_argument("--idle", type=int, help="streams held open in the idle phase (1000)")
     parser.add_argument("--server-cpu", type=int, default=0)
@@ -903,7 +948,7 @@ def parse_plan(argv) -> tuple[Plan, argparse.Namespace]:
         codes=[code if code == "worktree" else git("rev-parse", "--short", code) for code in args.code.split(",")],
         server_cpu=args.server_cpu, client_cpu=args.client_cpu, nice=args.nice,
         retries=args.retries if args.retries is not None else size["retries"], profile=args.profile,
-        gc_log=args.gc_log, out=args.out,
+        gc_log=args.gc_log, out=args.out, one_request=args.one_request,
     )
     if (plan.tokens - 1) / plan.rate - 0.2 - plan.ramp - plan.settle < 0.2:
         parser.error(f"answers of {plan.tokens} tokens at {plan.rate:g}/s leave no steady window after a "

@@ -32,6 +32,7 @@ class Recorder(asyncio.Protocol):
         # Probes wait for the first piece holding `watch` (say b"event: token"); the load streams do not look.
         self.watch = watch
         self.seen = loop.create_future()
+        self.headers: dict = {}  # The request's credentials, for whoever reads its answer again.
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -160,15 +161,27 @@ class Stream:
     text: str
     terminal: str | None
     contiguous: bool  # Every event's tokens follow the previous event's, from 1, with no gap or repeat.
+    generation: str | None = None  # From the `posted` event of a stream that a POST answered with.
+
+
+def posted_generation(pieces: list[tuple[float, bytes]]) -> str | None:
+    """The generation id in the `posted` event that opens a POST's stream (the project's one-request flow)."""
+    response = parse(pieces[:4])
+    for _, name, payload in sse_events(response.body):
+        if name == "posted":
+            return payload["generation"]["id"]
+    return None
 
 
 def read_stream(pieces: list[tuple[float, bytes]]) -> Stream:
     response = parse(pieces)
-    if response.status != 200:
+    if response.status not in (200, 201):
         return Stream(response.status, [], "", None, False)
-    arrivals, texts, last, terminal, contiguous = [], [], 0, None, True
+    arrivals, texts, last, terminal, contiguous, generation = [], [], 0, None, True, None
     for at, name, payload in sse_events(response.body):
-        if name == "token":
+        if name == "posted":
+            generation = payload["generation"]["id"]
+        elif name == "token":
             seq = payload["seq"]
             contiguous &= seq > last
             # A coalesced or replayed event covers several tokens; its id is the last one's.
@@ -180,4 +193,4 @@ def read_stream(pieces: list[tuple[float, bytes]]) -> Stream:
             break
         elif name != "ping":
             contiguous = False  # A snapshot or anything else unexpected in a plain answer.
-    return Stream(response.status, arrivals, "".join(texts), terminal, contiguous)
+    return Stream(response.status, arrivals, "".join(texts), terminal, contiguous, generation)

@@ -1,16 +1,20 @@
 """The chat routes of the JSON API (mounted in project/api.py): thin views that parse, call one action, shape the answer."""
 
+import json
 from datetime import datetime
+from functools import partial
 from typing import Literal
 from uuid import UUID
 
 from django.contrib.auth import aauthenticate
 from django.contrib.auth.signals import user_logged_in
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Exists, OuterRef, Q
-from django.http import Http404
+from django.http import Http404, StreamingHttpResponse
 from ninja import Header, Path, Query, Router
 
 from . import actions
+from .admission import get_admission
 from .answers import persisted_answer
 from .auth import atoken_issue, token_revoke
 from .db import db_work
@@ -34,6 +38,7 @@ from .schemas import (
     TokenIn,
     TokenOut,
 )
+from .sse import encode
 from .transports.sse import generation_stream_response
 
 router = Router()
@@ -302,13 +307,16 @@ async def post_message(
     The message follows `parent_id` (omitted: the newest message); posting after an earlier answer, or
     with an edited message's parent, starts a branch, and both branches stay (see `parent_id` on messages).
     With `stream: true` (the default) this answers 201 at once; follow `generation.stream_url`
-    (SSE) or `generation.ws_url` (WebSocket). With `stream: false` it waits for the whole answer
-    and answers 200 with it (the non-streaming fallback); `generation.json` then holds the parsed
-    answer for `response_format: "json"`.
+    (SSE) or `generation.ws_url` (WebSocket). With `stream: true` and `Accept: text/event-stream`,
+    the 201 is that SSE stream itself, one request instead of two: first a `posted` event holding
+    this JSON body, then the tokens as `stream_url` sends them (resume there by `Last-Event-ID`).
+    With `stream: false` it waits for the whole answer and answers 200 with it (the non-streaming
+    fallback); `generation.json` then holds the parsed answer for `response_format: "json"`.
     """
     conversation = await owned_conversation(request, conversation_id)
     parent_id = payload.parent_id if "parent_id" in payload.model_fields_set else actions.NEWEST
-    answer = await actions.message_post(
+    post = partial(
+        actions.message_post,
         conversation=conversation,
         content=payload.content,
         response_format=payload.response_format,
@@ -323,7 +331,9 @@ async def post_message(
         ),
         status_code=201 if payload.stream else 200,
     )
-    return await answer_out(answer)
+    if payload.stream and "text/event-stream" in request.headers.get("Accept", ""):
+        return await answer_stream(request, post)
+    return await answer_out(await post())
 
 
 async def answer_out(answer: actions.Answer) -> tuple[int, dict]:
@@ -332,6 +342,25 @@ async def answer_out(answer: actions.Answer) -> tuple[int, dict]:
         return 201, {"message": answer.message, "generation": await generation_out(generation, with_text=False)}
     generation = await actions.generation_wait(generation=generation)
     return 200, {"message": answer.message, "generation": await generation_out(generation)}
+
+
+async def answer_stream(request, post) -> StreamingHttpResponse:
+    """The new answer's SSE stream as the response to the POST that asked for it, after a `posted` event."""
+    admission = get_admission()
+    slot = await admission.open_stream(request.auth.pk)  # Refused (429) before anything is created.
+    try:
+        answer = await post()
+        generation = answer.generation
+        posted = PostedMessageOut.model_validate(
+            {"message": answer.message, "generation": await generation_out(generation, with_text=False)}
+        )
+    except BaseException:
+        await admission.close_stream(slot)
+        raise
+    first = encode(json.dumps(posted.model_dump(by_alias=True), cls=DjangoJSONEncoder), event="posted")
+    response = await generation_stream_response(request, generation, slot=slot, status=201, first=first)
+    response["Location"] = f"/api/generations/{generation.id}"
+    return response
 
 
 # --- Models ---------------------------------------------------------------------------

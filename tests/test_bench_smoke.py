@@ -64,3 +64,19 @@ def test_capacity_benchmark_runs_every_server_and_checks_every_text(tmp_path):
     assert results["mismatches"] == 0
     assert "x bare-sse" in result.stdout
     assert plot.stat().st_size > 10_000
+
+
+@pytest.mark.timeout(180)
+def test_capacity_benchmark_one_request_flow_checks_every_text(tmp_path):
+    """`--one-request`: each answer is one POST whose 201 is its stream; the text is checked all the same."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.capacity", "--smoke", "--one-request", "--servers", "project-uvicorn",
+         "--phases", "ladder", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=170,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "start with one POST that streams" in result.stdout
+    results = json.loads((tmp_path / "capacity.json").read_text())
+    project = next(row for row in results["ladder"] if row["server"] == "project-uvicorn")
+    assert project["exact"] == project["streams"] == 2 and project["mismatches"] == project["errors"] == 0
+    assert project["at_rest"]["ttft_ms"] and all(ms is not None for ms in project["at_rest"]["ttft_ms"])

@@ -4,6 +4,7 @@ import asyncio
 import json
 
 import httpx
+from httpx_sse import aconnect_sse
 import pytest
 
 from tests.support.client import ChatClient, StreamRead, assert_ids_increase, connection_rows
@@ -164,3 +165,53 @@ async def test_fifty_concurrent_generations_each_followed(start_server, backend)
         assert read.text == generation["text"]
     assert "database is locked" not in server.log()
     assert "Traceback" not in server.log()
+
+
+async def test_post_with_accept_event_stream_answers_with_the_stream_itself(alice):
+    """One request instead of two: `posted` (the 201's JSON), then the tokens and the end, as the stream URL."""
+    conversation_id = await alice.new_conversation()
+    events = []
+    async with aconnect_sse(
+        alice.http,
+        "POST",
+        f"/api/conversations/{conversation_id}/messages",
+        json={"content": PROMPT},
+        headers={**alice.csrf, "Idempotency-Key": "one-request-1"},
+    ) as source:
+        assert source.response.status_code == 201
+        assert source.response.headers["content-type"].startswith("text/event-stream")
+        async for event in source.aiter_sse():
+            if event.event != "message" or event.data:  # httpx-sse reports the bare `retry:` hint as an event.
+                events.append(event)
+    posted, rest = events[0], StreamRead(events[1:], 201)
+    assert posted.event == "posted" and posted.id == ""
+    generation = json.loads(posted.data)["generation"]
+    assert source.response.headers["location"] == f"/api/generations/{generation['id']}"
+    stored = await alice.generation(generation["id"])
+    assert json.loads(posted.data)["message"]["content"] == PROMPT and generation["status"] in ("queued", "streaming")
+    assert rest.text == stored["text"] != "" and rest.terminal.event == "done"
+    assert_ids_increase(rest.seqs, last=stored["last_seq"])
+    # It resumes like any stream; a retry with the same key streams the same answer again, from the start.
+    middle = rest.seqs[len(rest.seqs) // 2]
+    resumed = await alice.read_stream(generation["id"], last_event_id=str(middle))
+    assert all(seq > middle for seq in resumed.seqs) and resumed.terminal.id == str(stored["last_seq"])
+    response = await alice.post(
+        f"/api/conversations/{conversation_id}/messages",
+        json={"content": PROMPT},
+        headers={"Idempotency-Key": "one-request-1", "Accept": "text/event-stream"},
+    )
+    assert response.status_code == 201 and f'"id": "{generation["id"]}"' in response.text
+    assert response.text.count("event: done") == 1
+
+
+async def test_post_with_accept_event_stream_errors_are_json(alice):
+    """Nothing to stream: the usual JSON errors, and `stream: false` still waits for the whole answer."""
+    headers = {**alice.csrf, "Accept": "text/event-stream"}
+    response = await alice.http.post("/api/conversations/999999/messages", json={"content": PROMPT}, headers=headers)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    conversation_id = await alice.new_conversation()
+    path = f"/api/conversations/{conversation_id}/messages"
+    response = await alice.http.post(path, json={"content": " "}, headers=headers)
+    assert response.status_code == 400 and response.headers["content-type"].startswith("application/json")
+    response = await alice.http.post(path, json={"content": PROMPT, "stream": False}, headers=headers)
+    assert response.status_code == 200 and response.json()["generation"]["status"] == "complete"

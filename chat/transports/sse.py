@@ -19,12 +19,19 @@ from .common import ConnectionLog, parse_coalesce_s, parse_last_event_id
 logger = logging.getLogger(__name__)
 
 
-async def generation_stream_response(request, generation: Generation) -> StreamingHttpResponse:
-    after_seq = parse_last_event_id(request, generation)
-    coalesce_s = parse_coalesce_s(request.GET.get("coalesce_ms"))
+async def generation_stream_response(
+    request, generation: Generation, *, slot: str | None = None, status: int = 200, first: bytes = b""
+) -> StreamingHttpResponse:
+    """The generation's stream from the client's position; `first` goes out before the tokens.
+
+    `slot`: a stream slot the caller already took (else one is taken here: 429 when none is free).
+    """
     admission = get_admission()
-    slot = await admission.open_stream(request.auth.pk)
     try:
+        after_seq = parse_last_event_id(request, generation)
+        coalesce_s = parse_coalesce_s(request.GET.get("coalesce_ms"))
+        if slot is None:
+            slot = await admission.open_stream(request.auth.pk)
         log = await ConnectionLog.open(
             generation=generation,
             user=request.auth,
@@ -34,7 +41,8 @@ async def generation_stream_response(request, generation: Generation) -> Streami
             user_agent=request.headers.get("User-Agent", ""),
         )
     except BaseException:
-        await admission.close_stream(slot)
+        if slot is not None:
+            await admission.close_stream(slot)
         raise
     follow = Follow(
         generation.id,
@@ -43,7 +51,7 @@ async def generation_stream_response(request, generation: Generation) -> Streami
         response_format=generation.response_format,
         active_when_read=not generation.is_terminal,
     )
-    response = EventStreamResponse(sse_body(follow, log), content_type="text/event-stream")
+    response = EventStreamResponse(sse_body(follow, log, first), status=status, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     # Tells nginx (and proxies that follow it) not to buffer the stream.
     response["X-Accel-Buffering"] = "no"
@@ -64,10 +72,10 @@ class EventStreamResponse(StreamingHttpResponse):
                 yield part
 
 
-async def sse_body(follow: Follow, log: "ConnectionLog"):
+async def sse_body(follow: Follow, log: "ConnectionLog", first: bytes = b""):
     try:
         # The retry hint also sends the headers at once, before the first token.
-        yield encode(retry=settings.CHAT_STREAM_RETRY_MS, comment="stream")
+        yield encode(retry=settings.CHAT_STREAM_RETRY_MS, comment="stream") + first
         async with aclosing(follow.batches()) as batches:
             async for batch in batches:
                 yield b"".join(event.sse for event in batch)
