@@ -80,3 +80,14 @@ def test_capacity_benchmark_one_request_flow_checks_every_text(tmp_path):
     project = next(row for row in results["ladder"] if row["server"] == "project-uvicorn")
     assert project["exact"] == project["streams"] == 2 and project["mismatches"] == project["errors"] == 0
     assert project["at_rest"]["ttft_ms"] and all(ms is not None for ms in project["at_rest"]["ttft_ms"])
+
+
+def test_answer_cost_benchmark_runs_both_flows(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.answer_cost", "--answers", "2", "--rounds", "1", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=170,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = json.loads((tmp_path / "answer_cost.json").read_text())
+    assert [(row["flow"], len(row["ms"])) for row in rows] == [("two requests", 1), ("one request", 1)]
+    assert all(row["ms"][0] > 0 for row in rows)

@@ -1,0 +1,102 @@
+"""The fixed cost of an answer: the server's CPU for one short answer, start to end, on an idle server.
+
+    .venv/bin/python -m bench.answer_cost                       # this tree, both ways of starting an answer
+    .venv/bin/python -m bench.answer_cost --code 80ac7c2,worktree --flows "two requests"   # against an older tree
+
+Each round starts a fresh project server on uvicorn (pinned to one core, the
+client on the other, as bench.capacity does) and runs N answers of 3 tokens
+one after the other: the POST, the stream to its end, the run and its end,
+persisted. The server's CPU (user + system, all threads) divided by N is the
+fixed cost of an answer; the 3 tokens cost well under 1 % of it. An answer
+starts either with a POST then a GET of its stream ("two requests"), or with
+one POST whose response is the stream ("one request", Accept:
+text/event-stream; older trees do not have it). Rounds alternate between the
+trees and flows, so a machine that speeds up or slows down affects each alike.
+"""
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from bench import capacity
+from bench.capacity import Bench, Target
+from bench.servers import SPECS
+
+TOKENS = 3
+
+
+async def one_request(target: Target) -> None:
+    recorder = await target.post_stream(time.time(), TOKENS, watch=b"event: token")
+    await recorder.closed
+    body = b"".join(piece for _, piece in recorder.pieces)
+    if b"event: done" not in body:
+        raise RuntimeError(f"the answer did not complete: {body[:300]!r}")
+
+
+async def two_requests(target: Target) -> None:
+    generation, first_ms, _ = await target.answer(TOKENS)
+    if first_ms is None:
+        raise RuntimeError(f"answer {generation} sent no token")
+
+
+async def measure(bench: Bench, code: str, flow: str, answers: int) -> float:
+    """ms of server CPU per answer, after a warm-up of 20 answers."""
+    spec = replace(SPECS["project-uvicorn"], code=code)
+    server, database = await bench.start(spec, [bench.plan.server_cpu])
+    try:
+        target = Target(spec, server.port, database, bench.plan.rate)
+        answer = one_request if flow == "one request" else two_requests
+        for _ in range(20):
+            await answer(target)
+        cpu = server.cpu_seconds()
+        for _ in range(answers):
+            await answer(target)
+        return (server.cpu_seconds() - cpu) / answers * 1000
+    finally:
+        await bench.stop(server, database)
+
+
+async def run(args) -> dict:
+    plan, _ = capacity.parse_plan(["--servers", "project-uvicorn", "--phases", "ladder"])
+    bench = Bench(plan, Path(tempfile.mkdtemp(prefix="bench-answer-cost-")))
+    cases = [(code, flow) for code in args.code.split(",") for flow in args.flows.split(",")]
+    results = {case: [] for case in cases}
+    try:
+        for round_ in range(args.rounds):
+            for code, flow in cases:
+                ms = await measure(bench, code, flow, args.answers)
+                results[(code, flow)].append(ms)
+                print(f"round {round_ + 1}: {code:>10} {flow:<12} {ms:6.1f} ms CPU per answer", flush=True)
+    finally:
+        bench.databases.drop_all()
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--code", default="worktree", help="comma-separated trees: worktree or commits")
+    parser.add_argument("--flows", default="two requests,one request")
+    parser.add_argument("--answers", type=int, default=200, help="answers per measurement")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args(argv)
+    results = asyncio.run(run(args))
+    print("\nfixed cost of an answer (median of the rounds):")
+    base = None
+    for (code, flow), values in results.items():
+        median = statistics.median(values)
+        base = base or median
+        print(f"  {code:>10} {flow:<12} {median:6.1f} ms  ({median / base:.2f}x the first)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = [{"code": code, "flow": flow, "ms": values} for (code, flow), values in results.items()]
+    (args.out / "answer_cost.json").write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
