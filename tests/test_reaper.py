@@ -237,7 +237,6 @@ async def test_a_live_worker_reaped_by_mistake_stops_and_leaves_a_consistent_str
     assert rest.terminal.event == replay.terminal.event == "interrupted"
     assert first.text + rest.text == replay.text == stored["text"]
     assert max(int(e.id) for e in replay.events) == stored["last_seq"], "no chunk past the recorded end"
-    assert stored["last_seq"] < 100
 
 
 async def test_after_kill_9_a_client_past_the_stored_end_gets_a_snapshot_without_waiting_for_staleness(
