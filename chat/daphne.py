@@ -7,21 +7,11 @@ the connections Daphne killed, and on CPython 3.11 that crashed the process
 (SIGSEGV, "Garbage-collecting" in asyncio) in about one exit in eight under
 load. So the process ends right after the reactor stops, its logs flushed.
 uvicorn, which speaks the ASGI lifespan protocol, needs none of this.
-
-Daphne also waits, without a limit, for every connection's application it
-cancelled at shutdown. Twice under the full test suite's load one did not
-finish and the process hung (the cause is not found); so it ends anyway
-SHUTDOWN_LIMIT_S after shutdown began, once the runs (stopped within 10 s)
-are recorded, saying so in its log.
 """
 
 import logging
 import os
 import sys
-
-logger = logging.getLogger(__name__)
-
-SHUTDOWN_LIMIT_S = 20.0
 
 
 def exit_after_reactor_stops() -> None:
@@ -31,15 +21,6 @@ def exit_after_reactor_stops() -> None:
     from twisted.internet import reactor
 
     reactor.addSystemEventTrigger("after", "shutdown", exit_now)
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: reactor.callLater(SHUTDOWN_LIMIT_S, exit_stuck))
-
-
-def exit_stuck() -> None:
-    logger.warning(
-        "Daphne's shutdown still waits after %g s (a connection's application that never ended): exiting",
-        SHUTDOWN_LIMIT_S,
-    )
-    exit_now()
 
 
 def exit_now() -> None:

@@ -193,6 +193,10 @@ SERVER_COMMANDS = {
 DAPHNE_LISTENING = "Listening on TCP address"
 
 
+def restore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class LiveServer:
     """Daphne (or uvicorn) serving project.asgi on a free port of 127.0.0.1."""
 
@@ -223,6 +227,9 @@ class LiveServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 pass_fds=[fd] if self.kind == "daphne" else [],
+                # A suite started in the background by a shell (`make test &`) ignores SIGINT, and so would
+                # the server: Python and Twisted install no handler then, and Daphne would never stop on it.
+                preexec_fn=restore_sigint,
             )
         self.listener.close()  # The server process holds the socket now.
         try:
