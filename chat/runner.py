@@ -93,6 +93,8 @@ class GenerationRun:
         self.runs = generation.runs
         self.durable_first = settings.CHAT_RUNNER == "workers"
         self.persisted_seq = self.seq
+        self.unwritten_limit = settings.CHAT_MAX_UNWRITTEN_TOKENS
+        self.written: asyncio.Future | None = None  # Awaited while the run is that far ahead of the database.
         self.saved_tail: TokenChunk | None = None  # The last chunk, written with the end or the hand-on.
         self.provider = provider
         self.messages = messages
@@ -180,6 +182,8 @@ class GenerationRun:
                 if not isinstance(item, str):
                     return item  # Finish
                 self.last_token_at = loop.time()
+                if self.seq - self.persisted_seq >= self.unwritten_limit:
+                    await self.catch_up(writer)
                 self.seq += 1
                 self.texts.append(item)
                 self.pending.append(item)
@@ -201,6 +205,16 @@ class GenerationRun:
                 self.stall_timer.cancel()
             await stream.aclose()
 
+    async def catch_up(self, writer) -> None:
+        """Hold the next token until the database has caught up: a crash then loses at most
+        `unwritten_limit` tokens that a client saw, however slow the writes."""
+        self.written = asyncio.get_running_loop().create_future()
+        writer.wake.set()
+        try:
+            await self.written
+        finally:
+            self.written = None
+
     def fault_for_error(self, error: str) -> _Fault:
         if not self.texts:
             return _Fault(Generation.Status.FAILED, error=error)
@@ -218,6 +232,8 @@ class GenerationRun:
     def persisted(self, chunk: TokenChunk) -> None:
         """The writer committed `chunk`: in worker mode, now its tokens go out."""
         self.persisted_seq = chunk.last_seq
+        if self.written is not None and not self.written.done():
+            self.written.set_result(None)
         if self.durable_first:
             self.hub.publish_nowait(self.group, Token(chunk.first_seq, chunk.last_seq, "".join(chunk.tokens), chunk.tokens))
 

@@ -247,6 +247,11 @@ CHAT_UPSTREAM_STALL_S = env_float("CHAT_UPSTREAM_STALL_S", 10.0)
 # Tokens are written to the database in batches: whichever comes first.
 CHAT_FLUSH_INTERVAL_S = env_float("CHAT_FLUSH_INTERVAL_S", 0.05)
 CHAT_FLUSH_MAX_TOKENS = env_int("CHAT_FLUSH_MAX_TOKENS", 64)
+# A run at most this many tokens ahead of the database waits for it: a crash
+# loses at most these of the tokens that clients saw, however slow the writes.
+CHAT_MAX_UNWRITTEN_TOKENS = env_int("CHAT_MAX_UNWRITTEN_TOKENS", 128)
+if CHAT_MAX_UNWRITTEN_TOKENS < 1:
+    raise ImproperlyConfigured(f"CHAT_MAX_UNWRITTEN_TOKENS is {CHAT_MAX_UNWRITTEN_TOKENS}; it must be at least 1.")
 # Each process refreshes the heartbeat of the generations it runs this often.
 CHAT_HEARTBEAT_S = env_float("CHAT_HEARTBEAT_S", 2.0)
 CHAT_HEARTBEAT_STALE_S = env_float("CHAT_HEARTBEAT_STALE_S", 30.0)

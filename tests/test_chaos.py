@@ -9,7 +9,8 @@ and reaching the stored last_seq (nothing lost).
 Kill -9: the server dies mid-answer with many generations running, and a new
 one starts on the same database. Every generation must end `interrupted` /
 `worker_lost`, with a stored text equal to its stored tokens, and have lost at
-most one flush window of the tokens that clients had already been sent.
+most CHAT_MAX_UNWRITTEN_TOKENS of the tokens that clients had already been sent:
+a run that far ahead of the database waits for it, however slow the writes.
 
 Sizes come from the environment: CHAT_CHAOS_CUTS (100 in `make test`, 1000 in
 `make chaos`) and CHAT_CHAOS_SECONDS, the time bound of the cut phase (60).
@@ -18,7 +19,6 @@ Figures are in docs/deploy.md, "Reliability tests".
 
 import asyncio
 import json
-import math
 import os
 import random
 import signal
@@ -163,13 +163,14 @@ async def test_random_cuts_over_sse_and_websocket(start_server, backend):
 KILLED_GENERATIONS = 24
 RATE = 40  # tokens per second per generation
 FLUSH_S = 0.05
-WRITE_S = 0.1  # the batched INSERT in flight, on a loaded machine
+UNWRITTEN = 8  # A little more than a flush interval's tokens: a loaded machine's slow writes pace the runs.
 CRASH = {
     "CHAT_SIMULATED_TOKENS_PER_S": str(RATE),
     # Long enough to be still running at the kill, however slowly a busy machine starts them.
     "CHAT_SIMULATED_POINTS": "300",
     "CHAT_SIMULATED_MAX_TOKENS": "6000",
     "CHAT_FLUSH_INTERVAL_S": str(FLUSH_S),
+    "CHAT_MAX_UNWRITTEN_TOKENS": str(UNWRITTEN),
     "CHAT_HEARTBEAT_S": "0.5",
     "CHAT_HEARTBEAT_STALE_S": "2",
     "CHAT_REAPER_INTERVAL_S": "0.5",
@@ -219,9 +220,6 @@ async def test_kill_9_mid_answer_under_load(start_server, backend, tmp_path):
                             ended[gid] = generation
                 await asyncio.sleep(0.2)
 
-            # Tokens are published at once and written every FLUSH_S: a kill loses at most
-            # the tokens of one flush window, plus those of the write in flight (WRITE_S).
-            window = math.ceil(round(RATE * (FLUSH_S + WRITE_S), 6))
             lost = {}
             messages = (await http.get(f"/api/conversations/{conversation_id}/messages", params={"limit": 200})).json()["items"]
             contents = {m["generation"]["id"]: m["content"] for m in messages if m["role"] == "assistant"}
@@ -232,10 +230,10 @@ async def test_kill_9_mid_answer_under_load(start_server, backend, tmp_path):
                 lost[gid] = seen[gid] - generation["last_seq"]
     finally:
         restarted.stop()
-    assert max(lost.values()) <= window, f"tokens sent before the kill then lost: {sorted(lost.values())} (window {window})"
+    assert max(lost.values()) <= UNWRITTEN, f"tokens sent before the kill then lost: {sorted(lost.values())} (at most {UNWRITTEN})"
     print(
         f"\nkill -9 {backend}: {len(ids)} generations ended interrupted/worker_lost; tokens lost per generation "
-        f"max {max(lost.values())}, mean {sum(lost.values()) / len(lost):.2f} (window {window}); "
+        f"max {max(lost.values())}, mean {sum(lost.values()) / len(lost):.2f} (at most {UNWRITTEN}); "
         f"tokens sent before the kill: {sum(seen.values())}"
     )
 

@@ -3,9 +3,11 @@
 import asyncio
 import json
 import signal
+import sqlite3
 from contextlib import AsyncExitStack
 
 import pytest
+from httpx_sse import aconnect_sse
 
 from tests.support.client import logged_in
 from tests.support.openai_upstream import OpenAIUpstream, echo_reply
@@ -185,3 +187,57 @@ async def test_daphne_exits_on_sigint_with_many_streams_open(start_server, tmp_p
         restarted.stop()
     assert {(g["status"], g["reason"]) for g in stored} == {("interrupted", "server_shutdown")}
     assert all(replay.text == g["text"] for replay, g in zip(replays, stored))
+
+
+async def test_a_run_waits_for_a_stalled_database_rather_than_run_ahead_of_it(start_server):
+    """While the database takes no writes, clients get at most CHAT_MAX_UNWRITTEN_TOKENS past the stored
+    tokens (what a crash then could lose); once it takes them again, the answer ends complete."""
+    limit = 3
+    server = start_server(
+        CHAT_MAX_UNWRITTEN_TOKENS=limit,
+        CHAT_SIMULATED_TOKENS_PER_S=200,
+        CHAT_SIMULATED_POINTS=20,
+        CHAT_SIMULATED_MAX_TOKENS=2000,
+        CHAT_UPSTREAM_STALL_S=120,
+    )
+    database = sqlite3.connect(server.database_url.removeprefix("sqlite:///"), isolation_level=None, timeout=30)
+    events: asyncio.Queue = asyncio.Queue()
+
+    async def read(url: str) -> None:
+        async with aconnect_sse(client.http, "GET", url) as source:
+            async for event in source.aiter_sse():
+                await events.put(event)
+
+    async with await logged_in(server) as client:
+        generation = await client.ask(PROMPT)
+        reader = asyncio.create_task(read(f"/api/generations/{generation['id']}/stream"))
+        seen, stored = 0, None
+        try:
+            while True:
+                try:
+                    # Held at the bound, the stream must go quiet: 100 tokens' time shows it does.
+                    held = database.in_transaction and seen == stored + limit
+                    event = await asyncio.wait_for(events.get(), 0.5 if held else 60)
+                except TimeoutError:
+                    assert held, "the stream stopped"
+                    database.execute("COMMIT")
+                    continue
+                if event.event in ("done", "interrupted", "failed"):
+                    break
+                if event.event != "token":
+                    continue
+                seen = int(event.id)
+                if stored is None:  # From here on writers wait; readers go on (WAL).
+                    database.execute("BEGIN IMMEDIATE")
+                    (stored,) = database.execute(
+                        "SELECT coalesce(max(last_seq), 0) FROM chat_tokenchunk WHERE generation_id = ?",
+                        [generation["id"].replace("-", "")],
+                    ).fetchone()
+                if database.in_transaction:
+                    assert seen <= stored + limit, f"token {seen} sent while only {stored} were stored"
+        finally:
+            reader.cancel()
+            database.close()
+        final = await client.generation(generation["id"])
+    assert event.event == "done" and final["status"] == "complete"
+    assert final["last_seq"] == seen > stored + limit, "the run went on once the database took writes again"
