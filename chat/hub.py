@@ -17,7 +17,6 @@ import contextvars
 import logging
 import uuid
 import weakref
-from collections import deque
 from contextlib import asynccontextmanager
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
@@ -45,8 +44,12 @@ class Subscription:
     wake-up. Silence is noticed by one timer per silence period, not one per wait.
     """
 
+    # One per open stream: no per-instance dict, and a list, not a deque (whose first block is 600 bytes).
+    __slots__ = ("events", "maxsize", "window", "overflowed", "waiter", "window_timer", "silence_timer", "silence_s",
+                 "loop", "last_delivery")
+
     def __init__(self, maxsize: int, *, window: float = 0.0):
-        self.events: deque = deque()
+        self.events: list = []
         self.maxsize = maxsize
         self.window = window
         self.overflowed = False  # Events were dropped; the follower must resynchronise.
@@ -87,8 +90,7 @@ class Subscription:
                 if self.window_timer is not None:
                     self.window_timer.cancel()
                     self.window_timer = None
-        events = list(self.events)
-        self.events.clear()
+        events, self.events = self.events, []
         return events
 
     def arm_silence(self, silence_s: float, at: float) -> None:
@@ -119,8 +121,8 @@ class Subscription:
     async def get(self, timeout: float):
         """The next event, or None after `timeout` seconds of silence (for one-event-at-a-time readers)."""
         if not self.events:
-            self.events.extend(await self.batch(timeout))
-        return self.events.popleft() if self.events else None
+            self.events = await self.batch(timeout)  # Which took the list it returns and left an empty one.
+        return self.events.pop(0) if self.events else None
 
 
 class _GroupReader:

@@ -151,7 +151,11 @@ class GenerationRun:
                 await db_work(self.start)()
             if self.stop_fault is None:
                 self.reader = loop.create_task(self.consume())
-                await asyncio.wait([self.reader])
+                try:
+                    await self.reader  # Not asyncio.wait: that holds a future and callbacks for the run's life.
+                except asyncio.CancelledError:
+                    if asyncio.current_task().cancelling():
+                        raise  # The run itself was cancelled; a stop cancels only the reader.
             outcome = self.stop_fault if self.reader is None or self.reader.cancelled() else self.reader.result()
         except Exception as exc:  # A bug or a database failure: record it, never die silently.
             logger.exception("generation %s crashed", self.generation_id)
@@ -388,8 +392,9 @@ def start_generation(
     loop = asyncio.get_running_loop()
     # A fresh context: the run must not inherit the request's thread-sensitive context.
     run.task = loop.create_task(run.run(), context=contextvars.Context())
-    _runs[generation.id] = run
-    run.task.add_done_callback(lambda task: _runs.pop(generation.id, None))
+    generation_id = generation.id  # Not the row: the callback would keep it, and all it caches, for the run's life.
+    _runs[generation_id] = run
+    run.task.add_done_callback(lambda task: _runs.pop(generation_id, None))
     if _heartbeat_task is None or _heartbeat_task.done():
         _heartbeat_task = loop.create_task(heartbeat_loop(), context=contextvars.Context())
     return run

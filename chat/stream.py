@@ -38,6 +38,10 @@ class Follow:
     hub subscription at once rather than at garbage collection.
     """
 
+    # One per open stream, for as long as it is open: no per-instance dict.
+    __slots__ = ("generation_id", "sent", "coalesce_s", "hub", "response_format", "active_when_read", "idle_check_s",
+                 "keepalive_s", "flush_interval_s", "run")
+
     def __init__(
         self,
         generation_id,

@@ -89,8 +89,14 @@ def split_tokens(text: str) -> list[str]:
 
 
 def iter_tokens(text: str) -> Iterator[str]:
-    """`split_tokens`, one at a time: a waiting answer holds its text, not a list of its tokens."""
-    return (match.group() for match in TOKEN.finditer(text))
+    """`split_tokens`, one at a time: a waiting answer holds its text, not a list of its tokens.
+
+    Matched from a position rather than with `finditer`, whose scanner holds 1.5 KiB for as long as the answer lasts.
+    """
+    position = 0
+    while match := TOKEN.match(text, position):  # Every character matches: None only at the end.
+        position = match.end()
+        yield match.group()
 
 
 class SimulatedProvider(Provider):

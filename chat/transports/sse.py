@@ -51,7 +51,9 @@ async def generation_stream_response(
         response_format=generation.response_format,
         active_when_read=not generation.is_terminal,
     )
-    response = EventStreamResponse(sse_body(follow, log, first), status=status, content_type="text/event-stream")
+    response = EventStreamResponse(
+        sse_body(follow, log, first), request=request, status=status, content_type="text/event-stream"
+    )
     response["Cache-Control"] = "no-cache"
     # Tells nginx (and proxies that follow it) not to buffer the stream.
     response["X-Accel-Buffering"] = "no"
@@ -60,16 +62,34 @@ async def generation_stream_response(
 
 
 class EventStreamResponse(StreamingHttpResponse):
-    """Close the body generator as soon as Django stops sending.
+    """Close the body generator as soon as Django stops sending; let go of the request when it starts.
 
     Django wraps the body in generators of its own and closes only the
     outermost, so ours would linger, subscribed, until garbage collection.
     """
 
+    def __init__(self, *args, request=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._stream_request = request
+
     async def __aiter__(self):
+        request, self._stream_request = self._stream_request, None
+        if request is not None:
+            release_request(request)
         async with aclosing(self._iterator) as body:
             async for part in body:
                 yield part
+
+
+def release_request(request) -> None:
+    """Drop what the request holds (headers, the URL match, the user, the session, the body), but what closing it needs.
+
+    Django keeps the request until the response ends, hours for a stream,
+    though once the body starts (every middleware has run) nothing reads it.
+    """
+    kept = {name: value for name, value in vars(request).items() if name in ("_stream", "_files")}
+    vars(request).clear()
+    vars(request).update(kept)
 
 
 async def sse_body(follow: Follow, log: "ConnectionLog", first: bytes = b""):
