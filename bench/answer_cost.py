@@ -12,6 +12,13 @@ starts either with a POST then a GET of its stream ("two requests"), or with
 one POST whose response is the stream ("one request", Accept:
 text/event-stream; older trees do not have it). Rounds alternate between the
 trees and flows, so a machine that speeds up or slows down affects each alike.
+
+The pieces, to compare an answer with (`--flows`): a 404 through Django and
+every middleware, an authenticated GET without a query (the bearer token's
+lookup), one with a query (a conversation), and a POST whose answer runs to its
+end with no stream followed ("POST only").
+
+    .venv/bin/python -m bench.answer_cost --flows "404,authenticated GET,GET conversation,POST only,one request"
 """
 
 import argparse
@@ -25,6 +32,7 @@ from pathlib import Path
 
 from bench import capacity
 from bench.capacity import Bench, Target
+from bench.load import call
 from bench.servers import SPECS
 
 TOKENS = 3
@@ -44,18 +52,59 @@ async def two_requests(target: Target) -> None:
         raise RuntimeError(f"answer {generation} sent no token")
 
 
+# The pieces of an answer's cost, to compare it with: requests that create no answer, and a POST whose
+# answer runs to its end with no stream followed.
+
+
+async def expect(target: Target, method: str, path: str, status: int, *, user: bool = True, payload=None) -> None:
+    conversation, headers = target.next_user() if user else (None, {})
+    got, body = await call(target.port, method, path.format(conversation=conversation), headers, payload)
+    if got != status:
+        raise RuntimeError(f"{method} {path}: {got} {str(body)[:200]}")
+
+
+async def not_found(target: Target) -> None:
+    await expect(target, "GET", "/api/no-such-path", 404, user=False)
+
+
+async def authenticated_get(target: Target) -> None:
+    await expect(target, "GET", "/api/models", 200)
+
+
+async def conversation_get(target: Target) -> None:
+    await expect(target, "GET", "/api/conversations/{conversation}", 200)
+
+
+async def post_only(target: Target) -> None:
+    await target.create(time.time(), TOKENS)
+
+
+FLOWS = {
+    "two requests": two_requests,
+    "one request": one_request,
+    "404": not_found,
+    "authenticated GET": authenticated_get,
+    "GET conversation": conversation_get,
+    "POST only": post_only,
+}
+SETTLE_S = 0.5  # After the last POST only, for the answers still running to end inside the measurement.
+
+
 async def measure(bench: Bench, code: str, flow: str, answers: int) -> float:
-    """ms of server CPU per answer, after a warm-up of 20 answers."""
+    """ms of server CPU per answer (or request), after a warm-up of 20."""
     spec = replace(SPECS["project-uvicorn"], code=code)
     server, database = await bench.start(spec, [bench.plan.server_cpu])
     try:
         target = Target(spec, server.port, database, bench.plan.rate)
-        answer = one_request if flow == "one request" else two_requests
+        answer = FLOWS[flow]
         for _ in range(20):
             await answer(target)
+        await asyncio.sleep(SETTLE_S)
         cpu = server.cpu_seconds()
         for _ in range(answers):
             await answer(target)
+        if flow == "POST only":
+            await asyncio.sleep(SETTLE_S)
         return (server.cpu_seconds() - cpu) / answers * 1000
     finally:
         await bench.stop(server, database)
@@ -80,7 +129,7 @@ async def run(args) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--code", default="worktree", help="comma-separated trees: worktree or commits")
-    parser.add_argument("--flows", default="two requests,one request")
+    parser.add_argument("--flows", default="two requests,one request", help=f"comma-separated, from {', '.join(FLOWS)}")
     parser.add_argument("--answers", type=int, default=200, help="answers per measurement")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")

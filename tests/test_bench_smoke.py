@@ -82,12 +82,15 @@ def test_capacity_benchmark_one_request_flow_checks_every_text(tmp_path):
     assert project["at_rest"]["ttft_ms"] and all(ms is not None for ms in project["at_rest"]["ttft_ms"])
 
 
-def test_answer_cost_benchmark_runs_both_flows(tmp_path):
+def test_answer_cost_benchmark_runs_every_flow(tmp_path):
+    from bench.answer_cost import FLOWS
+
     result = subprocess.run(
-        [sys.executable, "-m", "bench.answer_cost", "--answers", "2", "--rounds", "1", "--out", str(tmp_path)],
+        [sys.executable, "-m", "bench.answer_cost", "--answers", "2", "--rounds", "1", "--out", str(tmp_path),
+         "--flows", ",".join(FLOWS)],
         cwd=ROOT, capture_output=True, text=True, timeout=170,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = json.loads((tmp_path / "answer_cost.json").read_text())
-    assert [(row["flow"], len(row["ms"])) for row in rows] == [("two requests", 1), ("one request", 1)]
+    assert [(row["flow"], len(row["ms"])) for row in rows] == [(flow, 1) for flow in FLOWS]
     assert all(row["ms"][0] > 0 for row in rows)
