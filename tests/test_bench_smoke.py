@@ -93,4 +93,6 @@ def test_answer_cost_benchmark_runs_every_flow(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = json.loads((tmp_path / "answer_cost.json").read_text())
     assert [(row["flow"], len(row["ms"])) for row in rows] == [(flow, 1) for flow in FLOWS]
-    assert all(row["ms"][0] > 0 for row in rows)
+    # CPU time is counted in 10 ms ticks: two 404s may show none, two answers not.
+    assert all(row["ms"][0] >= 0 for row in rows)
+    assert all(row["ms"][0] > 0 for row in rows if row["flow"] in ("one request", "two requests"))
