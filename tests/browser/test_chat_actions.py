@@ -115,13 +115,15 @@ def test_opening_a_finished_generation_by_url_shows_it_without_streaming(chat, m
     generation_id = chat.send(PROMPT)
     chat.wait_state("ended")
     stored = chat.stored_generation(generation_id)
+    # The first page's own (a busy machine may have made it reconnect once before its first byte).
+    streamed = stream_connections(chat, generation_id)
     other = make_page()
     other.open(f"/?generation={generation_id}")
     assert other.page.locator(".message.assistant").last.locator(".content").inner_html() == other.markdown_html(
         stored["text"]
     )
     assert other.status()["label"] == "Complete"
-    assert len(stream_connections(chat, generation_id)) == 1  # nothing was streamed again
+    assert stream_connections(chat, generation_id) == streamed  # nothing was streamed again
 
 
 def test_unknown_or_foreign_objects_in_the_url_say_not_found(chat, chat_server):
