@@ -319,11 +319,11 @@ async def post_message(
     With `stream: false` it waits for the whole answer and answers 200 with it (the non-streaming
     fallback); `generation.json` then holds the parsed answer for `response_format: "json"`.
     """
-    conversation = await owned_conversation(request, conversation_id)
     parent_id = payload.parent_id if "parent_id" in payload.model_fields_set else actions.NEWEST
     post = partial(
         actions.message_post,
-        conversation=conversation,
+        conversation_id=conversation_id,
+        owner_id=request.auth.pk,
         content=payload.content,
         response_format=payload.response_format,
         model=payload.model,
@@ -331,7 +331,7 @@ async def post_message(
         idempotency=actions.Idempotency.of(
             idempotency,
             "message_post",
-            conversation=conversation.pk,
+            conversation=conversation_id,
             **payload.model_dump(exclude={"parent_id"}),
             parent_id=parent_id,
         ),

@@ -201,6 +201,11 @@ async def test_every_endpoint_hides_other_users_objects(alice_api, bob_api, alic
         # Exactly as for an object that does not exist: nothing tells bob that it does.
         missing = await bob_api.request(method, template.format(c=2**40, g=uuid.uuid4()), json=body)
         assert (missing.status_code, missing.json()) == (404, response.json())
+    # And for the POST that would answer with the stream itself.
+    streamed = await bob_api.request(
+        "POST", f"/api/conversations/{c}/messages", json={"content": "hi"}, headers={"Accept": "text/event-stream"}
+    )
+    assert error_of(streamed, 404)["code"] == "not_found"
     listed = (await bob_api.request("GET", "/api/conversations", params={"limit": 100})).json()["items"]
     assert c not in [item["id"] for item in listed]
     # Over a session too, including the stream.

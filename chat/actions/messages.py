@@ -27,6 +27,19 @@ HISTORY_MESSAGES = 40
 NEWEST = "newest"
 
 
+def locked_conversation(conversation_id, owner_id) -> Conversation:
+    """The owner's conversation, the owner locked as by `lock_user`, in one statement; 404 if it is not theirs."""
+    conversation = (
+        Conversation.objects.select_related("owner")
+        .select_for_update(of=("owner",))
+        .filter(pk=conversation_id, owner_id=owner_id)
+        .first()
+    )
+    if conversation is None:
+        raise ApiError(404, "not_found", "No such conversation.")
+    return conversation
+
+
 def lock_user(user_id) -> None:
     """Serialise one user's writes that check a limit or a key (a no-op lock on SQLite, which serialises writers)."""
     list(get_user_model().objects.select_for_update().filter(pk=user_id).values_list("pk", flat=True))
@@ -146,7 +159,8 @@ class Answer:
 
 async def message_post(
     *,
-    conversation: Conversation,
+    conversation_id: int,
+    owner_id: int,
     content: str,
     response_format: str = "text",
     model: str | None = None,
@@ -156,16 +170,19 @@ async def message_post(
 ) -> Answer:
     """Add the user's message after `parent_id` and start the answer to it, with `model`.
 
-    With an idempotency key already used for the same request, return what
-    that request created instead; with a different request, refuse (409).
+    The conversation must be the owner's (else 404): checked in the answer's
+    transaction, which saves the request a query. With an idempotency key
+    already used for the same request, return what that request created
+    instead; with a different request, refuse (409).
     """
     get_admission().check_load()
     answer, history = await sync_to_async(_answer_idempotently)(
-        conversation=conversation,
+        conversation_id=conversation_id,
+        owner_id=owner_id,
         user_message=None,
         content=content,
         parent_id=parent_id,
-        model=model_for(conversation, model),
+        model=model,
         response_format=response_format,
         idempotency=idempotency,
         status_code=status_code,
@@ -186,11 +203,12 @@ async def generation_regenerate(
             409, "generation_active", f"Generation {generation.id} is still {generation.status}; cancel it first."
         )
     answer, history = await sync_to_async(_answer_idempotently)(
-        conversation=generation.conversation,
+        conversation_id=generation.conversation_id,
+        owner_id=generation.conversation.owner_id,
         user_message=generation.user_message,
         content=None,
         parent_id=None,
-        model=model_for(generation.conversation, model),
+        model=model,
         response_format=generation.response_format,
         idempotency=idempotency,
         status_code=status_code,
@@ -208,7 +226,7 @@ def _answer_idempotently(**kwargs) -> tuple[Answer, list[ChatMessage] | None]:
     try:
         return _answer(**kwargs)
     except IntegrityError:
-        idempotency, owner_id = kwargs["idempotency"], kwargs["conversation"].owner_id
+        idempotency, owner_id = kwargs["idempotency"], kwargs["owner_id"]
         if idempotency is None:
             raise
         # A concurrent request with the same key committed first: answer what it created.
@@ -220,18 +238,19 @@ def _answer_idempotently(**kwargs) -> tuple[Answer, list[ChatMessage] | None]:
 
 def _answer(
     *,
-    conversation: Conversation,
+    conversation_id: int,
+    owner_id: int,
     user_message: Message | None,
     content: str | None,
     parent_id: int | None | str,
-    model: ChatModel,
+    model: str | None,
     response_format: str,
     idempotency: Idempotency | None,
     status_code: int,
 ) -> tuple[Answer, list[ChatMessage] | None]:
-    owner_id = conversation.owner_id
     with transaction.atomic():
-        lock_user(owner_id)
+        conversation = locked_conversation(conversation_id, owner_id)
+        model = model_for(conversation, model)
         if idempotency is not None:
             IdempotencyKey.objects.filter(user_id=owner_id, created_at__lt=idempotency_cutoff()).delete()
             replay = _replay(owner_id, idempotency)
