@@ -22,12 +22,17 @@ class FakeRun:
     generation_id: object
     durable_first: bool = False
     seq: int = 0
+    first_seq: int = 1
+    persisted_seq: int = 0
     pending: list[str] = field(default_factory=list)
     written: list[TokenChunk] = field(default_factory=list)
+    writer: TokenWriter | None = None
 
     def produce(self, *tokens: str) -> None:
+        """New tokens from upstream, told to the writer as the runner does."""
         self.pending += tokens
         self.seq += len(tokens)
+        self.writer.tokens_added(self)
 
     def take_pending(self) -> TokenChunk | None:
         if not self.pending:
@@ -45,6 +50,12 @@ class FakeRun:
         self.written.append(chunk)
 
 
+def attach(writer: TokenWriter, *runs: FakeRun) -> None:
+    for run in runs:
+        writer.runs.add(run)
+        run.writer = writer
+
+
 @pytest.fixture
 def runs():
     return [FakeRun(factories.generation(status="streaming", tokens=[]).pk) for _ in range(3)]
@@ -57,7 +68,7 @@ async def stored(run) -> list[tuple[int, int, list[str]]]:
 
 async def test_one_flush_writes_one_chunk_per_run_that_has_tokens(runs):
     writer = TokenWriter()
-    writer.runs.update(runs)
+    attach(writer, *runs)
     runs[0].produce("a", "b")
     runs[2].produce("c")
     await writer.flush()
@@ -71,7 +82,7 @@ async def test_one_flush_writes_one_chunk_per_run_that_has_tokens(runs):
 async def test_successive_flushes_cover_the_seqs_contiguously(runs):
     writer = TokenWriter()
     run = runs[0]
-    writer.runs.add(run)
+    attach(writer, run)
     for tokens in (["Re", "sume"], [" by"], [], [" id", "."]):
         run.produce(*tokens)
         await writer.flush()
@@ -81,7 +92,7 @@ async def test_successive_flushes_cover_the_seqs_contiguously(runs):
 async def test_a_failed_write_keeps_the_tokens_for_the_next_flush(runs, monkeypatch):
     writer = TokenWriter()
     run = runs[0]
-    writer.runs.add(run)
+    attach(writer, run)
     real_write = writer_module.write_chunks
 
     def fail_once(chunks, **options):
@@ -92,9 +103,11 @@ async def test_a_failed_write_keeps_the_tokens_for_the_next_flush(runs, monkeypa
     run.produce("a", "b")
     await writer.flush()
     assert await stored(run) == [] and run.written == []
+    await writer.flush()  # No new token since: the kept ones are written all the same.
+    assert await stored(run) == [(1, 2, ["a", "b"])]
     run.produce("c")
     await writer.flush()
-    assert await stored(run) == [(1, 3, ["a", "b", "c"])], "nothing lost, nothing written twice"
+    assert await stored(run) == [(1, 2, ["a", "b"]), (3, 3, ["c"])], "nothing lost, nothing written twice"
 
 
 async def test_a_full_batch_is_written_before_the_interval(runs, settings):
@@ -103,9 +116,9 @@ async def test_a_full_batch_is_written_before_the_interval(runs, settings):
     writer = TokenWriter()
     run = runs[0]
     writer.add(run)
+    run.writer = writer
     try:
         run.produce("a", "b", "c")
-        writer.tokens_added(run)
         assert await eventually(lambda: stored(run)) == [(1, 3, ["a", "b", "c"])]
     finally:
         writer.remove(run)
@@ -116,7 +129,7 @@ async def test_a_full_batch_is_written_before_the_interval(runs, settings):
 async def test_finish_writes_the_last_tokens_after_the_earlier_ones(runs):
     writer = TokenWriter()
     run = runs[0]
-    writer.runs.add(run)
+    attach(writer, run)
     run.produce("a")
     flushing = asyncio.ensure_future(writer.flush())
     await asyncio.sleep(0)  # One turn of the loop: the flush takes "a" and starts writing it.
@@ -140,8 +153,8 @@ async def test_a_fenced_run_writes_only_while_this_process_owns_its_generation(r
     writer = TokenWriter()
     for run in (owned, lost):
         run.durable_first = True
+        attach(writer, run)
         run.produce("x")
-        writer.runs.add(run)
     await writer.flush()
     assert await stored(owned) == [(1, 1, ["x"])] and len(owned.written) == 1
     assert await stored(lost) == [] and lost.written == []
