@@ -116,7 +116,9 @@ def test_three_failures_fall_back_to_the_complete_text(chat, proxy):
     assert chat.page.locator("#prompt").is_editable()
 
 
-def test_fallback_failure_is_an_error_that_keeps_the_text_and_can_retry(chat, proxy):
+def test_fallback_failure_is_an_error_that_keeps_the_text_and_can_retry(make_page, proxy):
+    # Refusals and cuts are errors at once; the tests' 1.2 s stall timer could add an interruption under load.
+    chat = make_page(client_config={**FAST_CLIENT, "stallMs": 10_000})
     generation_id = chat.send(PROMPT)
     chat.wait_text(30)
     proxy.refuse(path="/api/generations/")  # the stream and the plain request alike
