@@ -284,7 +284,11 @@ async def test_a_killed_workers_answers_go_on_in_another(deploy):
 
 async def test_racing_workers_run_each_generation_once(deploy):
     """60 queued answers, then four workers start at once and race for them: each answer runs exactly once."""
-    deployment = deploy(CHAT_SIMULATED_MAX_TOKENS=15, CHAT_WORKER_CAPACITY=8, CHAT_WORKER_CLAIM_BATCH=3)
+    # Answers of 3 s: one worker alone would need over 20 s for them all, so a busy machine's slow
+    # start of the others cannot leave it the whole queue.
+    deployment = deploy(
+        CHAT_SIMULATED_MAX_TOKENS=15, CHAT_SIMULATED_TOKENS_PER_S=5, CHAT_WORKER_CAPACITY=8, CHAT_WORKER_CLAIM_BATCH=3
+    )
     web = deployment.web()
     async with ChatClient(web.url) as client:
         await client.login("alice", USERS["alice"])
