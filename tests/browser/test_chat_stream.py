@@ -65,7 +65,8 @@ def test_cuts_mid_stream_resume_with_exact_text(make_page, proxy):
 def test_stall_shows_interrupted_with_partial_text_then_resumes(chat, proxy):
     generation_id = chat.send(PROMPT)
     chat.wait_text(40)
-    assert proxy.stall("/stream") == 1  # hold the stream's bytes; TCP stays up
+    # Hold the stream's bytes, TCP up (a connection the page already left may be held too).
+    assert proxy.stall("/stream") >= 1
     interrupted = chat.wait_transition("interrupted")
     assert interrupted["detail"]["reason"] == "No data for 1.2 s."
     assert len(interrupted["shown"]) >= 40  # the partial text stays on screen
