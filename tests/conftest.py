@@ -17,6 +17,7 @@ from tests.support.server import (
 REQUIRE_SERVICES = os.environ.get("CHAT_REQUIRE_SERVICES") == "1"
 
 
+@pytest.hookimpl(tryfirst=True)  # Before xdist's own hook turns the groups into test ids.
 def pytest_collection_modifyitems(items):
     """Under `--dist loadgroup` (make test), give each module to one worker.
 
@@ -27,6 +28,12 @@ def pytest_collection_modifyitems(items):
         if not item.get_closest_marker("xdist_group"):
             group = "browser" if item.nodeid.startswith("tests/browser/") else item.module.__name__
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_collection_finish(session):
+    """Stop a parallel run whose modules are not grouped: a pytest or xdist upgrade can break it silently."""
+    if getattr(session.config.option, "loadgroup", False) and any("@" not in i.nodeid for i in session.items):
+        raise pytest.UsageError("--dist loadgroup does not group the tests by module (see the pytest pin in pyproject.toml)")
 
 
 def shared_tmp(tmp_path_factory):
