@@ -142,7 +142,11 @@ def test_fallback_failure_is_an_error_that_keeps_the_text_and_can_retry(make_pag
     proxy.allow()
     chat.wait_state("ended")
     assert assert_shows_stored(chat, generation_id)["text"].startswith(error["text"])
-    assert chat.states()[-3:] == ["error", "streaming", "ended"]
+    states = chat.states()
+    after_error = states[len(states) - states[::-1].index("error") :]
+    # A stream refused just before the network came back, then the stored answer read just after
+    # it, shows the answer as still running (interrupted) before the next stream carries it on.
+    assert after_error in (["streaming", "ended"], ["interrupted", "streaming", "ended"])
 
 
 def test_a_refused_first_connection_is_retried(chat, proxy):
