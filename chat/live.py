@@ -171,10 +171,13 @@ GENERATION_FIELDS = (
 )
 
 
-def publish_generation(generation: Generation, owner_id) -> None:
-    """Publish the status of a generation at hand (say, just created)."""
-    row = {name: getattr(generation, name) for name in GENERATION_FIELDS}
-    publish(owner_id, GENERATION_EVENTS[generation.status], generation_data(row))
+def publish_generation(row: dict, owner_id) -> None:
+    """Publish a generation's status from its GENERATION_FIELDS at hand (just created, or just ended)."""
+    publish(owner_id, GENERATION_EVENTS[row["status"]], generation_data(row))
+
+
+def generation_row(generation: Generation) -> dict:
+    return {name: getattr(generation, name) for name in GENERATION_FIELDS}
 
 
 def publish_stored_generation(generation_id) -> None:

@@ -27,6 +27,7 @@ import socket
 import sys
 import uuid
 from dataclasses import dataclass
+from functools import partial
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -34,6 +35,7 @@ from django.db.models import DateTimeField, F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from . import live
 from .actions.ends import generation_ended
 from .actions.queue import may_hand_on, queue_notify
 from .db import db_work
@@ -82,6 +84,9 @@ class GenerationRun:
         self.generation_id = generation.id
         self.group = stream_group(generation.id)
         self.assistant_message_id = generation.assistant_message_id
+        self.conversation_id = generation.conversation_id
+        self.user_message_id = generation.user_message_id
+        self.owner_id = generation.conversation.owner_id  # The conversation comes loaded with the generation.
         self.response_format = generation.response_format
         self.generation_first_seq = generation.first_seq
         # Given the text so far, the run's row already names this process (created so, or
@@ -273,7 +278,8 @@ class GenerationRun:
         if result is None:
             return  # Handed on, or another worker runs it now: not ours to end.
         self.end = result
-        await generation_ended(self.generation_id, result, hub=self.hub)
+        # `persist_end` told the owner at its commit, unless someone else ended it (and told them).
+        await generation_ended(self.generation_id, result, hub=self.hub, owner_told=result is end)
 
     async def end_for(self, outcome: Finish | _Fault) -> End:
         if isinstance(outcome, Finish):
@@ -323,7 +329,21 @@ class GenerationRun:
             Message.objects.filter(pk=self.assistant_message_id).update(
                 content=self.prefix + "".join(self.texts), updated_at=timezone.now()
             )
+            # The owner's devices hear of the end at its commit, in this thread: no read, no hop of its own.
+            transaction.on_commit(partial(live.publish_generation, self.end_row(end), self.owner_id))
         return end
+
+    def end_row(self, end: End) -> dict:
+        """The ended generation's `live.GENERATION_FIELDS`."""
+        return {
+            "id": self.generation_id,
+            "status": end.status,
+            "finish_reason": end.finish_reason,
+            "interrupt_reason": end.reason,
+            "conversation_id": self.conversation_id,
+            "user_message_id": self.user_message_id,
+            "assistant_message_id": self.assistant_message_id,
+        }
 
     def persist_hand_on(self, last_chunk: TokenChunk | None) -> End | None:
         """Put the generation back in the queue after its last tokens, for another worker to go on from there."""

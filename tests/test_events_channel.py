@@ -102,6 +102,9 @@ async def test_a_second_device_sees_chats_and_answers(server):
             data = json.loads(completed.data)
             assert data["status"] == "complete" and data["conversation_id"] == conversation_id
             assert data["stream_url"] == generation["stream_url"] and data["ws_url"] == f"/ws/generations/{generation['id']}/"
+            assert (data["finish_reason"], data["reason"]) == ("stop", "")
+            assert data["user_message_id"] == generation["user_message_id"]
+            assert data["assistant_message_id"] == generation["assistant_message_id"]
             assert json.loads(started.data)["status"] in ("queued", "streaming")
 
             cancelled_one = await browser.ask("Another question, to cancel", conversation_id=conversation_id)

@@ -118,7 +118,7 @@ def announce(generation: Generation, owner_id) -> None:
 
     So before the generation is launched: the start always precedes its end on the channel.
     """
-    transaction.on_commit(partial(live.publish_generation, generation, owner_id))
+    transaction.on_commit(partial(live.publish_generation, live.generation_row(generation), owner_id))
 
 
 async def launch(generation: Generation, history: list[ChatMessage], prefix: str = "") -> None:
