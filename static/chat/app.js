@@ -4,7 +4,7 @@
 // the hard part. Message views, the message tree, the status line, the
 // sidebar and the refresh snapshots have modules of their own.
 
-import { api, itemsOf, nextCursorOf } from "./api.js";
+import { api, apiStream, itemsOf, nextCursorOf } from "./api.js";
 import { MessageTree } from "./branches.js";
 import { EventChannel } from "./event-channel.js";
 import {
@@ -102,7 +102,7 @@ function detachStream() {
  * verified by the caller against the server) lets it resume from its last
  * event instead of replaying the whole answer.
  */
-function attach(generation, view, { resume = false } = {}) {
+function attach(generation, view, { resume = false, opened = null } = {}) {
   detachStream();
   const snapshot = resume ? loadSnapshot(generation.id) : null;
   view.article.dataset.generationId = generation.id;
@@ -114,6 +114,7 @@ function attach(generation, view, { resume = false } = {}) {
     // continuation, its earlier text arrives as one snapshot event).
     lastEventId: snapshot?.lastEventId ?? (resume ? "0" : ""),
     firstSeq: generation.first_seq ?? 1,
+    opened,
     config: page.config,
     onRender: (rendered) => {
       debug.renders++;
@@ -251,7 +252,7 @@ async function send(content) {
     setVersionsOf(userView, posted.message.id);
     const view = showMessage(assistantOf(posted));
     followStream();
-    attach(posted.generation, view);
+    attach(posted.generation, view, { opened: posted.opened });
     sidebar.touch(page.conversationId);
   } catch (error) {
     setBusy(false);
@@ -259,21 +260,29 @@ async function send(content) {
   }
 }
 
-/** Post a user message after `parentId` (null: a first message); add it and its answer to the tree. */
+/**
+ * Post a user message after `parentId` (null: a first message); add it and its answer to the tree.
+ * The POST's response is the answer's stream (one request per answer): `opened`, for `attach`.
+ */
 async function postMessage(content, parentId, extra = {}) {
-  const posted = await api(
-    "POST",
-    `/api/conversations/${page.conversationId}/messages`,
-    { content, stream: true, model: chosenModel(), parent_id: parentId, ...extra },
-    // A retried POST (flaky network) must not ask twice.
-    { headers: { "Idempotency-Key": crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2) } },
-  );
+  const path = `/api/conversations/${page.conversationId}/messages`;
+  const body = { content, stream: true, model: chosenModel(), parent_id: parentId, ...extra };
+  // A retried POST (flaky network) must not ask twice.
+  const options = { headers: { "Idempotency-Key": crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2) } };
+  let posted, opened;
+  try {
+    ({ data: posted, stream: opened } = await apiStream("POST", path, body, options));
+  } catch (error) {
+    if (error.status !== 0) throw error;
+    // Cut before the answer was named: the same key asks again, for the answer it made if it made one.
+    posted = await api("POST", path, body, options);
+  }
   page.tree.add(posted.message);
   page.tree.add(assistantOf(posted));
   if (sidebar.find(page.conversationId)) {
     sidebar.upsert({ id: page.conversationId, model: chosenModel() ?? "", updated_at: posted.message.created_at });
   }
-  return posted;
+  return { ...posted, opened };
 }
 
 /** The (empty) assistant message a POST created, as the messages list would show it. */
@@ -299,7 +308,7 @@ async function sendEdit(messageId, content) {
     page.tree.pick(posted.generation.assistant_message_id);
     renderBranch();
     followStream();
-    attach(posted.generation, page.views.get(posted.generation.assistant_message_id));
+    attach(posted.generation, page.views.get(posted.generation.assistant_message_id), { opened: posted.opened });
   } catch (error) {
     setBusy(false);
     flash(error.message);

@@ -72,6 +72,8 @@ export async function readEventStream(
     const parser = new SSEParser({ onEvent });
     parser.lastEventId = lastEventId;
     const reader = response.body.getReader();
+    // A response opened elsewhere (the POST that made the answer) does not heed our signal: end its read too.
+    controller.signal.addEventListener("abort", () => reader.cancel().catch(() => {}), { once: true });
     while (!done()) {
       const { value, done: ended } = await reader.read();
       if (ended) break;
@@ -81,14 +83,17 @@ export async function readEventStream(
     }
   } catch (error) {
     if (error instanceof AttemptFailed) throw error;
-    if (!done()) throw stalled ? new AttemptFailed(`No data for ${Math.round(stallMs / 100) / 10} s.`) : new AttemptFailed("The connection was lost.");
+    if (!done()) throw stalled ? stallFailure(stallMs) : new AttemptFailed("The connection was lost.");
   } finally {
     clearTimeout(stallTimer);
     signal?.removeEventListener("abort", abort);
     controller.abort(); // done with this connection, whatever happened
   }
-  if (!done()) throw new AttemptFailed("The connection closed before the answer ended.");
+  // A cancelled read ends the body quietly (an opened response, above): the stall still says so.
+  if (!done()) throw stalled ? stallFailure(stallMs) : new AttemptFailed("The connection closed before the answer ended.");
 }
+
+const stallFailure = (stallMs) => new AttemptFailed(`No data for ${Math.round(stallMs / 100) / 10} s.`);
 
 /**
  * Runs `attempt()` until there is nothing left to do.

@@ -99,6 +99,7 @@ export class GenerationStream {
     text = "",
     lastEventId = "",
     firstSeq = 1,
+    opened = null, // the answer's stream already requested (the POST that made it): the first attempt reads it
     config = clientConfig(),
     fetch = globalThis.fetch.bind(globalThis),
     now = () => performance.now(),
@@ -109,6 +110,7 @@ export class GenerationStream {
     this.text = text;
     this.lastEventId = lastEventId;
     this.firstSeq = firstSeq;
+    this.opened = opened;
     this.state = null;
     this.detail = {};
     this.result = null; // the terminal outcome: {status, reason, error, finishReason, usage}
@@ -167,11 +169,13 @@ export class GenerationStream {
     this.attempts++;
     this.controller = new AbortController();
     this.live.connection = null;
+    const opened = this.opened;
+    this.opened = null;
     await readEventStream(this.streamUrl, {
       lastEventId: this.lastEventId,
       stallMs: this.config.stallMs,
       signal: this.controller.signal,
-      fetch: this.fetch,
+      fetch: opened ? async () => opened : this.fetch,
       onOpen: () => this.transition(State.STREAMING, { attempt: this.attempts }),
       onBytes: () => this.live.reads++,
       onEvent: (event) => this.handle(event),

@@ -19,6 +19,9 @@ FAST_CLIENT = {"stallMs": 1200, "backoffBaseMs": 100, "backoffCapMs": 400, "fall
 
 PROMPT = "How should a chat client resume a dropped stream?"
 
+# The requests that carry an answer's stream (proxy paths): the POST that makes it, then its reconnects.
+ANSWER_STREAMS = ("POST /api/conversations/", "/stream")
+
 
 class ChatPage:
     """The chat page in one browser context, logged in as alice."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.chat_page import DESKTOP, PHONE, PROMPT
+from tests.browser.chat_page import ANSWER_STREAMS, DESKTOP, PHONE, PROMPT
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -84,7 +84,7 @@ def test_screenshots_of_each_state(make_page, proxy, name, viewport):
 
     chat.send("What does exponential backoff with full jitter mean?")
     chat.wait_text(120)
-    proxy.stall("/stream", new_requests=True)
+    proxy.stall(ANSWER_STREAMS, new_requests=True)
     chat.wait_transition("interrupted")
     shot("interrupted")
     chat.wait_state("fallback", timeout=30_000)

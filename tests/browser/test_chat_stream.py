@@ -3,6 +3,7 @@
 import pytest
 
 from tests.browser.chat_page import (
+    ANSWER_STREAMS,
     FAST_CLIENT,
     PROMPT,
     assert_shows_stored,
@@ -14,7 +15,7 @@ from tests.browser.chat_page import (
 pytestmark = pytest.mark.timeout(60)
 
 
-def test_happy_path_final_dom_equals_stored_message(make_page):
+def test_happy_path_final_dom_equals_stored_message(make_page, proxy):
     # The product's stall timer, not the tests' 1.2 s: a busy machine may pause the stream that long.
     chat = make_page(client_config={**FAST_CLIENT, "stallMs": 10_000})
     generation_id = chat.send(PROMPT)
@@ -25,6 +26,9 @@ def test_happy_path_final_dom_equals_stored_message(make_page):
     assert stored["status"] == "complete"
     assert end["detail"]["status"] == "complete"
     assert chat.states() == ["connecting", "streaming", "ended"]
+    # One request per answer: the POST's response was the whole stream.
+    assert stream_connections(chat, generation_id) == [(None, "completed")]
+    assert not any(f"/api/generations/{generation_id}/stream" in line for line in proxy.requests)
     status = chat.status()
     assert status["label"] == "Complete"
     assert status["tokens"] == f"{stored['last_seq']} tokens"
@@ -66,7 +70,7 @@ def test_stall_shows_interrupted_with_partial_text_then_resumes(chat, proxy):
     generation_id = chat.send(PROMPT)
     chat.wait_text(40)
     # Hold the stream's bytes, TCP up (a connection the page already left may be held too).
-    assert proxy.stall("/stream") >= 1
+    assert proxy.stall(ANSWER_STREAMS) >= 1
     interrupted = chat.wait_transition("interrupted")
     assert interrupted["detail"]["reason"] == "No data for 1.2 s."
     assert len(interrupted["shown"]) >= 40  # the partial text stays on screen
@@ -80,7 +84,7 @@ def test_stall_shows_interrupted_with_partial_text_then_resumes(chat, proxy):
 def test_stall_is_shown_and_retried_in_the_background(chat, proxy):
     generation_id = chat.send(PROMPT)
     chat.wait_text(30)
-    proxy.stall("/stream", new_requests=True)  # every reconnect stalls too
+    proxy.stall(ANSWER_STREAMS, new_requests=True)  # every reconnect stalls too
     chat.page.wait_for_function(
         "() => window.chatDebug.transitions.some((t) => t.state === 'interrupted' && t.detail.failures === 2)"
     )
@@ -149,16 +153,19 @@ def test_fallback_failure_is_an_error_that_keeps_the_text_and_can_retry(make_pag
     assert after_error in (["streaming", "ended"], ["interrupted", "streaming", "ended"])
 
 
-def test_a_refused_first_connection_is_retried(chat, proxy):
-    proxy.refuse(path="/stream")
+def test_a_refused_post_is_sent_again_and_answered_once(chat, proxy):
+    """The POST that carries the answer's stream is refused: it is sent again, with the same Idempotency-Key."""
+    proxy.refuse(1, path="POST /api/conversations/")
     generation_id = chat.send(PROMPT)
-    interrupted = chat.wait_transition("interrupted")
-    assert interrupted["detail"]["failures"] == 1 and interrupted["text"] == ""
-    proxy.allow()
     chat.wait_state("ended")
     assert assert_shows_stored(chat, generation_id)["status"] == "complete"
-    assert chat.states()[:2] == ["connecting", "interrupted"]
-    assert "streaming" in chat.states()
+    assert sum(line.startswith("POST /api/conversations/") for line in proxy.refused) == 1
+    roles = chat.db(
+        "SELECT role FROM chat_message WHERE conversation_id = (SELECT conversation_id FROM chat_generation WHERE id = ?)"
+        " ORDER BY id",
+        generation_id.replace("-", ""),
+    )
+    assert roles == [("user",), ("assistant",)]  # asked once, answered once
 
 
 def test_a_client_error_on_reconnect_is_not_retried(make_page, proxy, chat_server):

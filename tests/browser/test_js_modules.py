@@ -485,3 +485,39 @@ def test_message_tree_shows_the_newest_branch_and_picked_versions(js):
     assert seen["original"] == [1, 2, 3, 4]
     assert seen["added"] == [1, 2, 3, 4, 8]
     assert seen["regenerated"] == [1, 7]
+
+
+# --- One request per answer: the POST's stream (api.js) ------------------------------
+
+API_STREAM = """
+    const chunks = arg.chunks;
+    globalThis.fetch = async (url, init) => {
+        const body = new ReadableStream({
+            pull(controller) {
+                const next = chunks.shift();
+                if (next === undefined) return arg.cut ? controller.error(new TypeError("network")) : controller.close();
+                controller.enqueue(new TextEncoder().encode(next));
+            },
+        });
+        return new Response(body, { status: 201, headers: { "Content-Type": "text/event-stream" } });
+    };
+    try {
+        const { data, stream } = await m.apiStream("POST", "/api/conversations/1/messages", { content: "hi" });
+        return { data, rest: await stream.text() };
+    } catch (error) {
+        return { status: error.status, message: error.message };
+    }
+"""
+POSTED = 'event: posted\ndata: {"generation": {"id": "g1"}}\n\n'
+
+
+def test_api_stream_gives_the_posted_answer_and_the_whole_stream(js):
+    # `posted` split across chunks; the stream handed on holds every byte, from the first.
+    chunks = [": stream\nretry: 1000\n\n" + POSTED[:20], POSTED[20:], "id: 1\nevent: token\ndata: {}\n\n"]
+    got = run(js, "api.js", API_STREAM, {"chunks": chunks, "cut": False})
+    assert got == {"data": {"generation": {"id": "g1"}}, "rest": "".join(chunks)}
+
+
+def test_api_stream_cut_before_posted_is_a_network_error(js):
+    got = run(js, "api.js", API_STREAM, {"chunks": [": stream\n\n", POSTED[:25]], "cut": True})
+    assert got == {"status": 0, "message": "The connection was lost before the answer started."}

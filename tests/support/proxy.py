@@ -33,6 +33,13 @@ from tests.support.loopback import LoopbackServer
 
 READ_SIZE = 65536
 
+Paths = str | tuple[str, ...]
+
+
+def matches(path: Paths, request_line: str) -> bool:
+    """The request line contains `path`, or one of several ("" matches every line)."""
+    return any(p in request_line for p in ((path,) if isinstance(path, str) else path))
+
 
 @dataclass(eq=False)
 class _Connection:
@@ -41,7 +48,7 @@ class _Connection:
     stalled: bool = False
     held: list[bytes] = field(default_factory=list)
     request_line: str = ""  # the latest request forwarded on this connection
-    stall_path: str = ""  # stalled for a request containing this; "" stalls the whole connection
+    stall_path: Paths = ""  # stalled for a request containing this; "" stalls the whole connection
 
     def unstall(self) -> None:
         self.stalled = False
@@ -66,9 +73,9 @@ class FaultProxy(LoopbackServer):
         self.refused: list[str] = []  # the request lines (or "<connection>") refused
         self.requests: list[str] = []  # every request line forwarded
         self._live: set[_Connection] = set()
-        self._stall_new: str | None = None  # stall connections that send a request containing this
+        self._stall_new: Paths | None = None  # stall connections that send a request containing this
         self._refuse_count = 0
-        self._refuse_path: str | None = None
+        self._refuse_path: Paths | None = None
         self._refuse_path_count: int | None = None
         self._down = False
         self._tasks: set[asyncio.Task] = set()
@@ -86,11 +93,11 @@ class FaultProxy(LoopbackServer):
 
         return self._call(self._abort_live())
 
-    def stall(self, path: str = "", *, new_requests: bool = False) -> int:
+    def stall(self, path: Paths = "", *, new_requests: bool = False) -> int:
         """Hold the server's bytes until `release()`; return how many connections were stalled.
 
         Stalls the live connections whose current request line contains
-        `path` (every live connection if it is empty); with `new_requests`,
+        `path`, or one of several (every live connection if it is empty); with `new_requests`,
         also every connection that sends such a request later. Naming a path
         keeps idle keep-alive connections, which the browser may reuse for
         its reconnect, out of it.
@@ -98,7 +105,7 @@ class FaultProxy(LoopbackServer):
 
         async def stall() -> int:
             self._stall_new = path if new_requests else None
-            stalled = [c for c in self._live if path in c.request_line]
+            stalled = [c for c in self._live if matches(path, c.request_line)]
             for connection in stalled:
                 connection.stalled, connection.stall_path = True, path
             return len(stalled)
@@ -115,7 +122,7 @@ class FaultProxy(LoopbackServer):
 
         self._call(release())
 
-    def refuse(self, count: int | None = None, *, path: str | None = None) -> None:
+    def refuse(self, count: int | None = None, *, path: Paths | None = None) -> None:
         """Close connections without forwarding them.
 
         Without `path`: the next `count` new connections. With `path`: every
@@ -227,7 +234,7 @@ class FaultProxy(LoopbackServer):
             self._tasks.discard(asyncio.current_task())
 
     def _refuses(self, request_line: str) -> bool:
-        if self._refuse_path is None or self._refuse_path not in request_line:
+        if self._refuse_path is None or not matches(self._refuse_path, request_line):
             return False
         if self._refuse_path_count is not None:
             if self._refuse_path_count <= 0:
@@ -256,9 +263,9 @@ class FaultProxy(LoopbackServer):
                 return  # the caller aborts both sides
             self.requests.append(request_line)
             connection.request_line = request_line
-            if connection.stalled and connection.stall_path and connection.stall_path not in request_line:
+            if connection.stalled and connection.stall_path and not matches(connection.stall_path, request_line):
                 connection.unstall()  # a reused keep-alive connection: the stall was for its earlier request
-            if self._stall_new is not None and self._stall_new in request_line:
+            if self._stall_new is not None and matches(self._stall_new, request_line):
                 connection.stalled, connection.stall_path = True, self._stall_new
             body = await reader.readexactly(length) if length else b""
             connection.server.write(head + body)
