@@ -39,6 +39,7 @@ from .schemas import (
     TokenOut,
 )
 from .sse import encode
+from .transports.common import parse_coalesce_s
 from .transports.sse import generation_stream_response
 
 router = Router()
@@ -353,6 +354,7 @@ async def answer_out(answer: actions.Answer) -> tuple[int, dict]:
 async def answer_stream(request, post) -> StreamingHttpResponse:
     """The new answer's SSE stream as the response to the POST that asked for it, after a `posted` event."""
     admission = get_admission()
+    parse_coalesce_s(request.GET.get("coalesce_ms"))  # A bad window is a 400 before anything is created.
     slot = await admission.open_stream(request.auth.pk)  # Refused (429) before anything is created.
     try:
         answer = await post()

@@ -204,6 +204,26 @@ async def test_post_with_accept_event_stream_answers_with_the_stream_itself(alic
     assert response.text.count("event: done") == 1
 
 
+async def test_post_that_streams_takes_the_coalescing_window(alice):
+    """`?coalesce_ms=` works on the POST as on the stream URL; a bad one is a 400 and creates nothing."""
+    conversation_id = await alice.new_conversation()
+    path = f"/api/conversations/{conversation_id}/messages"
+    headers = {**alice.csrf, "Accept": "text/event-stream"}
+    response = await alice.http.post(f"{path}?coalesce_ms=-1", json={"content": PROMPT}, headers=headers)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_coalesce_ms"
+    assert (await alice.http.get(path)).json()["items"] == []
+    async with aconnect_sse(alice.http, "POST", f"{path}?coalesce_ms=200", json={"content": PROMPT}, headers=alice.csrf) as source:
+        assert source.response.status_code == 201
+        events = [event async for event in source.aiter_sse() if event.event in ("posted", "token", "done")]
+    generation = json.loads(events[0].data)["generation"]
+    read = StreamRead(events[1:], 201)
+    stored = await alice.generation(generation["id"])
+    assert read.text == stored["text"] != "" and read.terminal.event == "done"
+    # The simulated model paces by an absolute schedule, so a slow machine only makes batches bigger.
+    assert len(read.tokens) < stored["last_seq"] / 2, "tokens within the window go out together"
+    assert_ids_increase(read.seqs, last=stored["last_seq"])
+
+
 async def test_post_with_accept_event_stream_errors_are_json(alice):
     """Nothing to stream: the usual JSON errors, and `stream: false` still waits for the whole answer."""
     headers = {**alice.csrf, "Accept": "text/event-stream"}
