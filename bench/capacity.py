@@ -140,9 +140,11 @@ class Target:
     async def post_stream(self, t0: float, tokens: int, *, watch: bytes | None = None) -> Recorder:
         """Start an answer with one POST whose response is its stream; `adopt` it once `posted` arrived."""
         conversation, headers = self.next_user()
-        recorder = await send(self.port, "POST", f"/api/conversations/{conversation}/messages",
-                              {**headers, "Accept": "text/event-stream"}, json.dumps(self.ask(t0, tokens)).encode(),
-                              watch=watch)
+        path = f"/api/conversations/{conversation}/messages"
+        if self.spec.coalesce_ms:
+            path += f"?coalesce_ms={self.spec.coalesce_ms}"
+        recorder = await send(self.port, "POST", path, {**headers, "Accept": "text/event-stream"},
+                              json.dumps(self.ask(t0, tokens)).encode(), watch=watch)
         recorder.headers = headers
         return recorder
 
