@@ -13,6 +13,7 @@ from tests.support.server import postgres_available, redis_available
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.timeout(300)  # Its run may take 240 s on a busy machine; pytest's default is 120.
 def test_transport_benchmark_produces_its_results(tmp_path):
     plot = tmp_path / "transports.png"
     result = subprocess.run(
@@ -82,6 +83,7 @@ def test_capacity_benchmark_one_request_flow_checks_every_text(tmp_path):
     assert project["at_rest"]["ttft_ms"] and all(ms is not None for ms in project["at_rest"]["ttft_ms"])
 
 
+@pytest.mark.timeout(240)
 def test_answer_cost_benchmark_runs_every_flow(tmp_path):
     from bench.answer_cost import FLOWS
 

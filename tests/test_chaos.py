@@ -210,7 +210,7 @@ async def test_kill_9_mid_answer_under_load(start_server, backend, tmp_path):
     try:
         async with httpx.AsyncClient(base_url=restarted.url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
             ended = {}
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 90  # A bound on liveness, generous for a busy machine.
             while len(ended) < len(ids):
                 assert time.monotonic() < deadline, f"{len(ids) - len(ended)} generations never ended after the restart"
                 for gid in ids:
