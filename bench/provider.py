@@ -33,6 +33,8 @@ class ScheduledProvider(SimulatedProvider):
         plain = [*messages[:-1], ChatMessage(role=messages[-1].role, content=TOKENS.sub("", MARKER.sub("", prompt)))]
         # An older tree (`--code <commit>`) has only `answer_tokens`, the same tokens as a list.
         answer = getattr(self, "iter_answer", self.answer_tokens)
+        # Composed when the first token is due: until then the answer is the upstream's memory, not the server's.
+        await sleep_until(due(t0, 1, self.tokens_per_s))
         tokens = itertools.islice(answer(plain, response_format), min(limit, self.max_tokens))
         sent = 0
         for sent, token in enumerate(tokens, start=1):
