@@ -71,6 +71,14 @@ def initial_state() -> dict:
 
 
 class GenerationRun:
+    # One per running answer, for as long as it runs: no per-instance dict.
+    __slots__ = (
+        "generation_id", "group", "assistant_message_id", "conversation_id", "user_message_id", "owner_id",
+        "response_format", "generation_first_seq", "started", "prefix", "first_seq", "seq", "runs", "durable_first",
+        "persisted_seq", "unwritten_limit", "written", "saved_tail", "provider", "messages", "hub", "texts", "pending",
+        "first_token_at", "beat_seq", "end", "stop_fault", "task", "reading", "last_token_at", "stall_timer",
+    )
+
     def __init__(
         self,
         generation: Generation,
@@ -111,7 +119,7 @@ class GenerationRun:
         self.end: End | None = None  # Set when the end is recorded, before it is published.
         self.stop_fault: _Fault | None = None
         self.task: asyncio.Task | None = None
-        self.reader: asyncio.Task | None = None
+        self.reading = False  # Reading upstream: what a stop interrupts.
         self.last_token_at = 0.0  # Loop time of the last token from upstream (or of the start).
         self.stall_timer: asyncio.TimerHandle | None = None
 
@@ -130,8 +138,8 @@ class GenerationRun:
     def stop(self, fault: _Fault) -> None:
         if self.stop_fault is None:
             self.stop_fault = fault
-            if self.reader is not None:
-                self.reader.cancel()
+            if self.reading:
+                self.task.cancel()  # Upstream may be silent: stop waiting for it (`run` takes this cancel back).
 
     def watch_for_stall(self, stall_s: float) -> None:
         """End the run if upstream sent nothing for `stall_s`; else look again when it would be.
@@ -151,24 +159,27 @@ class GenerationRun:
         loop = asyncio.get_running_loop()
         # Cancels from other processes come through the hub; this process's go through request_stop.
         watch = loop.create_task(self.watch_control()) if self.hub.cross_process else None
+        outcome = None
         try:
             if not self.started:
                 await db_work(self.start)()
             if self.stop_fault is None:
-                self.reader = loop.create_task(self.consume())
+                self.reading = True
                 try:
-                    await self.reader  # Not asyncio.wait: that holds a future and callbacks for the run's life.
+                    outcome = await self.consume()
                 except asyncio.CancelledError:
-                    if asyncio.current_task().cancelling():
-                        raise  # The run itself was cancelled; a stop cancels only the reader.
-            outcome = self.stop_fault if self.reader is None or self.reader.cancelled() else self.reader.result()
+                    # A stop cancels the run while it reads; a cancel of the run itself must go on.
+                    if self.stop_fault is None or asyncio.current_task().uncancel() > 0:
+                        raise
+                finally:
+                    self.reading = False
         except Exception as exc:  # A bug or a database failure: record it, never die silently.
             logger.exception("generation %s crashed", self.generation_id)
             outcome = self.fault_for_error(f"internal error: {exc.__class__.__name__}")
         finally:
             if watch is not None:
                 watch.cancel()
-        await self.finish(outcome)
+        await self.finish(self.stop_fault if outcome is None else outcome)
 
     def start(self) -> None:
         close_old_connections()
@@ -410,11 +421,13 @@ def start_generation(
     provider = get_provider(generation.provider, model=generation.model, variant=generation.variant)
     run = GenerationRun(generation, provider, messages, hub or get_hub(), prefix=prefix, after_seq=after_seq)
     loop = asyncio.get_running_loop()
-    # A fresh context: the run must not inherit the request's thread-sensitive context.
-    run.task = loop.create_task(run.run(), context=contextvars.Context())
+    # A fresh context: the run must not inherit the request's thread-sensitive context, nor
+    # keep what the request stored in it; so the callback, which would copy the request's.
+    context = contextvars.Context()
+    run.task = loop.create_task(run.run(), context=context)
     generation_id = generation.id  # Not the row: the callback would keep it, and all it caches, for the run's life.
     _runs[generation_id] = run
-    run.task.add_done_callback(lambda task: _runs.pop(generation_id, None))
+    run.task.add_done_callback(lambda task: _runs.pop(generation_id, None), context=context)
     if _heartbeat_task is None or _heartbeat_task.done():
         _heartbeat_task = loop.create_task(heartbeat_loop(), context=contextvars.Context())
     return run

@@ -25,7 +25,6 @@ from .db import db_work
 from .events import KEEPALIVE, Alive, End, Json, Keepalive, Snapshot, Token
 from .hub import Hub, get_hub, stream_group
 from .jsonstream import JsonSnapshots
-from .models import Generation
 
 Event = Token | Json | End | Keepalive
 
@@ -33,9 +32,9 @@ Event = Token | Json | End | Keepalive
 class Follow:
     """The events a client at `after_seq` must receive, up to one `End`.
 
-    Iterate `batches()` (what is ready, to send in one write) or `events()`
-    inside `contextlib.aclosing`, so that a client that goes away releases its
-    hub subscription at once rather than at garbage collection.
+    Iterate `batches()` (what is ready, to send in one write) inside
+    `contextlib.aclosing`, so that a client that goes away releases its hub
+    subscription at once rather than at garbage collection.
     """
 
     # One per open stream, for as long as it is open: no per-instance dict.
@@ -49,14 +48,14 @@ class Follow:
         after_seq: int = 0,
         coalesce_s: float = 0.0,
         hub: Hub | None = None,
-        response_format: str | None = None,
+        response_format: str = "text",
         active_when_read: bool = False,
     ):
         self.generation_id = generation_id
         self.sent = after_seq
         self.coalesce_s = coalesce_s
         self.hub = hub
-        self.response_format = response_format  # Looked up if not given.
+        self.response_format = response_format
         # The caller just read the generation as active: no need to ask again before following its local run.
         self.active_when_read = active_when_read
         self.idle_check_s = settings.CHAT_STREAM_IDLE_CHECK_S
@@ -64,23 +63,14 @@ class Follow:
         self.flush_interval_s = settings.CHAT_FLUSH_INTERVAL_S
         self.run: runner.GenerationRun | None = None
 
-    async def events(self) -> AsyncIterator[Event]:
-        """The events one at a time."""
-        async with aclosing(self.batches()) as batches:
-            async for batch in batches:
-                for event in batch:
-                    yield event
+    def batches(self) -> AsyncIterator[list[Event]]:
+        """The events in batches of what is ready: tokens, then the end, plus `json` events for a JSON answer.
 
-    async def batches(self) -> AsyncIterator[list[Event]]:
-        """The events in batches of what is ready: tokens, then the end, plus `json` events for a JSON answer."""
-        if self.response_format is None:
-            found = Generation.objects.filter(pk=self.generation_id).values_list("response_format", flat=True)
-            self.response_format = await db_work(found.first)() or "text"
-        if self.response_format != "json":
-            async with aclosing(self.tail()) as batches:
-                async for batch in batches:
-                    yield batch
-            return
+        A text answer's are the tail's own: no generator in between for the stream's life.
+        """
+        return self.json_batches() if self.response_format == "json" else self.tail()
+
+    async def json_batches(self) -> AsyncIterator[list[Event]]:
         snapshots, resend = await self.json_state()
         if resend is not None:
             yield [resend]
