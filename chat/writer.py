@@ -20,6 +20,10 @@ from .models import Generation, TokenChunk
 
 logger = logging.getLogger(__name__)
 
+# The writer waits at least this many times its last flush's duration before the next one (unless a
+# run is too far ahead of the database): at most a tenth of the process's time goes to writing.
+BACKOFF = 9
+
 
 class TokenWriter:
     def __init__(self):
@@ -46,14 +50,20 @@ class TokenWriter:
             self.wake.set()
 
     async def loop(self) -> None:
+        clock = asyncio.get_running_loop()
+        gap = self.interval_s
         while self.runs:
             try:
-                async with asyncio.timeout(self.interval_s):
+                async with asyncio.timeout(gap):
                     await self.wake.wait()
             except TimeoutError:
                 pass
             self.wake.clear()
+            started = clock.time()
             await self.flush()
+            # A flush costs mostly per row, one per run with tokens, whatever their number: under load,
+            # write bigger chunks less often, rather than spend ever more of the process writing.
+            gap = max(self.interval_s, BACKOFF * (clock.time() - started))
 
     async def flush(self) -> None:
         async with self.lock:
