@@ -32,9 +32,9 @@ Event = Token | Json | End | Keepalive
 class Follow:
     """The events a client at `after_seq` must receive, up to one `End`.
 
-    Iterate `batches()` (what is ready, to send in one write) inside
-    `contextlib.aclosing`, so that a client that goes away releases its hub
-    subscription at once rather than at garbage collection.
+    Iterate `batches()` (what is ready, to send in one write) or `events()`
+    inside `contextlib.aclosing`, so that a client that goes away releases its
+    hub subscription at once rather than at garbage collection.
     """
 
     # One per open stream, for as long as it is open: no per-instance dict.
@@ -62,6 +62,13 @@ class Follow:
         self.keepalive_s = settings.CHAT_STREAM_KEEPALIVE_S
         self.flush_interval_s = settings.CHAT_FLUSH_INTERVAL_S
         self.run: runner.GenerationRun | None = None
+
+    async def events(self) -> AsyncIterator[Event]:
+        """The events one at a time."""
+        async with aclosing(self.batches()) as batches:
+            async for batch in batches:
+                for event in batch:
+                    yield event
 
     def batches(self) -> AsyncIterator[list[Event]]:
         """The events in batches of what is ready: tokens, then the end, plus `json` events for a JSON answer.
