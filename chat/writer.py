@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 # The writer waits at least this many times its last flush's duration before the next one (unless a
 # run is too far ahead of the database): at most a tenth of the process's time goes to writing.
 BACKOFF = 9
+# But never longer than this: a flush slowed by a locked or distant database says little of the next.
+MAX_GAP_S = 1.0
 
 
 class TokenWriter:
@@ -63,7 +65,7 @@ class TokenWriter:
             await self.flush()
             # A flush costs mostly per row, one per run with tokens, whatever their number: under load,
             # write bigger chunks less often, rather than spend ever more of the process writing.
-            gap = max(self.interval_s, BACKOFF * (clock.time() - started))
+            gap = max(self.interval_s, min(BACKOFF * (clock.time() - started), MAX_GAP_S))
 
     async def flush(self) -> None:
         async with self.lock:
