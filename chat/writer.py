@@ -21,7 +21,8 @@ from .models import Generation, TokenChunk
 logger = logging.getLogger(__name__)
 
 # The writer waits at least this many times its last flush's duration before the next one (unless a
-# run is too far ahead of the database): at most a tenth of the process's time goes to writing.
+# run is too far ahead of the database): at most a tenth of the process's time goes to writing. Not in
+# worker mode, where a token goes out only once written: there every flush interval is latency.
 BACKOFF = 9
 # But never longer than this: a flush slowed by a locked or distant database says little of the next.
 MAX_GAP_S = 1.0
@@ -39,6 +40,7 @@ class TokenWriter:
         # Read once: a lookup on Django's lazy settings for every token was 4 % of a loaded process's CPU.
         self.max_tokens = settings.CHAT_FLUSH_MAX_TOKENS
         self.interval_s = settings.CHAT_FLUSH_INTERVAL_S
+        self.backoff = 1 if settings.CHAT_RUNNER == "workers" else BACKOFF
 
     def add(self, run) -> None:
         self.runs.add(run)
@@ -65,7 +67,7 @@ class TokenWriter:
             await self.flush()
             # A flush costs mostly per row, one per run with tokens, whatever their number: under load,
             # write bigger chunks less often, rather than spend ever more of the process writing.
-            gap = max(self.interval_s, min(BACKOFF * (clock.time() - started), MAX_GAP_S))
+            gap = max(self.interval_s, min(self.backoff * (clock.time() - started), MAX_GAP_S))
 
     async def flush(self) -> None:
         async with self.lock:
