@@ -40,7 +40,7 @@ class TokenWriter:
         # Read once: a lookup on Django's lazy settings for every token was 4 % of a loaded process's CPU.
         self.max_tokens = settings.CHAT_FLUSH_MAX_TOKENS
         self.interval_s = settings.CHAT_FLUSH_INTERVAL_S
-        self.backoff = 1 if settings.CHAT_RUNNER == "workers" else BACKOFF
+        self.backoff = 0 if settings.CHAT_RUNNER == "workers" else BACKOFF  # 0: the interval alone.
 
     def add(self, run) -> None:
         self.runs.add(run)
