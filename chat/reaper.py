@@ -24,7 +24,6 @@ import os
 import socket
 
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler
 from django.core.signals import request_started
 from django.db import close_old_connections
 from django.db.models import Q
@@ -35,6 +34,7 @@ from .actions import generation_end_orphan, stale_before, stale_heartbeat
 from .actions.ends import generations_ended
 from .actions.queue import generation_hand_on, may_hand_on
 from .db import db_work
+from .handler import ASGIHandler
 from .models import Generation
 
 logger = logging.getLogger(__name__)

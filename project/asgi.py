@@ -2,11 +2,15 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-# Set up Django before anything imports models.
-django_asgi_app = get_asgi_application()
+# Set up Django before anything imports models (as django.core.asgi.get_asgi_application does).
+django.setup(set_prefix=False)
+
+from chat.handler import ASGIHandler  # noqa: E402
+
+django_asgi_app = ASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
