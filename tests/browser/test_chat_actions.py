@@ -4,6 +4,7 @@ import httpx
 import pytest
 
 from tests.browser.chat_page import (
+    ANSWER_STREAMS,
     PROMPT,
     assert_shows_stored,
     new_chat_page,
@@ -149,19 +150,23 @@ def test_unknown_or_foreign_objects_in_the_url_say_not_found(chat, chat_server):
         assert chat.page.locator(f".conversation[data-id='{conversation['id']}']").count() == 0
 
 
-def test_follows_the_stream_unless_the_user_scrolled_up(make_page):
+def test_follows_the_stream_unless_the_user_scrolled_up(make_page, proxy):
     chat = make_page(viewport={"width": 900, "height": 420})
     chat.send(PROMPT)
     # Wait until the answer is well taller than the list, so that the top is far from the bottom.
     chat.page.wait_for_function(
         "() => { const m = document.getElementById('messages'); return m.scrollHeight - m.clientHeight > 150; }"
     )
+    # Hold the rest of the answer while the user scrolls up: a 3 s answer would otherwise
+    # end before a busy machine has scrolled, and no text would come after.
+    assert proxy.stall(ANSWER_STREAMS) >= 1
     at_bottom = "() => { const m = document.getElementById('messages'); return m.scrollHeight - m.scrollTop - m.clientHeight <= 2; }"
-    assert chat.page.evaluate(at_bottom)
+    chat.page.wait_for_function(at_bottom)
     chat.page.mouse.move(450, 200)
     chat.page.mouse.wheel(0, -2000)
     chat.page.wait_for_function("() => document.getElementById('messages').scrollTop === 0")
     length = len(chat.shown_text())
+    proxy.release()
     chat.wait_text(length + 40)
     assert chat.page.evaluate("document.getElementById('messages').scrollTop") == 0  # left where the user put it
     assert chat.page.locator("#jump").is_visible()
