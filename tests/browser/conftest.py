@@ -21,9 +21,10 @@ from tests.conftest import require_service
 from tests.support.openai_upstream import OpenAIUpstream
 from tests.support.proxy import FaultProxy
 
-# Paced so that a test can act mid-stream, even on a busy machine: answers of ~150-250 tokens take 3-4 s.
+# Paced so that a test can act mid-stream, even on a busy machine: answers of ~150-250 tokens take 5-8 s
+# (at 60 tokens/s, 3-4 s answers ended before a loaded CI machine had reloaded the page).
 SIMULATED_ENV = {
-    "CHAT_SIMULATED_TOKENS_PER_S": 60,
+    "CHAT_SIMULATED_TOKENS_PER_S": 30,
     "CHAT_SIMULATED_FIRST_TOKEN_DELAY_S": 0.05,
     "CHAT_SIMULATED_POINTS": 8,
     "CHAT_SIMULATED_MAX_TOKENS": 1000,
