@@ -157,11 +157,11 @@ def test_follows_the_stream_unless_the_user_scrolled_up(make_page, proxy):
     chat.page.wait_for_function(
         "() => { const m = document.getElementById('messages'); return m.scrollHeight - m.clientHeight > 150; }"
     )
-    # Hold the rest of the answer while the user scrolls up: a 3 s answer would otherwise
+    at_bottom = "() => { const m = document.getElementById('messages'); return m.scrollHeight - m.scrollTop - m.clientHeight <= 2; }"
+    assert chat.page.evaluate(at_bottom)
+    # Hold the rest of the answer while the user scrolls up: a short answer could otherwise
     # end before a busy machine has scrolled, and no text would come after.
     assert proxy.stall(ANSWER_STREAMS) >= 1
-    at_bottom = "() => { const m = document.getElementById('messages'); return m.scrollHeight - m.scrollTop - m.clientHeight <= 2; }"
-    chat.page.wait_for_function(at_bottom)
     chat.page.mouse.move(450, 200)
     chat.page.mouse.wheel(0, -2000)
     chat.page.wait_for_function("() => document.getElementById('messages').scrollTop === 0")
