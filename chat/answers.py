@@ -123,10 +123,14 @@ async def text_through(generation_id, seq: int) -> tuple[str, str | None]:
         text = found[0] if found else ""
     if seq < first_seq:
         return text, None
+    read_tokens = db_work(persisted_tokens)
     while True:
-        tokens = await db_work(persisted_tokens)(generation_id, first_seq - 1)
-        covered = tokens[-1].last_seq if tokens else first_seq - 1
-        if covered >= seq or await load_end(generation_id):
+        tokens = await read_tokens(generation_id, first_seq - 1)
+        if (tokens[-1].last_seq if tokens else first_seq - 1) >= seq:
+            break
+        if await load_end(generation_id):
+            # The run's final transaction may have committed its last tokens since the read above.
+            tokens = await read_tokens(generation_id, first_seq - 1)
             break
         await asyncio.sleep(settings.CHAT_FLUSH_INTERVAL_S)
     parts = [part for token in tokens for part in token.parts][: seq - first_seq + 1]
