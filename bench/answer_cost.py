@@ -19,18 +19,24 @@ lookup), one with a query (a conversation), and a POST whose answer runs to its
 end with no stream followed ("POST only").
 
     .venv/bin/python -m bench.answer_cost --flows "404,authenticated GET,GET conversation,POST only,one request"
+
+Where an answer's CPU goes (py-spy, `pip install py-spy`), one profile per measurement:
+
+    .venv/bin/python -m bench.answer_cost --flows "one request" --rounds 1 --answers 500 --profile /tmp/cost
+    .venv/bin/python -m bench.profile /tmp/cost/*.txt
 """
 
 import argparse
 import asyncio
 import json
+import signal
 import statistics
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench import capacity
+from bench import capacity, profile
 from bench.capacity import Bench, Target
 from bench.load import call
 from bench.servers import SPECS
@@ -90,8 +96,8 @@ FLOWS = {
 SETTLE_S = 0.5  # After the last POST only, for the answers still running to end inside the measurement.
 
 
-async def measure(bench: Bench, code: str, flow: str, answers: int) -> float:
-    """ms of server CPU per answer (or request), after a warm-up of 20."""
+async def measure(bench: Bench, code: str, flow: str, answers: int, profile_to: Path | None = None) -> float:
+    """ms of server CPU per answer (or request), after a warm-up of 20; py-spy samples them into `profile_to`."""
     spec = replace(SPECS["project-uvicorn"], code=code)
     server, database = await bench.start(spec, [bench.plan.server_cpu])
     try:
@@ -100,11 +106,15 @@ async def measure(bench: Bench, code: str, flow: str, answers: int) -> float:
         for _ in range(20):
             await answer(target)
         await asyncio.sleep(SETTLE_S)
+        spy = profile_to and profile.record(server.pids[-1], 3600, profile_to, [bench.plan.client_cpu])
         cpu = server.cpu_seconds()
         for _ in range(answers):
             await answer(target)
         if flow == "POST only":
             await asyncio.sleep(SETTLE_S)
+        if spy:
+            spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled, and exits.
+            await asyncio.to_thread(spy.wait)
         return (server.cpu_seconds() - cpu) / answers * 1000
     finally:
         await bench.stop(server, database)
@@ -118,7 +128,8 @@ async def run(args) -> dict:
     try:
         for round_ in range(args.rounds):
             for code, flow in cases:
-                ms = await measure(bench, code, flow, args.answers)
+                profile_to = args.profile and args.profile / f"{code}-{flow.replace(' ', '-')}-{round_ + 1}.txt"
+                ms = await measure(bench, code, flow, args.answers, profile_to)
                 results[(code, flow)].append(ms)
                 print(f"round {round_ + 1}: {code:>10} {flow:<12} {ms:6.1f} ms CPU per answer", flush=True)
     finally:
@@ -133,7 +144,11 @@ def main(argv=None) -> int:
     parser.add_argument("--answers", type=int, default=200, help="answers per measurement")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--profile", type=Path, help="directory for py-spy profiles of each measurement (summarise with "
+                        "python -m bench.profile; sampling slows the server: not for the figures)")
     args = parser.parse_args(argv)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     results = asyncio.run(run(args))
     print("\nfixed cost of an answer (median of the rounds):")
     base = None
