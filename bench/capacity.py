@@ -98,6 +98,7 @@ class Plan:
     gc_log: bool
     out: Path
     one_request: bool = False
+    cpu_quota: float | None = None
 
 
 # --- the servers under load -------------------------------------------------------------
@@ -284,7 +285,7 @@ class Bench:
         database = await asyncio.to_thread(self.databases.fresh, spec) if spec.project else None
         env = project_env(spec, database, rate=self.plan.rate, tokens=self.plan.tokens, redis_url=REDIS_URL) \
             if database else {}
-        server = Server(spec, cpus, env=env, workdir=self.workdir, nice=self.plan.nice,
+        server = Server(spec, cpus, env=env, workdir=self.workdir, nice=self.plan.nice, cpu_quota=self.plan.cpu_quota,
                         gc_log=self.workdir / f"gc-{uuid.uuid4().hex[:8]}" if self.plan.gc_log else None)
         self.servers.append(server)
         try:
@@ -723,7 +724,9 @@ def report(results: dict) -> str:
         f"Load average before {results['loadavg_before']}, after {results.get('loadavg_after')}",
         f"Code: {results['commit']}{' + uncommitted changes' if results['dirty'] else ''}; "
         f"answers of {plan['tokens']} tokens at {plan['rate']:g} tokens/s, streams started over {plan['ramp']:g} s; "
-        f"servers on core {plan['server_cpu']}, client on core {plan['client_cpu']}; the project's answers start "
+        f"servers on core {plan['server_cpu']}, client on core {plan['client_cpu']}"
+        + (f", each server process capped at {plan['cpu_quota']:g} of a core" if plan.get("cpu_quota") else "")
+        + "; the project's answers start "
         + ("with one POST that streams" if plan.get("one_request") else "with a POST, then a GET of the stream"),
         f"Sustained: delivered >= {SUSTAINED['delivered']:.0%} (within {ON_TIME_S:g} s), p99 lag < "
         f"{SUSTAINED['p99_ms']:.0f} ms ({SUSTAINED['p99_ms_coalesced']:.0f} ms coalesced), every text exact",
@@ -925,6 +928,9 @@ def parse_plan(argv) -> tuple[Plan, argparse.Namespace]:
     parser.add_argument("--nice", type=int, default=-20,
                         help="priority of the client and servers (-20: other work on a shared machine delays them "
                         "less; needs root, else the current one is kept)")
+    parser.add_argument("--cpu-quota", type=float, help="cap each server process at this share of a core (a cgroup; "
+                        "needs root): e.g. 0.4 to set two processes on two cores against one and leave the client, "
+                        "PostgreSQL and Redis a core")
     parser.add_argument("--retries", type=int, help="runs of a failed point again before a server is dropped (1; 0 "
                         "with --quick)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="directory for capacity.json")
@@ -950,7 +956,7 @@ def parse_plan(argv) -> tuple[Plan, argparse.Namespace]:
         codes=[code if code == "worktree" else git("rev-parse", "--short", code) for code in args.code.split(",")],
         server_cpu=args.server_cpu, client_cpu=args.client_cpu, nice=args.nice,
         retries=args.retries if args.retries is not None else size["retries"], profile=args.profile,
-        gc_log=args.gc_log, out=args.out, one_request=args.one_request,
+        gc_log=args.gc_log, out=args.out, one_request=args.one_request, cpu_quota=args.cpu_quota,
     )
     if (plan.tokens - 1) / plan.rate - 0.2 - plan.ramp - plan.settle < 0.2:
         parser.error(f"answers of {plan.tokens} tokens at {plan.rate:g}/s leave no steady window after a "

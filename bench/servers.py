@@ -252,6 +252,54 @@ def project_env(spec: Spec, database: Database, *, rate: float, tokens: int, red
     return env
 
 
+class CpuQuota:
+    """A CPU cgroup per serving process, capped at `share` of a core (cgroup v1 or v2; needs root).
+
+    With the cap, two processes on two cores can be set against one on this
+    2-core machine and still leave the client, PostgreSQL and Redis a core.
+    The period is short (10 ms), so that a process out of its quota waits
+    milliseconds, not the default 100 ms period's tens, to go on.
+    """
+
+    PERIOD_US = 10_000
+
+    def __init__(self, share: float, name: str):
+        v1 = Path("/sys/fs/cgroup/cpu")
+        if (v1 / "cpu.cfs_quota_us").exists():
+            self.root, self.v2 = v1, False
+        elif "cpu" in Path("/sys/fs/cgroup/cgroup.controllers").read_text(errors="ignore").split():
+            self.root, self.v2 = Path("/sys/fs/cgroup"), True
+        else:
+            raise RuntimeError("--cpu-quota needs a cgroup CPU controller under /sys/fs/cgroup")
+        self.share, self.name, self.groups = share, name, []
+
+    def cap(self, pid: int) -> None:
+        group = self.root / f"{self.name}-{len(self.groups)}"
+        group.mkdir()
+        self.groups.append(group)
+        quota = round(self.share * self.PERIOD_US)
+        if self.v2:
+            (group / "cpu.max").write_text(f"{quota} {self.PERIOD_US}")
+        else:
+            (group / "cpu.cfs_period_us").write_text(str(self.PERIOD_US))
+            (group / "cpu.cfs_quota_us").write_text(str(quota))
+        (group / "cgroup.procs").write_text(str(pid))  # Every thread, and the threads it starts later.
+
+    def remove(self, timeout: float = 10.0) -> None:
+        """Remove the groups, once the processes in them have exited."""
+        deadline = time.monotonic() + timeout
+        for group in self.groups:
+            while True:
+                try:
+                    group.rmdir()
+                    break
+                except OSError:  # EBUSY: a process is still in it.
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+        self.groups = []
+
+
 @dataclass
 class Server:
     """A benchmark server's process(es), pinned: `cpus[i]` is worker i's core (all of them for the supervisor)."""
@@ -263,6 +311,8 @@ class Server:
     port: int = field(default_factory=free_port)
     nice: int = 0
     gc_log: Path | None = None  # Prefix of the files bench/gc_hook writes each full collection to.
+    cpu_quota: float | None = None  # Each serving process's cap, in cores (CpuQuota).
+    quota: CpuQuota | None = None
     process: subprocess.Popen | None = None
     workers: list[int] = field(default_factory=list)
 
@@ -298,6 +348,10 @@ class Server:
             wait_for_port(self.port, self.process)
             if self.spec.workers > 1:
                 self.pin_workers()
+            if self.cpu_quota:
+                self.quota = CpuQuota(self.cpu_quota, f"bench-{self.port}")
+                for pid in self.workers or [self.process.pid]:
+                    self.quota.cap(pid)
         except Exception:
             self.stop()
             raise RuntimeError(f"{self.spec.label} did not start:\n{self.log()[-3000:]}") from None
@@ -342,6 +396,9 @@ class Server:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
             return None
+        finally:
+            if self.quota:
+                self.quota.remove()
 
     def full_collections(self, start: float, end: float) -> list[float]:
         """Milliseconds of each full garbage collection that ended between start and end (with gc_log)."""
