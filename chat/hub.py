@@ -215,12 +215,17 @@ class Hub:
             logger.exception("could not publish to %s", group)
 
     @asynccontextmanager
-    async def subscribe(self, group: str, *, window: float = 0.0):
-        """Yield a subscription that receives every event published to `group` from now on."""
+    async def subscribe(self, group: str, *, window: float = 0.0, local_only: bool = False):
+        """Yield a subscription that receives every event published to `group` from now on.
+
+        `local_only`: only what this process publishes, with no reader of the
+        cross-process layer (for a follower of a run in this process, which
+        would otherwise read each of the run's batches back from Redis).
+        """
         subscription = Subscription(self.queue_size, window=window)
         self.subscribers.setdefault(group, set()).add(subscription)
         reader = None
-        if self.cross_process:
+        if self.cross_process and not local_only:
             reader = self.readers.get(group)
             if reader is None:
                 reader = self.readers[group] = _GroupReader(self, group)
@@ -235,8 +240,8 @@ class Hub:
                 local.discard(subscription)
                 if not local:
                     del self.subscribers[group]
-                    if reader is not None and self.readers.get(group) is reader:
-                        del self.readers[group]
+                    # Whoever started the group's reader, the last subscriber to leave stops it.
+                    if (reader := self.readers.pop(group, None)) is not None:
                         await reader.leave()
 
 

@@ -120,8 +120,11 @@ class Follow:
         """Replay, then tail: the tokens after the client's position, then the end, in batches."""
         hub = self.hub or get_hub()
         loop = asyncio.get_running_loop()
-        async with hub.subscribe(stream_group(self.generation_id), window=self.coalesce_s) as subscription:
-            run = runner.local_run(self.generation_id)
+        run = runner.local_run(self.generation_id)
+        # Our own live run hands its follower everything; only this process publishes its tokens.
+        local_only = run is not None and run.end is None
+        group = stream_group(self.generation_id)
+        async with hub.subscribe(group, window=self.coalesce_s, local_only=local_only) as subscription:
             # An ended run replays from the database, as a finished stream always does; so does
             # one ended by someone else (an operator, a mistaken reaper) before it noticed.
             live = run is not None and run.end is None and self.sent >= run.first_seq - 1

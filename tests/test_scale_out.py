@@ -6,9 +6,7 @@ import pytest
 
 from tests.conftest import require_backend, require_redis
 from tests.support.client import ChatClient
-from tests.support.server import USERS, LiveServer
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from tests.support.server import REDIS_URL, USERS, LiveServer
 
 
 @pytest.fixture(scope="module")

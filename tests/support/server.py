@@ -74,6 +74,9 @@ def postgres_available() -> bool:
         return False
 
 
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
 @functools.cache
 def redis_available() -> bool:
     try:
