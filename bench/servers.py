@@ -385,19 +385,20 @@ class Server:
 
     def stop(self, timeout: float = 5.0) -> float | None:
         """SIGINT, as Ctrl-C would; the seconds it took to exit, or None if it had to be killed."""
-        if self.process is None or self.process.poll() is not None:
-            return None
-        started = time.monotonic()
-        self.process.send_signal(signal.SIGINT)
         try:
-            self.process.wait(timeout)
-            return time.monotonic() - started
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-            return None
+            if self.process is None or self.process.poll() is not None:
+                return None
+            started = time.monotonic()
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+                return time.monotonic() - started
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+                return None
         finally:
-            if self.quota:
+            if self.quota:  # Also after a server that exited on its own.
                 self.quota.remove()
 
     def full_collections(self, start: float, end: float) -> list[float]:

@@ -121,13 +121,14 @@ class Follow:
         hub = self.hub or get_hub()
         loop = asyncio.get_running_loop()
         run = runner.local_run(self.generation_id)
-        # Our own live run hands its follower everything; only this process publishes its tokens.
-        local_only = run is not None and run.end is None
+        run_live = run is not None and run.end is None
+        # Our own live run hands its follower everything, so no other process's tokens are needed
+        # (if a shutdown hands the run on, the follower catches up from the database, as after any silence).
         group = stream_group(self.generation_id)
-        async with hub.subscribe(group, window=self.coalesce_s, local_only=local_only) as subscription:
+        async with hub.subscribe(group, window=self.coalesce_s, local_only=run_live) as subscription:
             # An ended run replays from the database, as a finished stream always does; so does
             # one ended by someone else (an operator, a mistaken reaper) before it noticed.
-            live = run is not None and run.end is None and self.sent >= run.first_seq - 1
+            live = run_live and self.sent >= run.first_seq - 1
             if live and (self.active_when_read or await load_end(self.generation_id) is None):
                 self.run = run
                 first, end = self.from_run(), None
