@@ -14,6 +14,7 @@ says `Alive` every heartbeat) or shows a gap.
 """
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
@@ -247,13 +248,13 @@ class Follow:
 
     @staticmethod
     def coalesced(events: list) -> list:
-        """Contiguous plain tokens merged into one event (snapshots and ends stay apart)."""
+        """Each run of plain tokens merged into one event, in one join (snapshots stay apart).
+
+        The tokens of a batch are contiguous: each was taken at `sent + 1`.
+        """
         out = []
-        for event in events:
-            if type(event) is Token and out and type(out[-1]) is Token and out[-1].last_seq + 1 == event.first_seq:
-                out[-1] = Token.merge([out[-1], event])
-            else:
-                out.append(event)
+        for plain, group in itertools.groupby(events, key=lambda event: type(event) is Token):
+            out += [Token.merge(list(group))] if plain else group
         return out
 
 
