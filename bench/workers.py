@@ -70,6 +70,7 @@ class Deployment:
             "CHAT_MAX_ACTIVE_GENERATIONS_PER_USER": "0",
             "CHAT_MAX_STREAMS_PER_USER": "0",
             "CHAT_OVERLOAD_LAG_MS": "0",
+            "CHAT_OVERLOAD_START_MS": "0",
             "CHAT_LOG_LEVEL": "WARNING",
         }
         self.processes: dict[str, subprocess.Popen] = {}

@@ -10,7 +10,10 @@ stream is open, so a crashed process's slots expire); without it, per process.
 Overload degrades instead of collapsing: a process whose event loop runs late
 by more than CHAT_OVERLOAD_LAG_MS (smoothed) refuses new streams and new
 answers with 503 and Retry-After, so that the streams already open keep their
-pace; clients retry, and a balancer sends them to a less busy process.
+pace; clients retry, and a balancer sends them to a less busy process. A burst
+of new answers can leave them waiting for the database threads while the loop
+itself keeps time, so a process whose oldest answer still being created is
+older than CHAT_OVERLOAD_START_MS refuses new answers too.
 """
 
 import asyncio
@@ -20,6 +23,7 @@ import time
 import uuid
 import weakref
 from collections import Counter
+from contextlib import contextmanager
 
 from django.conf import settings
 
@@ -72,6 +76,7 @@ class Admission:
         self.total = 0
         self.leases: dict[str, int] = {}  # Slot id -> user id, while open.
         self.lag = LoopLag()
+        self.starting: dict[object, float] = {}  # The answers being created: loop time each began, oldest first.
         self.loop = asyncio.get_running_loop()
         self.redis = None
         self.renewer: asyncio.Task | None = None
@@ -85,12 +90,21 @@ class Admission:
         """Refuse new work while the loop runs late: the streams already open come first."""
         limit_s = settings.CHAT_OVERLOAD_LAG_MS / 1000
         if limit_s and self.lag.lag > limit_s:
-            raise ApiError(
-                503,
-                "overloaded",
-                "The server is busy right now; try again in a few seconds.",
-                retry_after=RETRY_AFTER_S,
-            )
+            raise overloaded()
+
+    @contextmanager
+    def starting_answer(self):
+        """Admit a new answer, counted as being created until the block ends (it is launched)."""
+        self.check_load()
+        limit_s = settings.CHAT_OVERLOAD_START_MS / 1000
+        if limit_s and self.starting and self.loop.time() - next(iter(self.starting.values())) > limit_s:
+            raise overloaded()
+        key = object()
+        self.starting[key] = self.loop.time()
+        try:
+            yield
+        finally:
+            del self.starting[key]
 
     async def open_stream(self, user_id) -> str:
         """Take a stream slot for the user, or raise 429/503; give it back with `close_stream`."""
@@ -169,6 +183,12 @@ class Admission:
                     await pipe.execute()
             except Exception:
                 logger.warning("could not renew stream leases", exc_info=True)
+
+
+def overloaded() -> ApiError:
+    return ApiError(
+        503, "overloaded", "The server is busy right now; try again in a few seconds.", retry_after=RETRY_AFTER_S
+    )
 
 
 def user_key(user_id) -> str:

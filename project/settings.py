@@ -328,6 +328,9 @@ CHAT_MAX_STREAMS_PER_USER = env_int("CHAT_MAX_STREAMS_PER_USER", 30)
 CHAT_MAX_STREAMS_PER_PROCESS = env_int("CHAT_MAX_STREAMS_PER_PROCESS", 5000)
 # A process whose event loop runs this late (smoothed) refuses new streams and answers with 503. 0 = never.
 CHAT_OVERLOAD_LAG_MS = env_float("CHAT_OVERLOAD_LAG_MS", 250)
+# A process with an answer still being created (its rows, its launch) after this long refuses new answers
+# with 503: a burst of answers waits for the database threads while the loop keeps time. 0 = never.
+CHAT_OVERLOAD_START_MS = env_float("CHAT_OVERLOAD_START_MS", 2000)
 # Answers being generated at once per user (queued or streaming); one more is a 429. 0 = no limit.
 CHAT_MAX_ACTIVE_GENERATIONS_PER_USER = env_int("CHAT_MAX_ACTIVE_GENERATIONS_PER_USER", 10)
 # Request bodies larger than this are refused with 413 (Django's own limit, set here).

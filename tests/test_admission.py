@@ -1,4 +1,4 @@
-"""Admission: per-user and per-process stream caps over every transport, overload by loop lag, and no leaks."""
+"""Admission: per-user and per-process stream caps over every transport, overload (a late loop, answers left starting), and no leaks."""
 
 import asyncio
 import json
@@ -121,6 +121,65 @@ async def test_a_late_event_loop_refuses_new_work_with_503():
             await admission.open_stream(1)
         finally:
             admission.lag.task.cancel()
+
+
+def backdate(admission: Admission, seconds: float) -> None:
+    """The answers being created began `seconds` earlier (so a test need not wait for them to age)."""
+    for key in admission.starting:
+        admission.starting[key] -= seconds
+
+
+async def test_an_answer_left_starting_too_long_refuses_new_ones_with_503():
+    """A burst of answers waits for the database threads while the loop keeps time: their age is the measure."""
+    from django.test import override_settings
+
+    with override_settings(CHAT_OVERLOAD_START_MS=1000, CHAT_OVERLOAD_LAG_MS=0, REDIS_URL=""):
+        admission = Admission()
+        try:
+            with admission.starting_answer():
+                with admission.starting_answer():  # Another while the first is young: admitted.
+                    pass
+                backdate(admission, 2)
+                with pytest.raises(ApiError) as refused:
+                    with admission.starting_answer():
+                        pass
+                assert (refused.value.status, refused.value.code, refused.value.retry_after) == (503, "overloaded", 5)
+                await admission.open_stream(1)  # Streams of answers already made are not refused for it.
+            assert admission.starting == {}
+            with admission.starting_answer():  # The late one was launched: admitted again.
+                pass
+        finally:
+            admission.lag.task.cancel()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_new_message_is_refused_while_an_answer_is_left_starting():
+    from django.test import override_settings
+
+    from chat import actions
+    from chat.admission import get_admission
+    from chat.db import db_work
+    from chat.models import Conversation, Message
+    from tests.support import factories
+
+    alice, bob = await db_work(factories.user)("alice"), await db_work(factories.user)("bob")
+    bobs = await Conversation.objects.acreate(owner=bob, title="bob's")
+    admission = get_admission()
+    try:
+        with override_settings(CHAT_OVERLOAD_START_MS=1000, CHAT_OVERLOAD_LAG_MS=0):
+            with admission.starting_answer():
+                backdate(admission, 2)
+                with pytest.raises(ApiError) as refused:
+                    await actions.message_post(conversation_id=bobs.pk, owner_id=bob.pk, content="hello")
+                assert (refused.value.status, refused.value.code) == (503, "overloaded")
+            # Admitted now: the transaction runs, and finds the conversation is not alice's.
+            with pytest.raises(ApiError) as not_hers:
+                await actions.message_post(conversation_id=bobs.pk, owner_id=alice.pk, content="hello")
+            assert not_hers.value.status == 404
+            assert admission.starting == {}, "a refused or failed answer is no longer counted as starting"
+        assert not await Message.objects.filter(conversation=bobs).aexists(), "a refused message creates nothing"
+    finally:
+        admission.lag.task.cancel()
 
 
 def open_files(pid: int) -> int:

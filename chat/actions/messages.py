@@ -175,20 +175,20 @@ async def message_post(
     already used for the same request, return what that request created
     instead; with a different request, refuse (409).
     """
-    get_admission().check_load()
-    answer, history = await sync_to_async(_answer_idempotently)(
-        conversation_id=conversation_id,
-        owner_id=owner_id,
-        user_message=None,
-        content=content,
-        parent_id=parent_id,
-        model=model,
-        response_format=response_format,
-        idempotency=idempotency,
-        status_code=status_code,
-    )
-    if history is not None:
-        await launch(answer.generation, history)
+    with get_admission().starting_answer():
+        answer, history = await sync_to_async(_answer_idempotently)(
+            conversation_id=conversation_id,
+            owner_id=owner_id,
+            user_message=None,
+            content=content,
+            parent_id=parent_id,
+            model=model,
+            response_format=response_format,
+            idempotency=idempotency,
+            status_code=status_code,
+        )
+        if history is not None:
+            await launch(answer.generation, history)
     return answer
 
 
@@ -196,25 +196,25 @@ async def generation_regenerate(
     *, generation: Generation, model: str | None = None, idempotency: Idempotency | None = None, status_code: int = 201
 ) -> Answer:
     """Answer the same user message again, in a new assistant message: a new version; the old one stays."""
-    get_admission().check_load()
-    generation = await Generation.objects.select_related("conversation", "user_message").aget(pk=generation.pk)
-    if not generation.is_terminal:
-        raise ApiError(
-            409, "generation_active", f"Generation {generation.id} is still {generation.status}; cancel it first."
+    with get_admission().starting_answer():
+        generation = await Generation.objects.select_related("conversation", "user_message").aget(pk=generation.pk)
+        if not generation.is_terminal:
+            raise ApiError(
+                409, "generation_active", f"Generation {generation.id} is still {generation.status}; cancel it first."
+            )
+        answer, history = await sync_to_async(_answer_idempotently)(
+            conversation_id=generation.conversation_id,
+            owner_id=generation.conversation.owner_id,
+            user_message=generation.user_message,
+            content=None,
+            parent_id=None,
+            model=model,
+            response_format=generation.response_format,
+            idempotency=idempotency,
+            status_code=status_code,
         )
-    answer, history = await sync_to_async(_answer_idempotently)(
-        conversation_id=generation.conversation_id,
-        owner_id=generation.conversation.owner_id,
-        user_message=generation.user_message,
-        content=None,
-        parent_id=None,
-        model=model,
-        response_format=generation.response_format,
-        idempotency=idempotency,
-        status_code=status_code,
-    )
-    if history is not None:
-        await launch(answer.generation, history)
+        if history is not None:
+            await launch(answer.generation, history)
     return answer
 
 

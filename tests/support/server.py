@@ -35,8 +35,9 @@ TEST_ENV = {
     "CHAT_MAX_STREAMS_PER_USER": "0",
     # Parallel test workers each run several servers on one PostgreSQL (max_connections 100).
     "CHAT_DB_THREADS": "3",
-    # Admission by loop lag is tested on its own (test_admission.py): a busy CI machine must not trip it.
+    # Admission by load is tested on its own (test_admission.py): a busy CI machine must not trip it.
     "CHAT_OVERLOAD_LAG_MS": "0",
+    "CHAT_OVERLOAD_START_MS": "0",
     "PYTHONUNBUFFERED": "1",
 }
 
