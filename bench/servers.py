@@ -60,6 +60,8 @@ SPECS = {
         Spec("bare-django", "bench.bare_django:app", args=("--lifespan", "off")),
         Spec("project-uvicorn", "bench.asgi:application", project=True),
         Spec("project-uvicorn-c48", "bench.asgi:application", project=True, coalesce_ms=48),
+        # uvicorn picks uvloop when it is installed (uvicorn[standard]); this is the stock asyncio loop.
+        Spec("project-uvicorn-asyncio", "bench.asgi:application", project=True, args=("--loop", "asyncio")),
         Spec("project-daphne", "bench.asgi:application", server="daphne", project=True),
         Spec("project-daphne-c48", "bench.asgi:application", server="daphne", project=True, coalesce_ms=48),
     ]
