@@ -141,8 +141,9 @@ class Follow:
             if first:
                 yield first
             last_sent_at = loop.time()
+            period = min(self.idle_check_s, self.keepalive_s)
             while True:
-                events = await subscription.batch(min(self.idle_check_s, self.keepalive_s))
+                events = await subscription.batch(period)
                 out, end = await self.take(events)
                 # Events were dropped, or the hub went silent (a follower of our own live run
                 # needs no check then: the run hands it everything): catch up from the truth.
@@ -155,7 +156,10 @@ class Follow:
                 if out:
                     last_sent_at = loop.time()
                     yield self.coalesced(out) if self.coalesce_s > 0 else out
-                elif loop.time() - last_sent_at >= self.keepalive_s:
+                elif loop.time() - last_sent_at + period >= self.keepalive_s:
+                    # Now if waiting one more period would be late: never late, at most a period early.
+                    # (Checking for a whole keepalive_s skipped a beat whenever the silence timer
+                    # fired a hair before it, so a silent stream went 2 x keepalive_s without a byte.)
                     last_sent_at = loop.time()
                     yield [KEEPALIVE]
 
