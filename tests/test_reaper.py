@@ -212,7 +212,11 @@ async def test_a_server_never_reaps_its_own_generations(start_server):
 
 async def test_a_live_worker_reaped_by_mistake_stops_and_leaves_a_consistent_stream(start_server):
     """A reaper that wrongly thinks a worker dead (here: a zero staleness) costs the answer, not consistency."""
-    server = start_server(fresh=True, CHAT_SIMULATED_TOKENS_PER_S=20, CHAT_SIMULATED_POINTS=8)
+    # An answer of about half a minute: it must still be running when the reaper's own process has started,
+    # which took longer than a 7 s answer on a busy machine; the reap ends it early anyway.
+    server = start_server(
+        fresh=True, CHAT_SIMULATED_TOKENS_PER_S=20, CHAT_SIMULATED_POINTS=40, CHAT_SIMULATED_MAX_TOKENS=600
+    )
     async with await logged_in(server) as client:
         generation = await client.ask(PROMPT)
         first = await client.read_stream(generation["id"], max_events=5)
