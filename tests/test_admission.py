@@ -1,4 +1,5 @@
-"""Admission: per-user and per-process stream caps over every transport, overload (a late loop, answers left starting), and no leaks."""
+"""Admission: per-user and per-process stream caps over every transport, overload (a late loop,
+answers left starting), and no leaks."""
 
 import asyncio
 import json

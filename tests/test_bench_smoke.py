@@ -11,8 +11,8 @@ import pytest
 from tests.support.server import postgres_available, redis_available
 
 ROOT = Path(__file__).resolve().parents[1]
-# At the benchmark's default priority (nice -20) its servers starve the tests running beside it:
-# a browser test's 1.2 s stall timer fired while the capacity smoke run served.
+# At the benchmark's default priority (nice -20, their own sessions) its servers can starve the tests
+# running beside them: the likely cause of a browser test's 1.2 s stall timer firing on CI.
 POLITE = ("--nice", "0")
 
 
