@@ -62,6 +62,8 @@ SPECS = {
         Spec("project-uvicorn-c48", "bench.asgi:application", project=True, coalesce_ms=48),
         # uvicorn picks uvloop when it is installed (uvicorn[standard]); this is the stock asyncio loop.
         Spec("project-uvicorn-asyncio", "bench.asgi:application", project=True, args=("--loop", "asyncio")),
+        Spec("project-uvicorn-asyncio-c48", "bench.asgi:application", project=True, coalesce_ms=48,
+             args=("--loop", "asyncio")),
         Spec("project-daphne", "bench.asgi:application", server="daphne", project=True),
         Spec("project-daphne-c48", "bench.asgi:application", server="daphne", project=True, coalesce_ms=48),
     ]
@@ -312,7 +314,7 @@ class Server:
     workdir: Path = Path(tempfile.gettempdir())
     port: int = field(default_factory=free_port)
     nice: int = 0
-    gc_log: Path | None = None  # Prefix of the files bench/gc_hook writes each full collection to.
+    gc_log: Path | None = None  # Prefix of the files bench/gc_hook writes each collection to.
     cpu_quota: float | None = None  # Each serving process's cap, in cores (CpuQuota).
     quota: CpuQuota | None = None
     process: subprocess.Popen | None = None
@@ -403,16 +405,16 @@ class Server:
             if self.quota:  # Also after a server that exited on its own.
                 self.quota.remove()
 
-    def full_collections(self, start: float, end: float) -> list[float]:
-        """Milliseconds of each full garbage collection that ended between start and end (with gc_log)."""
+    def collections(self, start: float, end: float) -> list[tuple[int, float]]:
+        """(generation, milliseconds) of each garbage collection that ended between start and end (with gc_log)."""
         found = []
         for pid in self.pids:
             path = Path(f"{self.gc_log}.{pid}")
             if path.exists():
                 for line in path.read_text().splitlines():
-                    at, ms = map(float, line.split())
-                    if start <= at <= end:
-                        found.append(ms)
+                    at, generation, ms = line.split()
+                    if start <= float(at) <= end:
+                        found.append((int(generation), float(ms)))
         return found
 
     def log(self) -> str:

@@ -51,7 +51,7 @@ def test_capacity_benchmark_runs_every_server_and_checks_every_text(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads((tmp_path / "capacity.json").read_text())
     servers = {"bare-sse", "bare-django", "project-uvicorn", "project-uvicorn-c48", "project-uvicorn-asyncio",
-               "project-daphne", "project-daphne-c48"}
+               "project-uvicorn-asyncio-c48", "project-daphne", "project-daphne-c48"}
     assert {row["server"] for row in results["ladder"]} == servers
     for row in results["ladder"]:
         # Every stream ended with exactly the stored text; the figures exist (their values are not judged here).
