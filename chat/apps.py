@@ -21,7 +21,9 @@ class ChatConfig(AppConfig):
         # the garbage collector's full passes, which otherwise stopped every
         # stream for 70-130 ms every second or so under load (docs/performance.md).
         gc.freeze()
-        # And a full pass every 100 passes of the middle generation rather than 10: each one
-        # still stopped every stream for about 60 ms at 200 streams.
-        young, middle, _ = gc.get_threshold()
-        gc.set_threshold(young, middle, 100)
+        # And a young collection once 10,000 more objects were made than freed, not 700.
+        # A stream's objects die by reference counting, yet under load their churn crossed
+        # 700 so often that collections took 7-15 % of the process's time, and full ones
+        # (60-100 ms, every stream stopped) came every few seconds; at 10,000 both left the
+        # steady state (docs/performance.md). The older generations keep Python's 10 and 10.
+        gc.set_threshold(10_000, 10, 10)
