@@ -23,7 +23,7 @@ class ChatConfig(AppConfig):
         gc.freeze()
         # And a young collection once 10,000 more objects were made than freed, not 700.
         # A stream's objects die by reference counting, yet under load their churn crossed
-        # 700 so often that collections took 7-15 % of the process's time, and full ones
-        # (60-100 ms, every stream stopped) came every few seconds; at 10,000 both left the
-        # steady state (docs/performance.md). The older generations keep Python's 10 and 10.
+        # 700 so often that collections took up to 18 % of the process's time, full ones
+        # (80-110 ms, every stream stopped) among them; at 10,000 both left the steady
+        # state (docs/performance.md). The older generations keep Python's 10 and 10.
         gc.set_threshold(10_000, 10, 10)
