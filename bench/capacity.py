@@ -396,10 +396,11 @@ class Bench:
                 "probes": probes,
             }
             if server.gc_log:
-                row["full_gc_ms"] = [ms for generation, ms in server.collections(w0, w1) if generation == 2]
+                collections = server.collections(w0, w1)
+                row["full_gc_ms"] = [ms for _, generation, ms in collections if generation == 2]
                 # Every collection stops the process: their share of the half the CPU figures come from.
-                young_and_old = sum(ms for _, ms in server.collections(w0, mid)) / 1000
-                row["gc_pct"] = young_and_old / (mid - w0) / spec.workers * 100
+                stopped_s = sum(ms for at, _, ms in collections if at <= mid) / 1000
+                row["gc_pct"] = stopped_s / (mid - w0) / spec.workers * 100
             row["cpu_us_per_token"] = row["cpu_s"] / row["cpu_tokens"] * 1e6 if row["cpu_tokens"] else None
             row["sustained"], row["why_not"] = verdict(spec, row)
         finally:

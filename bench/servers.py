@@ -405,8 +405,8 @@ class Server:
             if self.quota:  # Also after a server that exited on its own.
                 self.quota.remove()
 
-    def collections(self, start: float, end: float) -> list[tuple[int, float]]:
-        """(generation, milliseconds) of each garbage collection that ended between start and end (with gc_log)."""
+    def collections(self, start: float, end: float) -> list[tuple[float, int, float]]:
+        """(end time, generation, milliseconds) of each garbage collection that ended between start and end."""
         found = []
         for pid in self.pids:
             path = Path(f"{self.gc_log}.{pid}")
@@ -414,7 +414,7 @@ class Server:
                 for line in path.read_text().splitlines():
                     at, generation, ms = line.split()
                     if start <= float(at) <= end:
-                        found.append((int(generation), float(ms)))
+                        found.append((float(at), int(generation), float(ms)))
         return found
 
     def log(self) -> str:
