@@ -234,7 +234,10 @@ async def follow_ws(
             if opcode == 0x8:  # Close: answer it, as a client must.
                 received.headers["close-code"] = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
                 conn.write(ws_frame(0x8, payload[:2]))
-                await conn.writer.drain()
+                try:
+                    await conn.writer.drain()
+                except ConnectionError:
+                    pass  # The server may drop the connection right after its close: everything is read.
                 return received
             if opcode == 0x9:  # Protocol ping from the server.
                 conn.write(ws_frame(0xA, payload))
