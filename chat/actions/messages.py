@@ -8,7 +8,7 @@ from functools import partial
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from .. import live, runner
@@ -46,14 +46,32 @@ def lock_user(user_id) -> None:
 
 
 def conversation_history(conversation: Conversation, user_message: Message) -> list[ChatMessage]:
-    """The branch that ends at `user_message`: it and the messages it follows, oldest first."""
-    parents = dict(Message.objects.filter(conversation=conversation, pk__lte=user_message.pk).values_list("pk", "parent_id"))
-    branch, pk = [], user_message.pk
-    while pk is not None and len(branch) < 4 * HISTORY_MESSAGES:
-        branch.append(pk)
-        pk = parents.get(pk)
-    messages = Message.objects.filter(pk__in=branch).exclude(role=Message.Role.ASSISTANT, content="").order_by("-pk")
-    return [ChatMessage(m.role, m.content) for m in reversed(messages[:HISTORY_MESSAGES])]
+    """The branch that ends at `user_message`: it and the messages it follows, oldest first.
+
+    One recursive query walks the branch up from `user_message`, so an answer
+    costs the same in a long conversation as in a short one (the ORM has no
+    recursive query: it read every message's parent, then the branch).
+    """
+    table, quote = Message._meta.db_table, connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH RECURSIVE branch (id, parent_id, depth) AS (
+                SELECT id, parent_id, 0 FROM {quote(table)} WHERE id = %s AND conversation_id = %s
+                UNION ALL
+                SELECT m.id, m.parent_id, branch.depth + 1 FROM {quote(table)} m
+                JOIN branch ON m.id = branch.parent_id
+                WHERE m.conversation_id = %s AND branch.depth < %s
+            )
+            SELECT m.role, m.content FROM branch JOIN {quote(table)} m ON m.id = branch.id
+            WHERE NOT (m.role = %s AND m.content = '')
+            ORDER BY branch.depth LIMIT %s
+            """,
+            [user_message.pk, conversation.pk, conversation.pk, 4 * HISTORY_MESSAGES, Message.Role.ASSISTANT,
+             HISTORY_MESSAGES],
+        )
+        newest_first = cursor.fetchall()
+    return [ChatMessage(role, content) for role, content in reversed(newest_first)]
 
 
 def model_for(conversation: Conversation, requested: str | None) -> ChatModel:
