@@ -92,9 +92,10 @@ async def test_regenerate_is_a_new_version_with_another_text(api):
     assert (await answered(api, with_model))["model"] == "simulated-fast"
 
 
-async def test_an_edit_is_a_branch_and_each_branch_keeps_its_own_history(start_server):
+async def test_an_edit_is_a_branch_and_each_branch_keeps_its_own_history(start_server, backend):
+    """On both databases: the history is one hand-written recursive query."""
     with OpenAIUpstream(scenario="ok") as upstream:
-        server = start_server("sqlite", CHAT_LLM_PROVIDER="openai", CHAT_OPENAI_BASE_URL=upstream.base_url)
+        server = start_server(backend, CHAT_LLM_PROVIDER="openai", CHAT_OPENAI_BASE_URL=upstream.base_url)
         async with api_client(server.url, "alice") as api:
             cid = (await api.new_conversation())["id"]
             one = await answered(api, await api.post_message(cid, "one"))
