@@ -4,7 +4,7 @@
 // (recovery.js), and resumed with Last-Event-ID after a drop, so a missed
 // event is replayed, not lost.
 
-import { RetryLoop, backoffDelay, readEventStream } from "./recovery.js";
+import { RetryLoop, readEventStream, retryDelay } from "./recovery.js";
 import { clientConfig } from "./stream-client.js";
 
 // The channel is quiet when nothing happens; django-eventstream sends a
@@ -26,7 +26,7 @@ export class EventChannel {
       config,
       attempt: () => this.read(),
       onFailure: (failure, { failures }) =>
-        failure.retryable ? Math.max(MIN_RECONNECT_MS, backoffDelay(failures - 1, config)) : null,
+        failure.retryable ? Math.max(MIN_RECONNECT_MS, retryDelay(failure, failures - 1, config)) : null,
     });
   }
 

@@ -10,13 +10,37 @@ export function backoffDelay(attempt, { backoffBaseMs, backoffCapMs }, random = 
   return Math.floor(random() * Math.min(backoffCapMs, backoffBaseMs * 2 ** attempt));
 }
 
+// A Retry-After longer than this is taken as this: a wrong header must not park the page.
+export const RETRY_AFTER_CAP_MS = 300_000;
+
+/** How long a response asks us to wait (Retry-After: seconds or an HTTP date), in ms; 0 if it does not say. */
+export function retryAfterMs(response, now = Date.now()) {
+  const value = (response.headers.get("Retry-After") || "").trim();
+  if (!value) return 0;
+  const ms = /^\d+$/.test(value) ? Number(value) * 1000 : Date.parse(value) - now;
+  return Number.isFinite(ms) ? Math.min(Math.max(ms, 0), RETRY_AFTER_CAP_MS) : 0;
+}
+
+/**
+ * Delay before retry number `attempt` (0-based) after `failure`: the backoff,
+ * but never sooner than the server asked (a 503 or 429 with Retry-After),
+ * plus up to half that again at random, so that the clients a busy server
+ * turned away together do not all come back together.
+ */
+export function retryDelay(failure, attempt, config, random = Math.random) {
+  const backoff = backoffDelay(attempt, config, random);
+  const asked = failure.retryAfterMs || 0;
+  return asked ? Math.max(backoff, Math.floor(asked * (1 + random() / 2))) : backoff;
+}
+
 /** Why an attempt failed. `retryable` is false for what asking again cannot fix. */
 export class AttemptFailed extends Error {
-  constructor(reason, { retryable = true, status = 0, code = "" } = {}) {
+  constructor(reason, { retryable = true, status = 0, code = "", retryAfterMs = 0 } = {}) {
     super(reason);
     this.retryable = retryable;
     this.status = status;
     this.code = code;
+    this.retryAfterMs = retryAfterMs; // what the server asked for, 0 if nothing
   }
 }
 
@@ -34,7 +58,7 @@ export async function failureFromResponse(response) {
   // A 4xx will not get better by asking again (except a timeout or a rate limit).
   const retryable = response.status >= 500 || response.status === 408 || response.status === 429;
   if (retryable) message = "The server is busy or restarting.";
-  return new AttemptFailed(message, { retryable, status: response.status, code });
+  return new AttemptFailed(message, { retryable, status: response.status, code, retryAfterMs: retryAfterMs(response) });
 }
 
 export const isOffline = () => typeof navigator !== "undefined" && navigator.onLine === false;

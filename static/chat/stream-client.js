@@ -2,7 +2,7 @@
 // fetch, resumes by Last-Event-ID, and falls back to a plain request.
 // docs/client.md describes the states, the constants and the events.
 
-import { AttemptFailed, RetryLoop, backoffDelay, failureFromResponse, readEventStream } from "./recovery.js";
+import { AttemptFailed, RetryLoop, backoffDelay, failureFromResponse, readEventStream, retryDelay } from "./recovery.js";
 
 export { backoffDelay };
 
@@ -260,14 +260,14 @@ export class GenerationStream {
       this.transition(State.ERROR, { message, status: failure.status, final: true });
       return null;
     }
-    const delay = backoffDelay(failures - 1, this.config);
+    const delay = retryDelay(failure, failures - 1, this.config);
     if (this.mode === "stream") {
       if (failures >= this.config.maxFailedAttempts) {
         this.mode = "recover";
         this.polls = 0;
         this.loop.failures = 0;
         this.transition(State.INTERRUPTED, { reason: failure.message, failures, fallback: true });
-        return 0;
+        return failure.retryAfterMs ? delay : 0; // the fallback at once, unless the server asked for time
       }
       this.transition(State.INTERRUPTED, { reason: failure.message, failures, retryAt: Date.now() + delay });
       return delay;

@@ -308,6 +308,66 @@ def test_backoff_is_exponential_capped_with_full_jitter(js):
     assert upper == [499, 999, 1999, 3999, 7999, 7999, 7999]  # doubling, capped at 8 s
 
 
+def test_retry_after_is_a_floor_with_jitter_on_top(js):
+    got = run(
+        js,
+        "recovery.js",
+        """
+        const config = { backoffBaseMs: 500, backoffCapMs: 8000 };
+        const now = Date.parse("2026-12-07T12:00:00Z");
+        const after = (value) => m.retryAfterMs(new Response("", { headers: value === null ? {} : { "Retry-After": value } }), now);
+        const refused = new Response('{"error": {"code": "overloaded", "message": "Busy."}}', {
+            status: 503, headers: { "Retry-After": "5", "Content-Type": "application/json" },
+        });
+        const failure = await m.failureFromResponse(refused);
+        const delay = (f, attempt, r) => m.retryDelay(f, attempt, config, () => r);
+        return {
+            parsed: [after("5"), after(" 12 "), after("Mon, 07 Dec 2026 12:00:30 GMT"), after("Mon, 07 Dec 2026 11:00:00 GMT"),
+                     after("soon"), after("-3"), after("99999"), after(null)],
+            failure: { retryable: failure.retryable, code: failure.code, retryAfterMs: failure.retryAfterMs },
+            delays: [delay(failure, 0, 0), delay(failure, 0, 0.999999), delay(failure, 10, 0.999999),
+                     delay(new m.AttemptFailed("cut"), 2, 0.999999)],
+        };
+        """,
+    )
+    # Seconds or an HTTP date; a date past, a bad value or none: 0; capped at 5 minutes.
+    assert got["parsed"] == [5000, 12000, 30000, 0, 0, 0, 300_000, 0]
+    assert got["failure"] == {"retryable": True, "code": "overloaded", "retryAfterMs": 5000}
+    # At least what the server asked, plus up to half of it; a longer backoff wins; none asked: the backoff.
+    assert got["delays"] == [5000, 7499, 7999, 1999]
+
+
+STREAM_AFTER_REFUSAL = """
+    const calls = [];
+    const states = [];
+    const body = 'id: 1\\nevent: token\\ndata: {"seq":1,"text":"hi"}\\n\\nid: 1\\nevent: done\\ndata: {"status":"complete"}\\n\\n';
+    const client = new m.GenerationStream({
+        generationId: "g",
+        config: m.clientConfig({ renderWindowMs: 0, backoffBaseMs: 1, backoffCapMs: 1 }),
+        fetch: async () => {
+            calls.push(performance.now());
+            if (calls.length === 1) {
+                return new Response('{"error": {"code": "overloaded", "message": "Busy."}}',
+                                    { status: 503, headers: { "Retry-After": "1" } });
+            }
+            return new Response(body, { status: 200, headers: { "Content-Type": "text/event-stream" } });
+        },
+        onState: (state, detail) => states.push({ state, waitMs: detail.retryAt ? detail.retryAt - Date.now() : null }),
+    });
+    await client.start();
+    return { gapMs: calls[1] - calls[0], calls: calls.length, states, text: client.text, status: client.result?.status };
+"""
+
+
+def test_the_stream_waits_as_long_as_a_busy_server_asks(js):
+    """A 503 with Retry-After: 1 and a backoff of 1 ms: the next attempt comes after the second, not at once."""
+    got = run(js, "stream-client.js", STREAM_AFTER_REFUSAL)
+    assert got["calls"] == 2 and got["text"] == "hi" and got["status"] == "complete"
+    interrupted = next(s for s in got["states"] if s["state"] == "interrupted")
+    assert interrupted["waitMs"] >= 990  # told to the page: "retrying in 1 s" or more
+    assert got["gapMs"] >= 990  # a timer never fires early; the slack is for clock granularity
+
+
 def test_constants_and_overrides(js):
     config = run(
         js,
