@@ -158,7 +158,8 @@ def test_follows_the_stream_unless_the_user_scrolled_up(make_page, proxy):
         "() => { const m = document.getElementById('messages'); return m.scrollHeight - m.clientHeight > 150; }"
     )
     at_bottom = "() => { const m = document.getElementById('messages'); return m.scrollHeight - m.scrollTop - m.clientHeight <= 2; }"
-    assert chat.page.evaluate(at_bottom)
+    scroll = "() => { const m = document.getElementById('messages'); return [m.scrollHeight, m.scrollTop, m.clientHeight]; }"
+    assert chat.page.evaluate(at_bottom), chat.page.evaluate(scroll)
     # Hold the rest of the answer while the user scrolls up: a short answer could otherwise
     # end before a busy machine has scrolled, and no text would come after.
     assert proxy.stall(ANSWER_STREAMS) >= 1
@@ -173,7 +174,7 @@ def test_follows_the_stream_unless_the_user_scrolled_up(make_page, proxy):
     chat.page.click("#jump")
     chat.page.wait_for_function(at_bottom)
     chat.wait_state("ended")
-    assert chat.page.evaluate(at_bottom)
+    assert chat.page.evaluate(at_bottom), chat.page.evaluate(scroll)
 
 
 def test_logout_is_a_post_and_ends_the_session(chromium, proxy, chat_server):
