@@ -55,8 +55,9 @@ def test_capacity_benchmark_runs_every_server_and_checks_every_text(tmp_path):
     assert {row["server"] for row in results["ladder"]} == servers
     for row in results["ladder"]:
         # Every stream ended with exactly the stored text; the figures exist (their values are not judged here).
-        counts = {key: row.get(key) for key in ("server", "streams", "exact", "unfinished", "errors", "mismatches", "problems")}
-        assert row["exact"] == row["streams"] == 2, counts
+        counts = {key: row.get(key) for key in ("server", "streams", "exact", "unfinished", "errors", "mismatches", "problems",
+                                                "why_not")}
+        assert row.get("exact") == row["streams"] == 2, counts
         assert row["mismatches"] == row["errors"] == row["unfinished"] == 0, counts
         assert row["delivered"] is not None and row["cpu_s"] is not None and row["threads_max"] >= 1
     project = [row for row in results["ladder"] if row["server"].startswith("project")]
