@@ -7,6 +7,7 @@ the idempotent producer check and the append commit together (protocol 5.2.1).
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, transaction
@@ -69,11 +70,14 @@ class Chunk:
         return self.closed and self.up_to_date
 
 
-def live(queryset):
-    """Streams that have not expired; an expired one found on the way is deleted."""
-    now = timezone.now()
+def live(queryset, at: datetime | None = None):
+    """The stream, unless it had expired by `at` (default now); an expired one found on the way is deleted.
+
+    Requests pass the time they arrived: one that came in time is served even when a busy
+    server gets to it later. A TTL's slide is still stamped when the work is done.
+    """
     stream = queryset.first()
-    if stream is not None and stream.is_expired(now):
+    if stream is not None and stream.is_expired(at or timezone.now()):
         stream.delete()
         return None
     return stream
@@ -107,17 +111,19 @@ def closed_headers(stream: Stream) -> dict:
 # --- Units of work (sync) --------------------------------------------------------
 
 
-def _find(owner_id: int, path: str) -> Stream | None:
+def _find(owner_id: int, path: str, *, at: datetime | None = None) -> Stream | None:
     with transaction.atomic():
-        return live(Stream.objects.filter(owner_id=owner_id, path=path))
+        return live(Stream.objects.filter(owner_id=owner_id, path=path), at)
 
 
-def _create(owner_id, path, *, content_type, ttl_s, expires_at, closed, body) -> tuple[Stream, bool]:
+def _create(
+    owner_id, path, *, content_type, ttl_s, expires_at, closed, body, at: datetime | None = None
+) -> tuple[Stream, bool]:
     """Create the stream, or return the existing one if its configuration matches (else a 409)."""
     for _ in range(2):
         try:
             with transaction.atomic():
-                existing = live(Stream.objects.select_for_update().filter(owner_id=owner_id, path=path))
+                existing = live(Stream.objects.select_for_update().filter(owner_id=owner_id, path=path), at)
                 if existing is not None:
                     same = (
                         media_type(existing.content_type) == media_type(content_type)
@@ -170,9 +176,11 @@ def _save_producer(stream: Stream, state: Producer | None, claim: ProducerClaim)
         Producer.objects.filter(pk=state.pk).update(epoch=claim.epoch, last_seq=claim.seq)
 
 
-def _append(owner_id, path, *, content_type, body, stream_seq, claim: ProducerClaim | None, close) -> Outcome:
+def _append(
+    owner_id, path, *, content_type, body, stream_seq, claim: ProducerClaim | None, close, at: datetime | None = None
+) -> Outcome:
     with transaction.atomic():
-        stream = live(Stream.objects.select_for_update().filter(owner_id=owner_id, path=path))
+        stream = live(Stream.objects.select_for_update().filter(owner_id=owner_id, path=path), at)
         if stream is None:
             raise ProtocolError(404, "not_found", "No stream at this path.")
         producer_headers = {PRODUCER_EPOCH: str(claim.epoch), PRODUCER_SEQ: str(claim.seq)} if claim else {}
@@ -214,10 +222,10 @@ def _append(owner_id, path, *, content_type, body, stream_seq, claim: ProducerCl
     return Outcome(status, headers, changed=True, group=stream.group)
 
 
-def _read(stream_id: int, after: int | None, *, touch: bool) -> Chunk | None:
+def _read(stream_id: int, after: int | None, *, touch: bool, at: datetime | None = None) -> Chunk | None:
     """Messages after `after` (None: from the tail), up to the read chunk size; None if the stream is gone."""
     with transaction.atomic():
-        stream = live(Stream.objects.filter(pk=stream_id))
+        stream = live(Stream.objects.filter(pk=stream_id), at)
         if stream is None:
             return None
         if after is None:
@@ -246,9 +254,9 @@ def _read(stream_id: int, after: int | None, *, touch: bool) -> Chunk | None:
         return Chunk(stream.content_type, messages, next_seq, stream.tail, stream.closed)
 
 
-def _delete(owner_id, path) -> str | None:
+def _delete(owner_id, path, *, at: datetime | None = None) -> str | None:
     with transaction.atomic():
-        stream = live(Stream.objects.select_for_update().filter(owner_id=owner_id, path=path))
+        stream = live(Stream.objects.select_for_update().filter(owner_id=owner_id, path=path), at)
         if stream is None:
             return None
         group = stream.group

@@ -5,6 +5,7 @@ import re
 
 from django.http import HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from chat.admission import get_admission
@@ -51,6 +52,8 @@ def protocol_view(handler):
     @csrf_exempt
     @functools.wraps(handler)
     async def view(request, **kwargs):
+        # Streams expire as of this time: see storage.live.
+        request.arrived_at = timezone.now()
         if request.method == "OPTIONS":
             response = HttpResponse(status=204)
             set_headers(response, PREFLIGHT_HEADERS)

@@ -105,6 +105,7 @@ async def create(request, user, path):
         expires_at=expires_at,
         closed=is_true(request.headers.get(STREAM_CLOSED)),
         body=body,
+        at=request.arrived_at,
     )
     response = empty(201 if created else 200, stream.content_type)
     response[STREAM_NEXT_OFFSET] = encode_offset(stream.tail)
@@ -143,7 +144,8 @@ async def append(request, user, path):
         raise ProtocolError(400, "content_type_required", "An append with a body needs a Content-Type.")
     seq = request.headers.get("Stream-Seq")
     outcome = await storage.append(
-        user.pk, path, content_type=content_type, body=body, stream_seq=seq, claim=claim, close=close
+        user.pk, path, content_type=content_type, body=body, stream_seq=seq, claim=claim, close=close,
+        at=request.arrived_at,
     )
     if outcome.changed:
         await wake(outcome.group)
@@ -153,7 +155,7 @@ async def append(request, user, path):
 
 
 async def remove(request, user, path):
-    group = await storage.delete(user.pk, path)
+    group = await storage.delete(user.pk, path, at=request.arrived_at)
     if group is None:
         raise ProtocolError(404, "not_found", "No stream at this path.")
     await wake(group)
@@ -163,15 +165,15 @@ async def remove(request, user, path):
 # --- Reads -----------------------------------------------------------------------
 
 
-async def existing(user, path):
-    stream = await storage.find(user.pk, path)
+async def existing(request, user, path):
+    stream = await storage.find(user.pk, path, at=request.arrived_at)
     if stream is None:
         raise ProtocolError(404, "not_found", "No stream at this path.")
     return stream
 
 
 async def head(request, user, path):
-    stream = await existing(user, path)
+    stream = await existing(request, user, path)
     response = empty(200, stream.content_type)
     response[STREAM_NEXT_OFFSET] = encode_offset(stream.tail)
     response["Cache-Control"] = NOT_CACHEABLE
@@ -222,18 +224,18 @@ def caught_up(stream, after: int, *, closed: bool, cursor: str | None) -> HttpRe
 async def read(request, user, path):
     offset = parse_offset(request.GET)
     live = live_mode(request, offset)
-    stream = await existing(user, path)
+    stream = await existing(request, user, path)
     if offset is not None and offset.end:
         raise ProtocolError(400, "invalid_offset", "That offset belongs to a generation's stream, not this one.")
     after = None if offset is not None and offset.now else (offset.seq if offset else 0)
     cursor = response_cursor(client_cursor(request)) if live else None
     if live == "sse":
         if after is None:
-            chunk = await storage.read(stream.pk, None, touch=False)
+            chunk = await storage.read(stream.pk, None, touch=False, at=request.arrived_at)
             after = chunk.tail if chunk else 0
         body = sse_body(stream.pk, stream.group, after, client_cursor(request))
         return EventStreamResponse(body, base64=sse_base64(stream.content_type))
-    chunk = await storage.read(stream.pk, after, touch=True)
+    chunk = await storage.read(stream.pk, after, touch=True, at=request.arrived_at)
     if chunk is None:
         raise ProtocolError(404, "not_found", "No stream at this path.")
     if live is None and offset is not None and offset.now:
