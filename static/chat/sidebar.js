@@ -45,6 +45,8 @@ export class Sidebar {
     this.conversations = [];
     this.activeId = null;
     this.query = ""; // the search the list shows ("": all)
+    this.armedId = null; // the conversation whose Delete was clicked once, for DELETE_CONFIRM_MS
+    this.disarmTimer = null;
     let timer = null;
     search.addEventListener("input", () => {
       clearTimeout(timer);
@@ -132,13 +134,14 @@ export class Sidebar {
       const rename = button("✎", "conversation-action rename", () => this.startRename(li, conversation));
       rename.setAttribute("aria-label", `Rename ${title}`);
       rename.title = "Rename";
-      const remove = button("✕", "conversation-action delete", () => this.confirmDelete(remove, conversation));
+      const remove = button("✕", "conversation-action delete", () => this.confirmDelete(conversation));
       remove.setAttribute("aria-label", `Delete ${title}`);
       remove.title = "Delete";
       li.append(open, when, rename, remove);
       return li;
     });
     list.replaceChildren(...items);
+    this.showArmed();
     empty.hidden = this.conversations.length > 0 || Boolean(this.query);
     searchEmpty.hidden = this.conversations.length > 0 || !this.query;
   }
@@ -179,17 +182,27 @@ export class Sidebar {
     input.select();
   }
 
-  confirmDelete(buttonEl, conversation) {
-    if (buttonEl.dataset.armed) return this.delete(conversation.id);
-    buttonEl.dataset.armed = "1";
-    buttonEl.textContent = "Delete?";
-    buttonEl.classList.add("armed");
-    setTimeout(() => {
-      if (!buttonEl.isConnected) return;
-      delete buttonEl.dataset.armed;
-      buttonEl.textContent = "✕";
-      buttonEl.classList.remove("armed");
+  confirmDelete(conversation) {
+    clearTimeout(this.disarmTimer);
+    if (this.armedId === conversation.id) {
+      this.armedId = null;
+      return this.delete(conversation.id);
+    }
+    this.armedId = conversation.id;
+    this.showArmed();
+    this.disarmTimer = setTimeout(() => {
+      this.armedId = null;
+      this.showArmed();
     }, DELETE_CONFIRM_MS);
+  }
+
+  /** The armed Delete button says so; kept by conversation, so a live update's re-render between two clicks keeps it. */
+  showArmed() {
+    for (const remove of list.querySelectorAll(".delete")) {
+      const armed = remove.closest("li").dataset.id === String(this.armedId);
+      remove.textContent = armed ? "Delete?" : "✕";
+      remove.classList.toggle("armed", armed);
+    }
   }
 
   async delete(id) {
