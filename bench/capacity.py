@@ -62,6 +62,7 @@ PROMPT = "How should a phone app stream answers from a language model?"
 LEAD_S = 0.5  # A stream's POST goes out this long before its first token is due.
 ON_TIME_S = 1.0  # A token later than this counts as not delivered.
 WARM_UP_ATTEMPTS = 3
+RETRY_AFTER_S = 5  # What the project's 429 and 503 answers ask a client to wait.
 SUSTAINED = {"delivered": 0.99, "p99_ms": 100.0, "p99_ms_coalesced": 150.0}
 SAMPLE_S = 0.25
 REDIS_URL = "redis://127.0.0.1:6379/7"
@@ -314,7 +315,7 @@ class Bench:
         """
         for attempt in range(WARM_UP_ATTEMPTS):
             if attempt:
-                await asyncio.sleep(5)  # The Retry-After the project sends.
+                await asyncio.sleep(RETRY_AFTER_S)
             generation, first_ms, _ = await target.answer(20)
             if first_ms is not None:
                 return generation
@@ -589,7 +590,7 @@ class Bench:
                             errors.append(refusal)
                             return
                         retried.append(refusal)
-                        await asyncio.sleep(5)  # The Retry-After the project sends.
+                        await asyncio.sleep(RETRY_AFTER_S)
 
             await asyncio.gather(*(open_one() for _ in range(n)))
             opened_s = time.time() - started
