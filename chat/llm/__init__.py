@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from .base import CONTINUE_INSTRUCTION, ChatMessage, Finish, Provider, ProviderError
+from .base import CONTINUE_INSTRUCTION, REASONING, TEXT, ChatMessage, Delta, Finish, Provider, ProviderError
 
 PROVIDERS = {
     "simulated": "chat.llm.simulated.SimulatedProvider",
@@ -22,4 +22,4 @@ def get_provider(name: str | None = None, *, model: str = "", variant: int = 0) 
     return provider_class.from_settings(model=model, variant=variant)
 
 
-__all__ = ["CONTINUE_INSTRUCTION", "ChatMessage", "Finish", "Provider", "ProviderError", "get_provider"]
+__all__ = ["CONTINUE_INSTRUCTION", "REASONING", "TEXT", "ChatMessage", "Delta", "Finish", "Provider", "ProviderError", "get_provider"]

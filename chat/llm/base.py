@@ -17,6 +17,19 @@ CONTINUE_INSTRUCTION = (
 )
 
 
+# The kinds of part a generation's stream carries. Every part's tokens share the one sequence space.
+TEXT = "text"
+REASONING = "reasoning"
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """A token of a part other than the answer's text (a plain `str` is answer text): its reasoning, say."""
+
+    part: str
+    text: str
+
+
 @dataclass(frozen=True)
 class Finish:
     """The last item a provider yields: why the answer ended, and its usage."""
@@ -30,7 +43,10 @@ class ProviderError(Exception):
 
 
 class Provider:
-    """Yields the answer as text tokens, then exactly one `Finish`.
+    """Yields the answer as tokens, then exactly one `Finish`.
+
+    A token of the answer's text is a `str`; a token of another part (the
+    model's reasoning) is a `Delta`. Parts may alternate.
 
     Raise `ProviderError` for upstream faults. Stalls are not the provider's
     business: the runner times out a provider that goes quiet.
@@ -46,5 +62,5 @@ class Provider:
 
     def stream(
         self, messages: list[ChatMessage], *, response_format: str = "text"
-    ) -> AsyncIterator[str | Finish]:
+    ) -> AsyncIterator[str | Delta | Finish]:
         raise NotImplementedError
