@@ -64,7 +64,12 @@ def known_model(model_id: str) -> ChatModel | None:
 def _models(raw: str, provider: str, openai_model: str) -> list[ChatModel]:
     if not raw.strip():
         if provider == "simulated":
-            return [ChatModel(SimulatedProvider.DEFAULT_MODEL, "simulated", SimulatedProvider.DEFAULT_MODEL, "Simulated")]
+            return [
+                ChatModel(SimulatedProvider.DEFAULT_MODEL, "simulated", SimulatedProvider.DEFAULT_MODEL, "Simulated"),
+                ChatModel(
+                    SimulatedProvider.REASONING_MODEL, "simulated", SimulatedProvider.REASONING_MODEL, "Simulated, reasoning"
+                ),
+            ]
         return [ChatModel(openai_model, provider, openai_model, openai_model)]
     try:
         entries = json.loads(raw)
