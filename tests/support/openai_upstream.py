@@ -12,6 +12,13 @@ other processes can all use it:
 The scenario is read per request, so tests may change it between requests. A
 prompt containing `[upstream:<scenario>]` overrides it for that request, which
 lets tests pick faults in a standalone upstream they cannot reconfigure.
+
+With a `reasoning` dialect (or `[reasoning:<dialect>]` in the prompt) every
+answer is preceded by reasoning tokens, in the chunks that server sends:
+`deepseek` (`reasoning_content`, the other field null), `vllm` (`reasoning`,
+vLLM since 0.16), `vllm_legacy` (`reasoning_content`, vLLM before), `ollama`
+(`reasoning` beside an empty `content`), `both` (the same text in both fields).
+A fault after `tokens_before_fault` counts reasoning and answer tokens alike.
 """
 
 import argparse
@@ -29,6 +36,8 @@ SCENARIOS = ("ok", "json", "error_500", "cut", "stall", "malformed", "error_chun
 ERROR_500_MESSAGE = "The upstream test server crashed on purpose."
 ERROR_CHUNK_MESSAGE = "The upstream test server ran out of capacity mid-answer."
 SCENARIO_DIRECTIVE = re.compile(r"\[upstream:(\w+)\]")
+REASONING_DIRECTIVE = re.compile(r"\[reasoning:(\w+)\]")
+REASONING_DIALECTS = ("deepseek", "vllm", "vllm_legacy", "ollama", "both")
 
 
 def split_tokens(text: str) -> list[str]:
@@ -39,6 +48,24 @@ def split_tokens(text: str) -> list[str]:
 def echo_reply(prompt: str) -> str:
     """The answer the "ok" scenario streams for a prompt."""
     return " ".join(["Echo:", *prompt.split()])
+
+
+def reasoning_reply(prompt: str) -> str:
+    """The reasoning streamed before the answer to a prompt."""
+    return f"The user wrote {len(prompt.split())} words; I will echo them back."
+
+
+def reasoning_delta(dialect: str, text: str | None, content: str | None) -> dict:
+    """A chunk's delta as `dialect`'s server writes it: reasoning `text`, or answer `content`."""
+    if dialect == "deepseek":
+        return {"content": content, "reasoning_content": text}
+    if dialect == "ollama":
+        return {"content": content or "", **({"reasoning": text} if text is not None else {})}
+    if text is None:
+        return {"content": content}
+    if dialect == "both":
+        return {"reasoning": text, "reasoning_content": text}
+    return {"reasoning_content" if dialect == "vllm_legacy" else "reasoning": text}
 
 
 def json_reply(prompt: str) -> str:
@@ -77,6 +104,8 @@ class OpenAIUpstream(LoopbackServer):
     # Raw SSE text sent before the first chunk, e.g. ": comment\n\n".
     preamble: str = ""
     malformed_data: str = "{not json"
+    # One of REASONING_DIALECTS: answers start with reasoning, sent as that server does.
+    reasoning: str | None = None
     requests: list[RecordedRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -138,9 +167,17 @@ class OpenAIUpstream(LoopbackServer):
         if scenario == "error_500":
             return await _send_json(writer, 500, _error_body(ERROR_500_MESSAGE, "server_error"))
 
+        directive = REASONING_DIRECTIVE.search(request.prompt)
+        dialect = directive.group(1) if directive else self.reasoning
+        if dialect not in (None, *REASONING_DIALECTS):
+            return await _send_json(writer, 400, _error_body(f"Unknown dialect {dialect!r}", "invalid_request_error"))
+
         body = request.body
         reply = json_reply(request.prompt) if scenario == "json" else echo_reply(request.prompt)
-        tokens = split_tokens(reply)
+        # (reasoning, content) per chunk, one of them None.
+        tokens = [(None, token) for token in split_tokens(reply)]
+        if dialect:
+            tokens = [(token, None) for token in split_tokens(reasoning_reply(request.prompt))] + tokens
         if scenario not in ("ok", "json"):
             tokens = tokens[: self.tokens_before_fault]
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -169,11 +206,17 @@ class OpenAIUpstream(LoopbackServer):
         )
         if self.preamble:
             await send(self.preamble)
-        await send_chunk({"role": "assistant", "content": ""})
-        for token in tokens:
+        if dialect == "deepseek":
+            await send_chunk({"role": "assistant", "content": None, "reasoning_content": ""})
+        elif dialect != "ollama":  # Ollama names the role in its first token's chunk instead
+            await send_chunk({"role": "assistant", "content": ""})
+        for index, (reasoning, content) in enumerate(tokens):
             if self.token_delay_s:
                 await asyncio.sleep(self.token_delay_s)
-            await send_chunk({"content": token})
+            delta = reasoning_delta(dialect, reasoning, content) if dialect else {"content": content}
+            if dialect == "ollama" and index == 0:
+                delta = {"role": "assistant", **delta}
+            await send_chunk(delta)
 
         if scenario == "cut":
             return  # the handler closes the socket without [DONE] or the final chunk
@@ -238,11 +281,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scenario", choices=SCENARIOS, default="ok")
     parser.add_argument("--tokens-before-fault", type=int, default=3)
     parser.add_argument("--token-delay-s", type=float, default=0.0)
+    parser.add_argument("--reasoning", choices=REASONING_DIALECTS, help="start every answer with reasoning")
     args = parser.parse_args(argv)
     upstream = OpenAIUpstream(
         scenario=args.scenario,
         tokens_before_fault=args.tokens_before_fault,
         token_delay_s=args.token_delay_s,
+        reasoning=args.reasoning,
         port=args.port,
     ).start()
     print(f"listening on 127.0.0.1:{upstream.port}", flush=True)
