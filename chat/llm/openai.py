@@ -28,7 +28,7 @@ class OpenAIProvider(Provider):
         self.timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
 
     @classmethod
-    def from_settings(cls, *, model: str = "", variant: int = 0) -> "OpenAIProvider":
+    def from_settings(cls, *, model: str = "", variant: int = 0, options: dict | None = None) -> "OpenAIProvider":
         return cls(
             base_url=settings.CHAT_OPENAI_BASE_URL,
             api_key=settings.CHAT_OPENAI_API_KEY,
