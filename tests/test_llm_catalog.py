@@ -91,3 +91,10 @@ def test_a_model_no_longer_listed_has_no_options(settings):
 
     assert model_options("anthropic", "claude-gone") == {}
     assert model_options("openai", "claude-x") == {}
+
+
+def test_anthropic_as_the_one_provider_needs_its_models_named(settings):
+    settings.CHAT_MODELS, settings.CHAT_LLM_PROVIDER = "", "anthropic"
+
+    with pytest.raises(ImproperlyConfigured, match="needs CHAT_MODELS"):
+        chat_models()

@@ -79,6 +79,8 @@ def _models(raw: str, provider: str, openai_model: str) -> list[ChatModel]:
     if not raw.strip():
         if provider == "simulated":
             return [ChatModel(SimulatedProvider.DEFAULT_MODEL, "simulated", SimulatedProvider.DEFAULT_MODEL, "Simulated")]
+        if provider == "anthropic":  # CHAT_OPENAI_MODEL names no Claude model.
+            raise ImproperlyConfigured('CHAT_LLM_PROVIDER "anthropic" needs CHAT_MODELS, to name the Claude models.')
         return [ChatModel(openai_model, provider, openai_model, openai_model)]
     try:
         entries = json.loads(raw)
