@@ -42,12 +42,12 @@ def test_anthropic_options_are_checked_and_given_to_the_model(settings, options,
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"temperature": 0.2}, "takes the options max_tokens and thinking, not temperature"),
+        ({"temperature": 0.2}, "takes max_tokens and thinking, not temperature"),
         ({"max_tokens": 0}, "max_tokens must be a whole number"),
         ({"max_tokens": "4096"}, "max_tokens must be a whole number"),
         ({"max_tokens": True}, "max_tokens must be a whole number"),
         ({"thinking": True}, "thinking must be an object"),
-        ({"thinking": {"budget_tokens": 512}}, r"budget_tokens must be a whole number from 1024 to below max_tokens \(8192\)"),
+        ({"thinking": {"budget_tokens": 512}}, r"a whole number from 1024 to below max_tokens \(8192\), not 512"),
         ({"thinking": {"budget_tokens": 8192}}, r"below max_tokens \(8192\)"),
         ({"max_tokens": 2048, "thinking": {"budget_tokens": 4096}}, r"below max_tokens \(2048\)"),
         ({"thinking": {"type": "enabled"}}, "budget_tokens must be a whole number"),
@@ -69,14 +69,15 @@ def test_bad_anthropic_options_stop_the_start_saying_what_is_wrong(settings, opt
 def test_providers_without_options_refuse_them(settings, provider):
     configure(settings, {"provider": provider, "model": "m", "max_tokens": 100})
 
-    with pytest.raises(ImproperlyConfigured, match=rf"CHAT_MODELS\[0\]: the {provider} provider takes no options, not max_tokens"):
+    message = rf"CHAT_MODELS\[0\]: the {provider} provider takes no options, not max_tokens"
+    with pytest.raises(ImproperlyConfigured, match=message):
         chat_models()
 
 
 def test_one_model_listed_twice_must_have_the_same_options(settings):
     configure(settings, claude(id="claude"), claude(id="claude-thinking", thinking={"budget_tokens": 2048}))
 
-    with pytest.raises(ImproperlyConfigured, match=r"CHAT_MODELS\[1\] gives 'claude-x' other options than the model 'claude'"):
+    with pytest.raises(ImproperlyConfigured, match=r"CHAT_MODELS\[1\] gives 'claude-x' other options than 'claude'"):
         chat_models()
 
 

@@ -28,6 +28,8 @@ FINISH_REASONS = {
 JSON_INSTRUCTION = (
     "Answer with a single JSON object and nothing else: no text before or after it, and no Markdown code fence."
 )
+# The API's counts of a prompt's tokens: those read, those written to its cache, and those read from it.
+PROMPT_COUNTS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 # The API's least thinking budget.
 MIN_THINKING_BUDGET = 1024
 THINKING_TYPES = ("enabled", "adaptive", "disabled")
@@ -69,7 +71,7 @@ class AnthropicProvider(Provider):
     def check_options(cls, options: dict) -> dict:
         unknown = sorted(set(options) - {"max_tokens", "thinking"})
         if unknown:
-            raise ValueError(f"the anthropic provider takes the options max_tokens and thinking, not {', '.join(unknown)}")
+            raise ValueError(f"the anthropic provider takes max_tokens and thinking, not {', '.join(unknown)}")
         checked = {}
         max_tokens = options.get("max_tokens", settings.CHAT_ANTHROPIC_MAX_TOKENS)
         if "max_tokens" in options:
@@ -170,17 +172,15 @@ def _text(value: object) -> str:
 
 
 def _usage(usage: object, previous: dict) -> dict:
-    """Our usage from the API's, which counts cached prompt tokens apart; its counts so far are cumulative."""
-    counts = {
-        key: getattr(usage, key, None)
-        for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
-    }
+    """Our usage from the API's counts so far, which are cumulative and count cached prompt tokens apart."""
+    counts = {key: getattr(usage, key, None) for key in (*PROMPT_COUNTS, "output_tokens")}
     if not all(count is None or _whole(count) for count in counts.values()):
         raise ProviderError(f"malformed usage from upstream: {counts}")
-    prompt = previous.get("prompt_tokens", 0)
+    prompt, completion = previous.get("prompt_tokens", 0), previous.get("completion_tokens", 0)
     if counts["input_tokens"] is not None:
-        prompt = sum(counts[key] or 0 for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
-    completion = counts["output_tokens"] if counts["output_tokens"] is not None else previous.get("completion_tokens", 0)
+        prompt = sum(counts[key] or 0 for key in PROMPT_COUNTS)
+    if counts["output_tokens"] is not None:
+        completion = counts["output_tokens"]
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 

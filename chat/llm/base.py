@@ -57,7 +57,7 @@ class Provider:
 
     @classmethod
     def check_options(cls, options: dict) -> dict:
-        """Return a model's options (its CHAT_MODELS entry's own keys) checked; raise ValueError saying what is wrong."""
+        """Return a model's options (its CHAT_MODELS entry's other keys) checked; a ValueError says what is wrong."""
         if options:
             raise ValueError(f"the {cls.name} provider takes no options, not {', '.join(sorted(options))}")
         return {}

@@ -108,7 +108,7 @@ def _models(raw: str, provider: str, openai_model: str) -> list[ChatModel]:
         twin = next((m for m in models if (m.provider, m.model) == (entry["provider"], entry["model"])), None)
         if twin is not None and twin.options != options:
             raise ImproperlyConfigured(
-                f"CHAT_MODELS[{index}] gives {entry['model']!r} other options than the model {twin.id!r} does; "
+                f"CHAT_MODELS[{index}] gives {entry['model']!r} other options than {twin.id!r} does; "
                 "a generation runs with the options of its provider and model name, so one model has one set."
             )
         label = str(entry.get("label") or entry["model"])

@@ -96,48 +96,48 @@ class AnthropicUpstream(StreamingUpstream):
             return await _send_error(writer, 400, "This server streams: send stream, max_tokens and messages.")
         directive = SCENARIO_DIRECTIVE.search(request.prompt)
         scenario = directive.group(1) if directive else self.scenario
-        if scenario.startswith("error_") and scenario[6:].isdigit() and int(scenario[6:]) in ERROR_TYPES:
-            return await _send_error(writer, int(scenario[6:]))
+        status = int(scenario[6:]) if scenario.startswith("error_") and scenario[6:].isdigit() else None
+        if status in ERROR_TYPES:
+            return await _send_error(writer, status)
         if scenario not in SCENARIOS:
             return await _send_error(writer, 400, f"Unknown scenario {scenario!r}")
         if self.overloaded_first > 0:
             self.overloaded_first -= 1
             return await _send_error(writer, 529, headers="retry-after: 0\r\n")
+        await self._stream(body, request.prompt, scenario, writer)
 
+    async def _stream(self, body: dict, prompt: str, scenario: str, writer: asyncio.StreamWriter) -> None:
         thinking = (body.get("thinking") or {}).get("type") in ("enabled", "adaptive")
-        reply = json_reply(request.prompt) if scenario == "json" else echo_reply(request.prompt)
+        reply = json_reply(prompt) if scenario == "json" else echo_reply(prompt)
         # (block type, token) in order: the thinking block's, then the text block's.
-        tokens = [("thinking", token) for token in split_tokens(reasoning_reply(request.prompt))] if thinking else []
+        tokens = [("thinking", token) for token in split_tokens(reasoning_reply(prompt))] if thinking else []
         tokens += [("text", token) for token in split_tokens(reply)]
-        if scenario != "ok" and scenario != "json":
+        if scenario not in ("ok", "json"):
             tokens = tokens[: self.tokens_before_fault]
         input_tokens = _words(body.get("system")) + sum(_words(m.get("content")) for m in body.get("messages", []))
 
-        async def send(event: str, payload: dict) -> None:
-            await self.send(writer, f"event: {event}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n")
+        async def send(payload: dict) -> None:
+            await self.send(writer, f"event: {payload['type']}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n")
 
         await self.start_event_stream(writer, headers=f"request-id: req_{secrets.token_hex(12)}\r\n")
-        await send("message_start", {"type": "message_start", "message": {
+        message = {
             "id": f"msg_{secrets.token_hex(12)}", "type": "message", "role": "assistant", "content": [],
-            "model": body.get("model"), "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": input_tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
-                      "output_tokens": 1},
-        }})
+            "model": body.get("model"), "stop_reason": None, "stop_sequence": None, "usage": _usage(input_tokens, 1),
+        }
+        await send({"type": "message_start", "message": message})
         block, index = None, -1
         for kind, token in tokens:
             if kind != block:
                 if block is not None:
-                    await self._end_block(send, block, index)
+                    await _end_block(send, block, index)
                 block, index = kind, index + 1
-                empty = {"type": "thinking", "thinking": "", "signature": ""} if kind == "thinking" else {
-                    "type": "text", "text": ""}
-                await send("content_block_start", {"type": "content_block_start", "index": index, "content_block": empty})
+                await send({"type": "content_block_start", "index": index, "content_block": EMPTY_BLOCKS[kind]})
                 if index == 0:
-                    await send("ping", {"type": "ping"})
+                    await send({"type": "ping"})
             if self.token_delay_s:
                 await asyncio.sleep(self.token_delay_s)
-            delta = {"type": "thinking_delta", "thinking": token} if kind == "thinking" else {"type": "text_delta", "text": token}
-            await send("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            delta = {"type": f"{kind}_delta", kind: token}
+            await send({"type": "content_block_delta", "index": index, "delta": delta})
 
         if scenario == "cut":
             return  # the handler closes the socket mid-block, without message_stop
@@ -146,25 +146,37 @@ class AnthropicUpstream(StreamingUpstream):
         if scenario == "malformed":
             await self.send(writer, f"event: content_block_delta\ndata: {self.malformed_data}\n\n")
         elif scenario == "overloaded":
-            await send("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+            await send({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
         else:
             if block is not None:
-                await self._end_block(send, block, index)
-            await send("message_delta", {
+                await _end_block(send, block, index)
+            stop_reason = "max_tokens" if scenario == "max_tokens" else self.stop_reason
+            await send({
                 "type": "message_delta",
-                "delta": {"stop_reason": "max_tokens" if scenario == "max_tokens" else self.stop_reason, "stop_sequence": None},
-                "usage": {"input_tokens": input_tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
-                          "output_tokens": len(tokens)},
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": _usage(input_tokens, len(tokens)),
             })
-            await send("message_stop", {"type": "message_stop"})
+            await send({"type": "message_stop"})
         await self.end_event_stream(writer)
 
-    @staticmethod
-    async def _end_block(send, block: str, index: int) -> None:
-        if block == "thinking":  # A thinking block ends with its signature.
-            delta = {"type": "signature_delta", "signature": SIGNATURE}
-            await send("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
-        await send("content_block_stop", {"type": "content_block_stop", "index": index})
+
+EMPTY_BLOCKS = {"thinking": {"type": "thinking", "thinking": "", "signature": ""}, "text": {"type": "text", "text": ""}}
+
+
+async def _end_block(send, block: str, index: int) -> None:
+    if block == "thinking":  # A thinking block ends with its signature.
+        delta = {"type": "signature_delta", "signature": SIGNATURE}
+        await send({"type": "content_block_delta", "index": index, "delta": delta})
+    await send({"type": "content_block_stop", "index": index})
+
+
+def _usage(input_tokens: int, output_tokens: int) -> dict:
+    return {
+        "input_tokens": input_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": output_tokens,
+    }
 
 
 def api_key(request: RecordedRequest) -> str | None:
