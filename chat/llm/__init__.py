@@ -11,6 +11,7 @@ PROVIDERS = {
 
 
 def provider_class(name: str) -> type[Provider]:
+    """The provider class PROVIDERS names; an unknown name is a ValueError."""
     try:
         return import_string(PROVIDERS[name])
     except KeyError:
@@ -29,4 +30,5 @@ def get_provider(name: str | None = None, *, model: str = "", variant: int = 0) 
     return provider_class(name).from_settings(model=model, variant=variant, options=model_options(name, model))
 
 
-__all__ = ["CONTINUE_INSTRUCTION", "REASONING", "TEXT", "ChatMessage", "Delta", "Finish", "Provider", "ProviderError", "get_provider"]
+__all__ = ["CONTINUE_INSTRUCTION", "REASONING", "TEXT", "ChatMessage", "Delta", "Finish", "Provider", "ProviderError", "get_provider",
+           "provider_class"]
