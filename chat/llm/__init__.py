@@ -30,5 +30,15 @@ def get_provider(name: str | None = None, *, model: str = "", variant: int = 0) 
     return provider_class(name).from_settings(model=model, variant=variant, options=model_options(name, model))
 
 
-__all__ = ["CONTINUE_INSTRUCTION", "REASONING", "TEXT", "ChatMessage", "Delta", "Finish", "Provider", "ProviderError", "get_provider",
-           "provider_class"]
+__all__ = [
+    "CONTINUE_INSTRUCTION",
+    "REASONING",
+    "TEXT",
+    "ChatMessage",
+    "Delta",
+    "Finish",
+    "Provider",
+    "ProviderError",
+    "get_provider",
+    "provider_class",
+]
