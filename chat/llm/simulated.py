@@ -146,7 +146,7 @@ class SimulatedProvider(Provider):
         self.malformed_after = malformed_after
 
     @classmethod
-    def from_settings(cls, *, model: str = "", variant: int = 0) -> "SimulatedProvider":
+    def from_settings(cls, *, model: str = "", variant: int = 0, options: dict | None = None) -> "SimulatedProvider":
         return cls(
             model=model,
             variant=variant,
