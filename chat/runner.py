@@ -131,6 +131,13 @@ class GenerationRun:
         self.last_token_at = 0.0  # Loop time of the last token from upstream (or of the start).
         self.stall_timer: asyncio.TimerHandle | None = None
 
+    # What a follower (stream.Follow) reads of a run: `first_seq`, `end`, `alive` and `tokens_after`.
+
+    @property
+    def alive(self) -> bool:
+        """Still running here: its tokens and its end will come from this run."""
+        return self.task is not None and not self.task.done()
+
     def tokens_after(self, seq: int) -> list[Token]:
         """This run's tokens after `seq`, one event per part."""
         events = []
