@@ -2,9 +2,9 @@
 
 import pytest
 
-from chat import answers
 from chat.db import db_work
 from chat.models import Generation, TokenChunk
+from chat.streaming import answers
 from tests.support import factories
 
 # answers hands its reads to database threads: rows must be committed to be seen there.

@@ -14,8 +14,8 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse
 from django.urls import path
 
-from chat import reaper
-from chat.handler import ASGIHandler
+from chat.server.handler import ASGIHandler
+from chat.streaming import reaper
 
 views = {}
 

@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
-from chat.events import Token
-from chat.hub import Hub, Subscription
+from chat.streaming.events import Token
+from chat.streaming.hub import Hub, Subscription
 from tests.conftest import require_redis
 from tests.support.server import REDIS_URL
 

@@ -3,7 +3,7 @@
 Daphne does not send lifespan events; chat.runner hooks into its reactor instead.
 """
 
-from .runner import shutdown_runs
+from ..streaming.shutdown import shutdown_runs
 
 
 async def lifespan_app(scope, receive, send):
