@@ -60,7 +60,7 @@ INSTALLED_APPS = [
 ]
 
 # Django's and django-csp's middleware, each subclassed to run its hooks on the
-# event loop rather than a thread per hook (chat/middleware.py says why).
+# event loop rather than a thread per hook (chat/server/middleware.py says why).
 MIDDLEWARE = [
     "chat.server.middleware.SecurityMiddleware",
     "chat.server.middleware.CSPMiddleware",

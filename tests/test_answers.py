@@ -1,4 +1,4 @@
-"""Reading a stored answer (chat/answers.py) while its run is still writing it: the real database, no server."""
+"""Reading a stored answer (chat/streaming/answers.py) while its run is still writing it: the real database, no server."""
 
 import pytest
 

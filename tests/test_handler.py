@@ -1,4 +1,4 @@
-"""chat.handler: each request is freed as soon as it is served, and a client that leaves still cancels its view.
+"""chat.server.handler: each request is freed as soon as it is served, and a client that leaves still cancels its view.
 
 Django's own handler is the control: the same request leaves its request
 object in a reference cycle, which only a full garbage collection frees.

@@ -1,4 +1,4 @@
-"""The hub (chat/hub.py): its inbox on its own, then two hubs on a real Redis; no server, no database."""
+"""The hub (chat/streaming/hub.py): its inbox on its own, then two hubs on a real Redis; no server, no database."""
 
 import asyncio
 import uuid

@@ -1,4 +1,4 @@
-"""The token writer (chat/writer.py) on its own: fake runs, the real database, no server."""
+"""The token writer (chat/streaming/writer.py) on its own: fake runs, the real database, no server."""
 
 import asyncio
 from dataclasses import dataclass, field

@@ -1,6 +1,6 @@
 """ASGI lifespan: on shutdown, stop the running generations cleanly (uvicorn, hypercorn).
 
-Daphne does not send lifespan events; chat.runner hooks into its reactor instead.
+Daphne does not send lifespan events; chat.streaming.runner hooks into its reactor instead.
 """
 
 from ..streaming.shutdown import shutdown_runs

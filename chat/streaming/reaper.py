@@ -1,6 +1,6 @@
 """The orphan reaper: end the generations whose process died.
 
-Each process heartbeats the generations it runs (chat.runner). A generation
+Each process heartbeats the generations it runs (chat.streaming.runner). A generation
 still `queued` or `streaming` whose heartbeat (or, if it never had one, its
 creation) is older than CHAT_HEARTBEAT_STALE_S has lost its worker: it was
 killed, or its machine died. The reaper ends it `interrupted` / `worker_lost`,

@@ -13,7 +13,7 @@ subscriber ever sees an end that the database does not have.
 
 The same run serves both modes (CHAT_RUNNER). In-process, the web process that
 took the POST starts it. In worker mode, a worker process claims the queued
-generation (chat.workers) and starts it after its persisted tokens; it then
+generation (chat.streaming.workers) and starts it after its persisted tokens; it then
 publishes each token only once it is persisted, so a worker that dies takes
 no token a client saw with it, and the next run goes on from exactly where
 every client is. A worker that stops hands its runs on instead of ending them.

@@ -84,7 +84,7 @@ async def authenticated(handler, request, kwargs) -> HttpResponse:
 
 
 async def holding_a_stream_slot(handler, request, user, kwargs) -> HttpResponse:
-    """A live read is an open stream: it counts toward the user's and the process's limits (chat/admission.py)."""
+    """A live read is an open stream: it counts toward the user's and the process's limits (chat/server/admission.py)."""
     admission = get_admission()
     try:
         slot = await admission.open_stream(user.pk)
