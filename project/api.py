@@ -16,7 +16,7 @@ from chat.errors import ApiError, error_body
 logger = logging.getLogger("chat.api")
 
 DOCS_DIR = FilePath(settings.BASE_DIR) / "docs"
-GUIDES = {"protocol.md", "mobile.md"}
+GUIDES = {"protocol.md", "mobile.md", "ai-sdk.md"}
 
 DESCRIPTION = """\
 Conversations with an LLM whose answers stream over Server-Sent Events and WebSockets and resume by event id.
