@@ -1,0 +1,154 @@
+"""The AI SDK's own client (`ai` on Node, pinned in tests/ai_sdk) against a live server.
+
+`DefaultChatTransport` sends and reconnects, `readUIMessageStream` builds the
+message, exactly as `useChat` does: the message it ends with must be the stored
+one, also when the connection is cut mid-answer and the client reconnects.
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_service
+from tests.support.api import api_client
+from tests.support.proxy import FaultProxy
+
+CLIENT_DIR = Path(__file__).parent / "ai_sdk"
+SCRIPT = CLIENT_DIR / "chat_client.mjs"
+TIMEOUT_S = 120
+
+
+@pytest.fixture(autouse=True)
+def node_client():
+    require_service(shutil.which("node") is not None, "node is not installed")
+    require_service((CLIENT_DIR / "node_modules" / "ai").exists(), "the ai package is not installed (make ai-sdk-deps)")
+
+
+class NodeChat:
+    """One run of chat_client.mjs: its output lines, read as they come."""
+
+    def __init__(self, base: str, token: str, **config):
+        self.config = {"base": base, "token": token, **config}
+        self.lines: list[dict] = []
+
+    async def run(self, on_line=None) -> list[dict]:
+        node = await asyncio.create_subprocess_exec(
+            "node", str(SCRIPT), json.dumps(self.config), cwd=CLIENT_DIR,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=os.environ.copy(),
+        )
+        try:
+            async with asyncio.timeout(TIMEOUT_S):
+                while line := await node.stdout.readline():
+                    self.lines.append(json.loads(line))
+                    if on_line is not None:
+                        await on_line(self.lines[-1])
+                await node.wait()
+        finally:
+            if node.returncode is None:
+                node.kill()
+                await node.wait()
+        stderr = (await node.stderr.read()).decode()
+        assert node.returncode == 0, stderr
+        return self.lines
+
+    def last(self, kind: str) -> dict:
+        found = [line for line in self.lines if line["type"] == kind]
+        assert found, f"no {kind!r} line in {self.lines}"
+        return found[-1]
+
+
+def parts(message: dict) -> list[tuple[str, str]]:
+    """A UIMessage's reasoning and text parts: what the user sees."""
+    return [(part["type"], part["text"]) for part in message["parts"] if part["type"] in ("reasoning", "text")]
+
+
+async def stored_ui_messages(client, chat_id: str) -> list[dict]:
+    response = await client.http.get(f"/api/ai-sdk/chat/{chat_id}/messages")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.fixture
+def slow_server(start_server):
+    return start_server("sqlite", CHAT_SIMULATED_TOKENS_PER_S=30)
+
+
+async def test_an_answer_arrives_as_the_stored_message(server, alice_api):
+    chat_id = uuid.uuid4().hex
+    chat = NodeChat(server.url, alice_api.token, chatId=chat_id, scenario="send", text="Tell me about streams")
+    await chat.run()
+    message = chat.last("final")["message"]
+    stored = await alice_api.wait_terminal(message["metadata"]["generationId"])
+    assert message["role"] == "assistant" and message["id"] == str(stored["assistant_message_id"])
+    assert parts(message) == [("text", stored["text"])] and stored["text"]
+    assert message["metadata"] == {"generationId": stored["id"], "status": "complete"}
+    user, answer = await stored_ui_messages(alice_api, chat_id)
+    assert parts(user) == [("text", "Tell me about streams")]
+    assert answer["id"] == message["id"] and parts(answer) == parts(message)
+    assert [p["type"] for p in answer["parts"]] == [p["type"] for p in message["parts"]], "step-start too"
+
+
+async def test_a_cut_and_reconnect_end_with_the_same_message(slow_server):
+    """The proxy cuts the response mid-answer; reconnectToStream replays it: nothing lost, nothing doubled."""
+    async with api_client(slow_server.url, "alice") as alice:
+        chat_id = uuid.uuid4().hex
+        with FaultProxy(slow_server.port) as proxy:
+            cut = False
+
+            async def cut_mid_answer(line):
+                nonlocal cut
+                if not cut and line["type"] == "update" and line["text"]:
+                    cut = await asyncio.to_thread(proxy.cut) > 0
+
+            chat = NodeChat(proxy.url, alice.token, chatId=chat_id, scenario="send", text="hello")
+            await chat.run(on_line=cut_mid_answer)
+        assert cut, "the proxy cut no live connection"
+        before = chat.last("cut")["message"]
+        final = chat.last("final")["message"]
+        assert final is not None, "the answer was no longer running: the server answered too fast to cut"
+        stored = await alice.wait_terminal(final["metadata"]["generationId"])
+        assert parts(final) == [("text", stored["text"])]
+        assert stored["text"].startswith(parts(before)[0][1]) and parts(before)[0][1] != stored["text"]
+        assert final["id"] == before["id"]
+        assert parts((await stored_ui_messages(alice, chat_id))[-1]) == parts(final)
+
+
+async def test_reconnect_with_nothing_running_is_null(server, alice_api):
+    chat_id = uuid.uuid4().hex
+    await NodeChat(server.url, alice_api.token, chatId=chat_id, scenario="send", text="hi").run()
+    chat = NodeChat(server.url, alice_api.token, chatId=chat_id, scenario="resume")
+    await chat.run()
+    assert chat.last("final")["message"] is None
+
+
+async def test_regenerate_makes_a_new_version(server, alice_api):
+    chat_id = uuid.uuid4().hex
+    first = NodeChat(server.url, alice_api.token, chatId=chat_id, scenario="send", text="hello")
+    await first.run()
+    answer = first.last("final")["message"]
+    history = await stored_ui_messages(alice_api, chat_id)
+    again = NodeChat(server.url, alice_api.token, chatId=chat_id, scenario="regenerate", messageId=answer["id"],
+                     messages=history)
+    await again.run()
+    version = again.last("final")["message"]
+    old = await alice_api.wait_terminal(answer["metadata"]["generationId"])
+    new = await alice_api.wait_terminal(version["metadata"]["generationId"])
+    assert version["id"] != answer["id"]
+    assert new["user_message_id"] == old["user_message_id"], "an answer to the same message: a version"
+    assert parts(version) == [("text", new["text"])] and new["text"] != old["text"]
+    assert [m["id"] for m in await stored_ui_messages(alice_api, chat_id)] == [history[0]["id"], version["id"]]
+
+
+async def test_an_unknown_model_is_a_clear_error(server, alice_api):
+    chat = NodeChat(server.url, alice_api.token, chatId=uuid.uuid4().hex, scenario="send", text="hi",
+                    model="no-such-model")
+    await chat.run()
+    error = chat.last("error")
+    assert error["status"] == 400
+    body = json.loads(error["body"])["error"]
+    assert body["code"] == "unknown_model" and "no-such-model" in body["message"]
