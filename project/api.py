@@ -28,6 +28,9 @@ Conversations with an LLM whose answers stream over Server-Sent Events and WebSo
 `GET /api/generations/{id}/stream` (SSE, resumable with `Last-Event-ID`), the same events over a
 WebSocket at `/ws/generations/{id}/`, and `json` events for `response_format: "json"`.
 
+**The AI SDK.** `POST /api/ai-sdk/chat` answers the Vercel AI SDK's `useChat` (`DefaultChatTransport`) in its UI
+message stream protocol, resumable at `GET /api/ai-sdk/chat/{id}/stream`. See [the AI SDK guide](/api/guide/ai-sdk.md).
+
 **Live events.** `GET /api/events/` is the user's own Server-Sent Events channel: conversation created,
 renamed and deleted, and generation started, completed, interrupted, failed and cancelled. It resumes by its
 own `Last-Event-ID`. See [the mobile guide](/api/guide/mobile.md).
