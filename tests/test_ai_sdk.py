@@ -14,6 +14,7 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from tests.support.api import api_client, error_of
+from tests.support.client import connection_rows
 from tests.support.wait import eventually
 
 CHAT = "/api/ai-sdk/chat"
@@ -220,14 +221,48 @@ async def test_regenerate_makes_a_new_version(server, alice_api):
 
 
 async def test_stop_cancels_the_running_answer(slow_alice):
+    """The SDK's stop() only disconnects; the chat's cancel ends the answer, and its stream says so."""
     chat_id = new_chat_id()
     _, events = await read_ui_stream(slow_alice.http, "POST", CHAT, json=chat_body(chat_id, "hi"), cut_after_deltas=1)
     generation_id = events[0][1]["messageMetadata"]["generationId"]
-    response = await slow_alice.http.post(f"{CHAT}/{chat_id}/cancel")
-    assert response.status_code == 204
+    chunks = []
+    async with aconnect_sse(slow_alice.http, "GET", f"{CHAT}/{chat_id}/stream") as source:
+        assert source.response.status_code == 200, "still running after the disconnect"
+        async for event in source.aiter_sse():
+            chunks.append("[DONE]" if event.data == "[DONE]" else json.loads(event.data))
+            if len(chunks) == 1:
+                assert (await slow_alice.http.post(f"{CHAT}/{chat_id}/cancel")).status_code == 204
+            if chunks[-1] == "[DONE]":
+                break
     stored = await slow_alice.wait_terminal(generation_id)
     assert stored["status"] == "cancelled"
+    assert [c if c == "[DONE]" else c["type"] for c in chunks[-5:]] == [
+        "text-end", "abort", "finish-step", "finish", "[DONE]"
+    ]
+    assert chunks[-2]["finishReason"] == "other" and chunks[-2]["messageMetadata"]["status"] == "cancelled"
+    assert text_of(rebuild(chunks)) == stored["text"], "the partial answer, kept"
     assert (await slow_alice.http.post(f"{CHAT}/{chat_id}/cancel")).status_code == 204  # Nothing left to stop.
+
+
+async def test_an_interrupted_answer_ends_with_the_error_chunk(start_server):
+    """The model's stream breaks after 5 tokens: the answer ends interrupted, its text kept."""
+    server = start_server("sqlite", CHAT_SIMULATED_FAIL_AFTER=5)
+    async with api_client(server.url, "alice") as alice:
+        chat_id = new_chat_id()
+        _, events = await read_ui_stream(alice.http, "POST", CHAT, json=chat_body(chat_id, "hi"))
+        stored = await alice.wait_terminal(events[0][1]["messageMetadata"]["generationId"])
+        chunks = [chunk for _, chunk in events]
+        assert stored["status"] == "interrupted" and stored["reason"] == "upstream_error" and stored["text"]
+        assert [c if c == "[DONE]" else c["type"] for c in chunks[-5:]] == [
+            "text-end", "error", "finish-step", "finish", "[DONE]"
+        ]
+        assert "interrupted (upstream_error)" in chunks[-4]["errorText"]
+        assert chunks[-2]["finishReason"] == "interrupted"
+        assert text_of(rebuild(chunks)) == stored["text"]
+        answer = (await ui_messages(alice, chat_id))[-1]
+        assert answer["parts"][-1]["text"] == stored["text"] and answer["metadata"]["status"] == "interrupted"
+        rows = await connection_rows(server, stored["id"], 1)
+        assert rows[0]["transport"] == "ai_sdk" and rows[0]["end_reason"] == "completed"
 
 
 async def test_session_needs_csrf(server, alice):
