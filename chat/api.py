@@ -482,10 +482,14 @@ async def ai_sdk_chat(request, payload: ChatRequestIn):
     slot = await admission.open_stream(request.auth.pk)  # Refused (429) before anything is created.
     try:
         if payload.trigger == "submit-message":
-            content = payload.new_message_text()
+            client_id, content = payload.new_message()
             conversation = await actions.chat_open(owner=request.auth, chat_id=payload.id, title=chat_title(content))
             answer = await actions.chat_submit(
-                conversation=conversation, content=content, model=payload.model, message_id=payload.messageId
+                conversation=conversation,
+                client_id=client_id,
+                content=content,
+                model=payload.model,
+                message_id=payload.messageId,
             )
         else:
             conversation = await actions.chat_conversation(owner=request.auth, chat_id=payload.id)
@@ -528,6 +532,7 @@ async def ai_sdk_resume(request, chat_id: str = ChatId):
 @router.get(
     "/ai-sdk/chat/{chat_id}/messages",
     response={200: list[UIMessageOut], **errors(400, 401, 404)},
+    exclude_none=True,
     tags=["ai-sdk"],
 )
 async def ai_sdk_messages(request, chat_id: str = ChatId):
@@ -550,7 +555,9 @@ async def ai_sdk_messages(request, chat_id: str = ChatId):
 
 def ui_message(message: Message, generation: dict | None) -> dict:
     if message.role != Message.Role.ASSISTANT:
-        return {"id": str(message.id), "role": message.role, "parts": [{"type": "text", "text": message.content}]}
+        # A user message keeps the id its client gave it, so the client's copy and this one are one message.
+        message_id = message.client_id or str(message.id)
+        return {"id": message_id, "role": message.role, "parts": [{"type": "text", "text": message.content}]}
     parts = [{"type": "step-start"}]
     for kind, text in (("reasoning", getattr(message, "reasoning", "")), ("text", message.content)):
         if text:

@@ -279,12 +279,12 @@ class ChatRequestIn(Schema):
         None,
         max_length=200,
         description="regenerate-message: the answer to make a new version of (default: the newest). "
-        "submit-message: a user message of the server's being edited (the edit is a branch).",
+        "submit-message: the user message being edited (its id in the client or the server's; the edit is a branch).",
     )
     model: str | None = model_field()
 
-    def new_message_text(self) -> str:
-        """The new user message's text (its text parts, joined): a 400 when there is none, or it is too long."""
+    def new_message(self) -> tuple[str, str]:
+        """The new user message's id and text (its text parts, joined): a 400 when there is none, or it is too long."""
         if not self.messages or self.messages[-1].role != "user":
             raise ApiError(400, "invalid", "submit-message needs the new user message last in messages.", "messages")
         text = "\n".join(part.text for part in self.messages[-1].parts if part.type == "text" and part.text)
@@ -295,11 +295,14 @@ class ChatRequestIn(Schema):
             raise ApiError(400, "invalid", f"The message is {len(text)} characters; the limit is {limit}.", "messages")
         if "\x00" in text:
             raise ApiError(400, "invalid", "The message must not contain NUL (U+0000) characters.", "messages")
-        return text
+        return self.messages[-1].id, text
 
 
 class UIMessageOut(Schema):
-    id: str = Field(description="The server's message id (an assistant message's is the `start` chunk's messageId).")
+    id: str = Field(
+        description="A user message's: the id its client gave it (else the server's). An answer's: the server's, "
+        "the `start` chunk's messageId."
+    )
     role: Literal["user", "assistant", "system"]
     parts: list[dict] = Field(
         description='`{"type": "text", "text"}` and `{"type": "reasoning", "text"}`, after a `step-start` in an answer.'

@@ -20,9 +20,9 @@ from tests.support.wait import eventually
 CHAT = "/api/ai-sdk/chat"
 
 
-def chat_body(chat_id: str, text: str, **extra) -> dict:
+def chat_body(chat_id: str, text: str, *, message_id: str | None = None, **extra) -> dict:
     """What DefaultChatTransport sends for sendMessage({text}) (the client's own ids)."""
-    message = {"id": uuid.uuid4().hex[:16], "role": "user", "parts": [{"type": "text", "text": text}]}
+    message = {"id": message_id or uuid.uuid4().hex[:16], "role": "user", "parts": [{"type": "text", "text": text}]}
     return {"id": chat_id, "messages": [message], "trigger": "submit-message", **extra}
 
 
@@ -85,7 +85,8 @@ async def ui_messages(client, chat_id: str) -> list[dict]:
 
 async def test_a_chat_turn_streams_the_stored_answer(server, alice_api):
     chat_id = new_chat_id()
-    response, events = await read_ui_stream(alice_api.http, "POST", CHAT, json=chat_body(chat_id, "hello there"))
+    body = chat_body(chat_id, "hello there")
+    response, events = await read_ui_stream(alice_api.http, "POST", CHAT, json=body)
     assert response.status_code == 200
     assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
     assert response.headers["content-type"].startswith("text/event-stream")
@@ -106,7 +107,7 @@ async def test_a_chat_turn_streams_the_stored_answer(server, alice_api):
     assert text_of(message) == stored["text"] and stored["text"]
     assert delta_ids[-1] == stored["last_seq"] == ids[-1]
     user, answer = await ui_messages(alice_api, chat_id)
-    assert user["role"] == "user" and user["parts"] == [{"type": "text", "text": "hello there"}]
+    assert user == {"id": body["messages"][0]["id"], "role": "user", "parts": [{"type": "text", "text": "hello there"}]}
     assert answer == {
         "id": message["id"],
         "role": "assistant",
@@ -218,6 +219,32 @@ async def test_regenerate_makes_a_new_version(server, alice_api):
     messages = await ui_messages(alice_api, chat_id)
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert messages[-1]["id"] == events[0][1]["messageId"]
+
+
+async def test_an_edit_posts_in_the_edited_messages_place(server, alice_api):
+    """The SDK's edit (sendMessage with a messageId, the client's own): a branch beside the edited message."""
+    chat_id = new_chat_id()
+    for text, message_id in [("first", "u1"), ("second", "u2")]:
+        _, events = await read_ui_stream(alice_api.http, "POST", CHAT, json=chat_body(chat_id, text, message_id=message_id))
+        await alice_api.wait_terminal(events[0][1]["messageMetadata"]["generationId"])
+    edit = chat_body(chat_id, "second, edited", message_id="u2", messageId="u2")
+    _, events = await read_ui_stream(alice_api.http, "POST", CHAT, json=edit)
+    await alice_api.wait_terminal(events[0][1]["messageMetadata"]["generationId"])
+    messages = await ui_messages(alice_api, chat_id)
+    assert [(m["role"], text_of(m)) for m in messages if m["role"] == "user"] == [("user", "first"), ("user", "second, edited")]
+    assert len(messages) == 4 and messages[-1]["id"] == events[0][1]["messageId"]
+    response = await alice_api.http.get(f"/api/conversations/{(await conversation_of(alice_api, chat_id))}/messages")
+    assert sorted(m["content"] for m in response.json()["items"] if m["role"] == "user") == [
+        "first", "second", "second, edited"
+    ], "the edited message stays, as a branch"
+    unknown = chat_body(chat_id, "x", messageId="never-sent")
+    assert error_of(await alice_api.http.post(CHAT, json=unknown), 404)["field"] == "messageId"
+
+
+async def conversation_of(client, chat_id: str) -> int:
+    """The conversation id of a chat, through the answer's generation."""
+    answer = (await ui_messages(client, chat_id))[-1]
+    return (await client.generation(answer["metadata"]["generationId"]))["conversation_id"]
 
 
 async def test_stop_cancels_the_running_answer(slow_alice):

@@ -88,7 +88,7 @@ async def test_an_answer_arrives_as_the_stored_message(server, alice_api):
     assert parts(message) == [("text", stored["text"])] and stored["text"]
     assert message["metadata"] == {"generationId": stored["id"], "status": "complete"}
     user, answer = await stored_ui_messages(alice_api, chat_id)
-    assert parts(user) == [("text", "Tell me about streams")]
+    assert parts(user) == [("text", "Tell me about streams")] and user["id"] == "client-user-1", "the client's id"
     assert answer["id"] == message["id"] and parts(answer) == parts(message)
     assert [p["type"] for p in answer["parts"]] == [p["type"] for p in message["parts"]], "step-start too"
 

@@ -35,17 +35,25 @@ async def chat_open(*, owner, chat_id: str, title: str) -> Conversation:
     return conversation
 
 
-async def chat_submit(*, conversation: Conversation, content: str, model: str | None, message_id: str | None) -> Answer:
-    """Post the user's new message after the chat's newest one; with `message_id` (an edit), in that message's place.
+async def chat_submit(
+    *, conversation: Conversation, client_id: str, content: str, model: str | None, message_id: str | None
+) -> Answer:
+    """Post the user's new message (`client_id`: its id in the client) after the chat's newest one.
 
-    An edit keeps the edited message as a branch, as editing on the chat page does.
+    With `message_id` (the SDK's edit of a user message), in that message's
+    place: the edited one stays, as a branch, as on the chat page.
     """
     parent_id = NEWEST
     if message_id is not None:
         edited = await chat_message(conversation, message_id, Message.Role.USER)
         parent_id = edited.parent_id
     return await message_post(
-        conversation_id=conversation.pk, owner_id=conversation.owner_id, content=content, model=model, parent_id=parent_id
+        conversation_id=conversation.pk,
+        owner_id=conversation.owner_id,
+        content=content,
+        model=model,
+        parent_id=parent_id,
+        client_id=client_id,
     )
 
 
@@ -64,16 +72,19 @@ async def chat_regenerate(*, conversation: Conversation, message_id: str | None,
 
 
 async def chat_message(conversation: Conversation, message_id: str, role: str) -> Message:
-    """The chat's message of this id (an id this server gave: GET /api/ai-sdk/chat/<id>/messages) and role."""
+    """The chat's message of this id and role: a user message's client id, or an id of the server's."""
+    messages = conversation.messages.filter(role=role)
     message = None
-    if message_id.isascii() and message_id.isdigit() and len(message_id) <= 18:
-        message = await conversation.messages.filter(pk=int(message_id), role=role).afirst()
+    if role == Message.Role.USER:
+        message = await messages.filter(client_id=message_id).order_by("-pk").afirst()
+    if message is None and message_id.isascii() and message_id.isdigit() and len(message_id) <= 18:
+        message = await messages.filter(pk=int(message_id)).afirst()
     if message is None:
         raise ApiError(
             404,
             "not_found",
-            f"No {role} message {message_id[:40]!r} in this chat: message ids are the server's "
-            "(the `start` chunk's messageId, or GET /api/ai-sdk/chat/<id>/messages).",
+            f"No {role} message {message_id[:40]!r} in this chat (an answer's id is the `start` chunk's "
+            "messageId; GET /api/ai-sdk/chat/<id>/messages lists them all).",
             "messageId",
         )
     return message
