@@ -152,3 +152,33 @@ async def test_an_unknown_model_is_a_clear_error(server, alice_api):
     assert error["status"] == 400
     body = json.loads(error["body"])["error"]
     assert body["code"] == "unknown_model" and "no-such-model" in body["message"]
+
+
+async def test_use_chats_own_state_ends_with_the_stored_chat_after_a_cut(slow_server):
+    """useChat's Chat: sendMessage through a proxy that cuts mid-answer, then resumeStream(), as `resume: true` does.
+
+    The chat it holds is the stored one: the same messages and ids, the answer once, its parts whole.
+    """
+    async with api_client(slow_server.url, "alice") as alice:
+        chat_id = uuid.uuid4().hex
+        with FaultProxy(slow_server.port) as proxy:
+            cut = False
+
+            async def cut_mid_answer(line):
+                nonlocal cut
+                if not cut and line["type"] == "update" and line["text"]:
+                    cut = await asyncio.to_thread(proxy.cut) > 0
+
+            chat = NodeChat(proxy.url, alice.token, chatId=chat_id, scenario="chat", text="hello")
+            await chat.run(on_line=cut_mid_answer)
+        assert cut, "the proxy cut no live connection"
+        assert chat.last("cut")["message"]["role"] == "assistant", "cut mid-answer"
+        held = chat.last("chat")
+        assert held["status"] == "ready", held
+        stored = await stored_ui_messages(alice, chat_id)
+        await alice.wait_terminal(stored[-1]["metadata"]["generationId"])
+        stored = await stored_ui_messages(alice, chat_id)
+        assert [(m["id"], m["role"], parts(m)) for m in held["messages"]] == [
+            (m["id"], m["role"], parts(m)) for m in stored
+        ]
+        assert stored[-1]["metadata"]["status"] == "complete" and parts(stored[-1])[0][1]

@@ -4,7 +4,8 @@
 //   {"type": "cut", "message", "error"}       the stream broke before its end
 //   {"type": "final", "message"}              the message the client ends with (null: nothing to resume)
 //   {"type": "error", "status", "body"}       the request was refused
-import { DefaultChatTransport, readUIMessageStream } from "ai"
+//   {"type": "chat", "status", "messages"}    scenario "chat": what useChat's Chat holds after the turn
+import { AbstractChat, DefaultChatTransport, readUIMessageStream } from "ai"
 
 const { base, token, chatId, scenario, text, model, messageId, messages = [] } = JSON.parse(process.argv[2])
 
@@ -44,7 +45,39 @@ async function send(trigger) {
   }
 }
 
-if (scenario === "resume") {
+// useChat's own state machine (AbstractChat, which @ai-sdk/react wraps), over plain arrays.
+class ArrayState {
+  constructor(messages) {
+    this.messages = messages
+    this.status = "ready"
+    this.error = undefined
+  }
+  pushMessage(message) { this.messages = [...this.messages, message]; this.changed() }
+  popMessage() { this.messages = this.messages.slice(0, -1); this.changed() }
+  replaceMessage(index, message) { this.messages = this.messages.with(index, message); this.changed() }
+  snapshot(thing) { return structuredClone(thing) }
+  changed() {
+    const last = this.messages.at(-1)
+    if (last?.role === "assistant") out({ type: "update", text: joined(last, "text"), reasoning: joined(last, "reasoning") })
+  }
+}
+
+class Chat extends AbstractChat {
+  constructor({ messages = [], ...init }) {
+    super({ ...init, state: new ArrayState(messages) })
+  }
+}
+
+if (scenario === "chat") {
+  // sendMessage; if the connection breaks, resumeStream() as `resume: true` does on the next mount.
+  const chat = new Chat({ id: chatId, transport, messages })
+  await chat.sendMessage({ text })
+  if (chat.status === "error") {
+    out({ type: "cut", message: chat.messages.at(-1), error: String(chat.error) })
+    await chat.resumeStream()
+  }
+  out({ type: "chat", status: chat.status, messages: chat.messages })
+} else if (scenario === "resume") {
   const stream = await transport.reconnectToStream({ chatId })
   out({ type: "final", message: stream === null ? null : (await read(stream)).message })
 } else {
