@@ -20,6 +20,7 @@ from .auth import atoken_issue, token_revoke
 from .db import db_work
 from .errors import ApiError
 from .jsonstream import InvalidJson, parse_document
+from .llm import REASONING, TEXT
 from .llm.catalog import chat_models, model_named
 from .models import Conversation, Generation, Message
 from .pagination import MAX_ID, decode_cursor, encode_cursor, valid_id
@@ -83,6 +84,7 @@ def message_out(message: Message) -> dict:
         "conversation_id": message.conversation_id,
         "role": message.role,
         "content": message.content,
+        "reasoning": message.reasoning,
         "created_at": message.created_at,
         "parent_id": message.parent_id,
     }
@@ -96,7 +98,7 @@ async def generation_out(generation: Generation, *, with_text: bool = True) -> d
     data = {
         field: getattr(generation, field)
         for field in GenerationOut.model_fields
-        if hasattr(generation, field) and field not in ("text", "reason", "stream_url", "ws_url", "timings")
+        if hasattr(generation, field) and field not in ("text", "reasoning", "reason", "stream_url", "ws_url", "timings")
     }
     data["reason"] = generation.interrupt_reason
     data.update(stream_urls(generation.id))
@@ -106,7 +108,8 @@ async def generation_out(generation: Generation, *, with_text: bool = True) -> d
     }
     data["json"] = None
     if with_text:
-        data["text"], data["last_seq"] = await db_work(persisted_answer)(generation)
+        answer, data["last_seq"] = await db_work(persisted_answer)(generation)
+        data["text"], data["reasoning"] = answer.text, answer.reasoning
         if generation.response_format == "json" and generation.is_terminal:
             try:
                 data["json"] = parse_document(data["text"])
@@ -274,7 +277,9 @@ async def list_messages(
         generations = (
             Generation.objects.filter(assistant_message_id__in=assistant_ids)
             .order_by("first_seq", "created_at")
-            .values("id", "status", "model", "response_format", "assistant_message_id", "user_message_id")
+            .values(
+                "id", "status", "model", "response_format", "reasoning_ms", "assistant_message_id", "user_message_id"
+            )
         )
         async for row in generations:
             answering[row["assistant_message_id"]] = row
@@ -288,6 +293,7 @@ async def list_messages(
                 "status": row["status"],
                 "model": row["model"],
                 "response_format": row["response_format"],
+                "reasoning_ms": row["reasoning_ms"],
                 **stream_urls(row["id"]),
             }
         items.append(item)
@@ -559,7 +565,7 @@ def ui_message(message: Message, generation: dict | None) -> dict:
         message_id = message.client_id or str(message.id)
         return {"id": message_id, "role": message.role, "parts": [{"type": "text", "text": message.content}]}
     parts = [{"type": "step-start"}]
-    for kind, text in (("reasoning", getattr(message, "reasoning", "")), ("text", message.content)):
+    for kind, text in ((REASONING, message.reasoning), (TEXT, message.content)):
         if text:
             parts.append({"type": kind, "text": text, "state": "done"})
     metadata = message_metadata(generation["id"], generation["status"]) if generation else None

@@ -72,7 +72,7 @@ class UIMessageStream:
         return b"".join(out)
 
     def token(self, event: Token) -> list[bytes]:
-        kind = getattr(event, "part", TEXT)
+        kind = event.part
         out = self.open(kind, event.first_seq) if self.part is None or self.part[0] != kind else []
         out.append(chunk(event.last_seq, {"type": f"{kind}-delta", "id": self.part[1], "delta": event.text}))
         self.seq = event.last_seq
@@ -85,7 +85,7 @@ class UIMessageStream:
             # Drops the parts of the step (the message's one step) on the client, whatever it holds.
             out.append(chunk(self.seq, {"type": "reset-step"}))
             self.part = None
-        for kind, text in ((REASONING, getattr(event, "reasoning", "")), (TEXT, event.text)):
+        for kind, text in ((REASONING, event.reasoning), (TEXT, event.text)):
             if text:
                 out += self.open(kind, event.first_seq)
                 out.append(chunk(event.last_seq, {"type": f"{kind}-delta", "id": self.part[1], "delta": text}))

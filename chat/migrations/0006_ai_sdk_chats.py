@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0004_message_branches_and_models'),
+        ('chat', '0005_parts'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
