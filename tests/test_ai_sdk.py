@@ -13,9 +13,12 @@ import uuid
 import pytest
 from httpx_sse import aconnect_sse
 
+from chat.llm.simulated import SimulatedProvider
 from tests.support.api import api_client, error_of
 from tests.support.client import connection_rows
 from tests.support.wait import eventually
+
+REASONING_MODEL = SimulatedProvider.REASONING_MODEL
 
 CHAT = "/api/ai-sdk/chat"
 
@@ -73,8 +76,8 @@ def rebuild(chunks) -> dict:
     return {"id": message_id, "parts": parts}
 
 
-def text_of(message: dict) -> str:
-    return "".join(part["text"] for part in message["parts"] if part["type"] == "text")
+def text_of(message: dict, kind: str = "text") -> str:
+    return "".join(part["text"] for part in message["parts"] if part["type"] == kind)
 
 
 async def ui_messages(client, chat_id: str) -> list[dict]:
@@ -115,6 +118,28 @@ async def test_a_chat_turn_streams_the_stored_answer(server, alice_api):
         "metadata": {"generationId": generation_id, "status": "complete"},
     }
     assert answer["id"] == str(stored["assistant_message_id"])
+
+
+async def test_reasoning_streams_as_a_reasoning_part_before_the_text(server, alice_api):
+    chat_id = new_chat_id()
+    body = chat_body(chat_id, "think first", model=REASONING_MODEL)
+    _, events = await read_ui_stream(alice_api.http, "POST", CHAT, json=body)
+    chunks = [chunk for _, chunk in events]
+    kinds = [c["type"] for c in chunks if c != "[DONE]" and c["type"].split("-")[0] in ("reasoning", "text")]
+    assert kinds[0] == "reasoning-start" and kinds.index("reasoning-end") + 1 == kinds.index("text-start")
+    assert kinds[-1] == "text-end" and kinds.count("reasoning-start") == kinds.count("text-start") == 1
+    ids = [int(event_id) for event_id, _ in events]
+    assert ids == sorted(ids), "one sequence space across both parts"
+    stored = await alice_api.wait_terminal(chunks[0]["messageMetadata"]["generationId"])
+    message = rebuild(chunks)
+    assert (text_of(message, "reasoning"), text_of(message)) == (stored["reasoning"], stored["text"])
+    assert stored["reasoning"] and stored["text"]
+    answer = (await ui_messages(alice_api, chat_id))[-1]
+    assert answer["parts"] == [
+        {"type": "step-start"},
+        {"type": "reasoning", "text": stored["reasoning"], "state": "done"},
+        {"type": "text", "text": stored["text"], "state": "done"},
+    ]
 
 
 async def test_the_server_keeps_the_history_not_the_client(server, alice_api):
@@ -175,10 +200,15 @@ async def test_resume_replays_the_running_answer_from_its_start(slow_alice):
     assert chunks[-1] == "[DONE]"
 
 
-async def test_last_event_id_resumes_exactly(slow_alice):
-    """Cut after each few deltas and resume from the last id: the deltas join into the answer, each token once."""
+@pytest.mark.parametrize("model", [SimulatedProvider.DEFAULT_MODEL, REASONING_MODEL])
+async def test_last_event_id_resumes_exactly(slow_alice, model):
+    """Cut after each few deltas and resume from the last id: the deltas join into the answer, each token once.
+
+    With a reasoning model, many cuts fall inside the reasoning part.
+    """
     chat_id = new_chat_id()
-    _, events = await read_ui_stream(slow_alice.http, "POST", CHAT, json=chat_body(chat_id, "hello"), cut_after_deltas=2)
+    body = chat_body(chat_id, "hello", model=model)
+    _, events = await read_ui_stream(slow_alice.http, "POST", CHAT, json=body, cut_after_deltas=2)
     generation_id = events[0][1]["messageMetadata"]["generationId"]
     cuts = 0
     while events[-1][1] != "[DONE]":
@@ -191,18 +221,20 @@ async def test_last_event_id_resumes_exactly(slow_alice):
         assert response.status_code == 200
         first = more[0][1]
         # A response that resumes inside a part opens it again, and never repeats the start.
-        assert first["type"] in ("text-start", "finish-step"), first
+        assert first["type"] in ("reasoning-start", "text-start", "finish-step"), first
         events += more
         cuts += 1
     stored = await slow_alice.wait_terminal(generation_id)
     assert cuts >= 2
-    deltas = [(int(i), c["delta"]) for i, c in events if c != "[DONE]" and c["type"] == "text-delta"]
+    deltas = [(int(i), c) for i, c in events if c != "[DONE]" and c["type"].endswith("-delta")]
     assert [i for i, _ in deltas] == sorted(set(i for i, _ in deltas)), "each token once, in order"
+    text, reasoning = ("".join(c["delta"] for _, c in deltas if c["type"] == f"{kind}-delta") for kind in ("text", "reasoning"))
     if events[-1][1] == "[DONE]":
-        assert "".join(d for _, d in deltas) == stored["text"]
+        assert (text, reasoning) == (stored["text"], stored["reasoning"])
         assert deltas[-1][0] == stored["last_seq"]
     else:
-        assert stored["text"].startswith("".join(d for _, d in deltas))
+        assert stored["text"].startswith(text) and stored["reasoning"].startswith(reasoning)
+    assert bool(reasoning) == (model == REASONING_MODEL)
 
 
 async def test_regenerate_makes_a_new_version(server, alice_api):

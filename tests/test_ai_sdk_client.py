@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from chat.llm.simulated import SimulatedProvider
 from tests.conftest import require_service
 from tests.support.api import api_client
 from tests.support.proxy import FaultProxy
@@ -21,6 +22,7 @@ from tests.support.proxy import FaultProxy
 CLIENT_DIR = Path(__file__).parent / "ai_sdk"
 SCRIPT = CLIENT_DIR / "chat_client.mjs"
 TIMEOUT_S = 120
+REASONING_MODEL = SimulatedProvider.REASONING_MODEL
 
 
 @pytest.fixture(autouse=True)
@@ -78,14 +80,22 @@ def slow_server(start_server):
     return start_server("sqlite", CHAT_SIMULATED_TOKENS_PER_S=30)
 
 
-async def test_an_answer_arrives_as_the_stored_message(server, alice_api):
+def stored_parts(generation: dict) -> list[tuple[str, str]]:
+    """The parts of a stored answer, read through our own API (GET /api/generations/<id>)."""
+    return [(kind, generation[kind]) for kind in ("reasoning", "text") if generation[kind]]
+
+
+@pytest.mark.parametrize("model", [SimulatedProvider.DEFAULT_MODEL, REASONING_MODEL])
+async def test_an_answer_arrives_as_the_stored_message(server, alice_api, model):
     chat_id = uuid.uuid4().hex
-    chat = NodeChat(server.url, alice_api.token, chatId=chat_id, scenario="send", text="Tell me about streams")
+    chat = NodeChat(server.url, alice_api.token, chatId=chat_id, scenario="send", text="Tell me about streams",
+                    model=model)
     await chat.run()
     message = chat.last("final")["message"]
     stored = await alice_api.wait_terminal(message["metadata"]["generationId"])
     assert message["role"] == "assistant" and message["id"] == str(stored["assistant_message_id"])
-    assert parts(message) == [("text", stored["text"])] and stored["text"]
+    assert parts(message) == stored_parts(stored) and stored["text"]
+    assert [kind for kind, _ in parts(message)] == (["reasoning", "text"] if model == REASONING_MODEL else ["text"])
     assert message["metadata"] == {"generationId": stored["id"], "status": "complete"}
     user, answer = await stored_ui_messages(alice_api, chat_id)
     assert parts(user) == [("text", "Tell me about streams")] and user["id"] == "client-user-1", "the client's id"
@@ -93,8 +103,11 @@ async def test_an_answer_arrives_as_the_stored_message(server, alice_api):
     assert [p["type"] for p in answer["parts"]] == [p["type"] for p in message["parts"]], "step-start too"
 
 
-async def test_a_cut_and_reconnect_end_with_the_same_message(slow_server):
-    """The proxy cuts the response mid-answer; reconnectToStream replays it: nothing lost, nothing doubled."""
+@pytest.mark.parametrize(
+    "model, part", [(SimulatedProvider.DEFAULT_MODEL, "text"), (REASONING_MODEL, "reasoning"), (REASONING_MODEL, "text")]
+)
+async def test_a_cut_and_reconnect_end_with_the_same_message(slow_server, model, part):
+    """The proxy cuts the response inside a part; reconnectToStream replays it: nothing lost, nothing doubled."""
     async with api_client(slow_server.url, "alice") as alice:
         chat_id = uuid.uuid4().hex
         with FaultProxy(slow_server.port) as proxy:
@@ -102,19 +115,19 @@ async def test_a_cut_and_reconnect_end_with_the_same_message(slow_server):
 
             async def cut_mid_answer(line):
                 nonlocal cut
-                if not cut and line["type"] == "update" and line["text"]:
+                if not cut and line["type"] == "update" and line[part]:
                     cut = await asyncio.to_thread(proxy.cut) > 0
 
-            chat = NodeChat(proxy.url, alice.token, chatId=chat_id, scenario="send", text="hello")
+            chat = NodeChat(proxy.url, alice.token, chatId=chat_id, scenario="send", text="hello", model=model)
             await chat.run(on_line=cut_mid_answer)
         assert cut, "the proxy cut no live connection"
-        before = chat.last("cut")["message"]
+        before = dict(parts(chat.last("cut")["message"]))
         final = chat.last("final")["message"]
         assert final is not None, "the answer was no longer running: the server answered too fast to cut"
         stored = await alice.wait_terminal(final["metadata"]["generationId"])
-        assert parts(final) == [("text", stored["text"])]
-        assert stored["text"].startswith(parts(before)[0][1]) and parts(before)[0][1] != stored["text"]
-        assert final["id"] == before["id"]
+        assert parts(final) == stored_parts(stored)
+        assert stored[part].startswith(before[part]) and before[part] != stored[part], "cut inside the part"
+        assert final["id"] == chat.last("cut")["message"]["id"]
         assert parts((await stored_ui_messages(alice, chat_id))[-1]) == parts(final)
 
 
@@ -155,7 +168,7 @@ async def test_an_unknown_model_is_a_clear_error(server, alice_api):
 
 
 async def test_use_chats_own_state_ends_with_the_stored_chat_after_a_cut(slow_server):
-    """useChat's Chat: sendMessage through a proxy that cuts mid-answer, then resumeStream(), as `resume: true` does.
+    """useChat's Chat: sendMessage through a proxy that cuts mid-reasoning, then resumeStream(), as `resume: true` does.
 
     The chat it holds is the stored one: the same messages and ids, the answer once, its parts whole.
     """
@@ -166,10 +179,11 @@ async def test_use_chats_own_state_ends_with_the_stored_chat_after_a_cut(slow_se
 
             async def cut_mid_answer(line):
                 nonlocal cut
-                if not cut and line["type"] == "update" and line["text"]:
+                if not cut and line["type"] == "update" and line["reasoning"]:
                     cut = await asyncio.to_thread(proxy.cut) > 0
 
-            chat = NodeChat(proxy.url, alice.token, chatId=chat_id, scenario="chat", text="hello")
+            chat = NodeChat(proxy.url, alice.token, chatId=chat_id, scenario="chat", text="hello",
+                            model=REASONING_MODEL)
             await chat.run(on_line=cut_mid_answer)
         assert cut, "the proxy cut no live connection"
         assert chat.last("cut")["message"]["role"] == "assistant", "cut mid-answer"
@@ -181,4 +195,5 @@ async def test_use_chats_own_state_ends_with_the_stored_chat_after_a_cut(slow_se
         assert [(m["id"], m["role"], parts(m)) for m in held["messages"]] == [
             (m["id"], m["role"], parts(m)) for m in stored
         ]
-        assert stored[-1]["metadata"]["status"] == "complete" and parts(stored[-1])[0][1]
+        assert stored[-1]["metadata"]["status"] == "complete"
+        assert [kind for kind, _ in parts(stored[-1])] == ["reasoning", "text"]

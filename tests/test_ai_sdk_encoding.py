@@ -5,6 +5,7 @@ import json
 import pytest
 
 from chat.events import KEEPALIVE, End, Snapshot, Token
+from chat.llm import REASONING
 from chat.transports.ai_sdk import UIMessageStream
 
 GENERATION = "5b0c5a0e-0000-4000-8000-000000000001"
@@ -118,3 +119,59 @@ def test_a_snapshot_after_tokens_replaces_them():
         ("3", {"type": "text-start", "id": "text-1"}),
         ("9", {"type": "text-delta", "id": "text-1", "delta": "The stored answer."}),
     ]
+
+
+def test_reasoning_then_text():
+    """Each part opened before its first delta and closed when the next begins; ids one sequence across both."""
+    stream = encoder()
+    stream.head()
+    body = stream.batch([Token(1, 2, "Let me", part=REASONING), Token(3, 3, " think", part=REASONING)])
+    body += stream.batch([Token(4, 5, "Answer."), End("complete", 5)])
+    assert decoded(body)[:7] == [
+        ("0", {"type": "reasoning-start", "id": "reasoning-1"}),
+        ("2", {"type": "reasoning-delta", "id": "reasoning-1", "delta": "Let me"}),
+        ("3", {"type": "reasoning-delta", "id": "reasoning-1", "delta": " think"}),
+        ("3", {"type": "reasoning-end", "id": "reasoning-1"}),
+        ("3", {"type": "text-start", "id": "text-4"}),
+        ("5", {"type": "text-delta", "id": "text-4", "delta": "Answer."}),
+        ("5", {"type": "text-end", "id": "text-4"}),
+    ]
+
+
+def test_a_resume_inside_the_reasoning_opens_it_again():
+    stream = encoder(after_seq=2)
+    stream.head()
+    assert decoded(stream.batch([Token(3, 3, " think", part=REASONING), Token(4, 4, "Answer.")])) == [
+        ("2", {"type": "reasoning-start", "id": "reasoning-3"}),
+        ("3", {"type": "reasoning-delta", "id": "reasoning-3", "delta": " think"}),
+        ("3", {"type": "reasoning-end", "id": "reasoning-3"}),
+        ("3", {"type": "text-start", "id": "text-4"}),
+        ("4", {"type": "text-delta", "id": "text-4", "delta": "Answer."}),
+    ]
+
+
+@pytest.mark.parametrize(
+    "snapshot, next_token, chunks",
+    [
+        # Cut inside the reasoning: the reasoning part stays open for the tokens that follow.
+        (Snapshot(1, 6, "", reasoning="Thinking so far"), Token(7, 7, " more", part=REASONING), [
+            ("0", {"type": "reasoning-start", "id": "reasoning-1"}),
+            ("6", {"type": "reasoning-delta", "id": "reasoning-1", "delta": "Thinking so far"}),
+            ("7", {"type": "reasoning-delta", "id": "reasoning-1", "delta": " more"}),
+        ]),
+        # Cut inside the text: the reasoning whole and closed, the text open; only the text's delta says 9,
+        # so a client cut between the two resumes from before the snapshot, and gets it whole again.
+        (Snapshot(1, 9, "Answer", reasoning="Thought"), Token(10, 10, " on"), [
+            ("0", {"type": "reasoning-start", "id": "reasoning-1"}),
+            ("0", {"type": "reasoning-delta", "id": "reasoning-1", "delta": "Thought"}),
+            ("0", {"type": "reasoning-end", "id": "reasoning-1"}),
+            ("0", {"type": "text-start", "id": "text-1"}),
+            ("9", {"type": "text-delta", "id": "text-1", "delta": "Answer"}),
+            ("10", {"type": "text-delta", "id": "text-1", "delta": " on"}),
+        ]),
+    ],
+)
+def test_a_snapshot_with_reasoning(snapshot, next_token, chunks):
+    stream = encoder()
+    stream.head()
+    assert decoded(stream.batch([snapshot, next_token])) == chunks

@@ -85,10 +85,12 @@ class UIMessageStream:
             # Drops the parts of the step (the message's one step) on the client, whatever it holds.
             out.append(chunk(self.seq, {"type": "reset-step"}))
             self.part = None
-        for kind, text in ((REASONING, event.reasoning), (TEXT, event.text)):
-            if text:
-                out += self.open(kind, event.first_seq)
-                out.append(chunk(event.last_seq, {"type": f"{kind}-delta", "id": self.part[1], "delta": text}))
+        pieces = [(kind, text) for kind, text in ((REASONING, event.reasoning), (TEXT, event.text)) if text]
+        for index, (kind, text) in enumerate(pieces, start=1):
+            out += self.open(kind, event.first_seq)
+            # Only the last piece completes the snapshot: a client cut before it resumes from before it.
+            seq = event.last_seq if index == len(pieces) else self.seq
+            out.append(chunk(seq, {"type": f"{kind}-delta", "id": self.part[1], "delta": text}))
         self.seq = event.last_seq
         return out
 
