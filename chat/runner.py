@@ -28,7 +28,6 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from functools import partial
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -36,8 +35,7 @@ from django.db.models import DateTimeField, F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from . import live
-from .actions.ends import generation_ended
+from .actions.ends import generation_end_write, generation_ended
 from .actions.queue import may_hand_on, queue_notify
 from .answers import AnswerParts
 from .db import db_work
@@ -130,6 +128,13 @@ class GenerationRun:
         self.reading = False  # Reading upstream: what a stop interrupts.
         self.last_token_at = 0.0  # Loop time of the last token from upstream (or of the start).
         self.stall_timer: asyncio.TimerHandle | None = None
+
+    # What a follower (stream.Follow) reads of a run: `first_seq`, `end`, `alive` and `tokens_after`.
+
+    @property
+    def alive(self) -> bool:
+        """Still running here: its tokens and its end will come from this run."""
+        return self.task is not None and not self.task.done()
 
     def tokens_after(self, seq: int) -> list[Token]:
         """This run's tokens after `seq`, one event per part."""
@@ -333,8 +338,7 @@ class GenerationRun:
         if result is None:
             return  # Handed on, or another worker runs it now: not ours to end.
         self.end = result
-        # `persist_end` told the owner at its commit, unless someone else ended it (and told them).
-        await generation_ended(self.generation_id, result, hub=self.hub, owner_told=result is end)
+        await generation_ended(self.generation_id, result, hub=self.hub)
 
     async def end_for(self, outcome: Finish | _Fault) -> End:
         if isinstance(outcome, Finish):
@@ -368,37 +372,17 @@ class GenerationRun:
         """Record the end; return the end that stands (someone else's if they ended it first), None if not ours."""
         close_old_connections()
         with transaction.atomic():
-            updated = self.ours().update(
-                status=end.status,
-                finish_reason=end.finish_reason,
-                interrupt_reason=end.reason,
-                error=end.error[:2000],
-                usage=end.usage,
-                finished_at=timezone.now(),
-                **self.progress(),
-            )
-            if not updated:
+            row = {
+                "id": self.generation_id,
+                "conversation_id": self.conversation_id,
+                "user_message_id": self.user_message_id,
+                "assistant_message_id": self.assistant_message_id,
+            }
+            # The row is at hand: the owner's devices hear of the end at its commit with no read of it.
+            if not generation_end_write(self.ours(), end, self.answer(), row=row, owner_id=self.owner_id, **self.progress()):
                 return self.ended_elsewhere(default=end)
             self.save_tail(last_chunks)
-            answer = self.answer()
-            Message.objects.filter(pk=self.assistant_message_id).update(
-                content=answer.text, reasoning=answer.reasoning, updated_at=timezone.now()
-            )
-            # The owner's devices hear of the end at its commit, in this thread: no read, no hop of its own.
-            transaction.on_commit(partial(live.publish_generation, self.end_row(end), self.owner_id))
         return end
-
-    def end_row(self, end: End) -> dict:
-        """The ended generation's `live.GENERATION_FIELDS`."""
-        return {
-            "id": self.generation_id,
-            "status": end.status,
-            "finish_reason": end.finish_reason,
-            "interrupt_reason": end.reason,
-            "conversation_id": self.conversation_id,
-            "user_message_id": self.user_message_id,
-            "assistant_message_id": self.assistant_message_id,
-        }
 
     def persist_hand_on(self, last_chunks: list[TokenChunk]) -> End | None:
         """Put the generation back in the queue after its last tokens, for another worker to go on from there."""

@@ -187,7 +187,7 @@ class Follow:
         return out, None
 
     def run_alive(self) -> bool:
-        return self.run is not None and not self.run.task.done()
+        return self.run is not None and self.run.alive
 
     def from_run(self) -> list[Token]:
         """The tokens our own run has made since the client's position."""
