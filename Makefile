@@ -77,8 +77,9 @@ $(CONFORMANCE)/node_modules/.installed: $(CONFORMANCE)/package-lock.json
 
 conformance-deps: $(CONFORMANCE)/node_modules/.installed
 
-# The Vercel AI SDK's client (`ai`), pinned by tests/ai_sdk/package-lock.json, which
-# tests/test_ai_sdk_client.py drives against a live server. Without npm those tests skip.
+# The Vercel AI SDK's client (`ai`) and esbuild, pinned by tests/ai_sdk/package-lock.json:
+# tests/test_ai_sdk_client.py drives the client from Node against a live server, and
+# tests/browser/test_ai_sdk_chat.py a page bundled from it in Chromium. Without npm they skip.
 AI_SDK := tests/ai_sdk
 .PHONY: ai-sdk-deps
 
