@@ -53,9 +53,7 @@ class StreamEvent:
 
     @cached_property
     def sse(self) -> bytes:
-        # `sse.encode` without its line splitting: JSON has no raw newline, and
-        # names and ids are ours. Computed per token, so it is kept short.
-        return f"id: {self.id}\nevent: {self.name}\ndata: {self.data}\n\n".encode()
+        return sse.encode_event(self.id, self.name, self.data)
 
     @cached_property
     def ws(self) -> str:
