@@ -12,6 +12,7 @@ from django.http import StreamingHttpResponse
 from ..events import End, Keepalive, Snapshot, Token, dumps
 from ..llm import REASONING, TEXT
 from ..models import Generation, StreamConnection
+from ..sse import encode
 from .sse import generation_stream_response
 
 # The protocol's own: the SDK checks it to tell a UI message stream from plain text.
@@ -27,7 +28,8 @@ END_FINISH_REASONS = {
 
 
 def chunk(seq: int, payload: dict) -> bytes:
-    return f"id: {seq}\ndata: {dumps(payload)}\n\n".encode()
+    """One chunk as the protocol frames it (a `data:` line, no event name), with our id."""
+    return encode(dumps(payload), id=seq)
 
 
 def message_metadata(generation_id, status: str) -> dict:
@@ -51,7 +53,7 @@ class UIMessageStream:
     def head(self) -> bytes:
         if self.seq > 0:
             # A resume by Last-Event-ID: the client has the message; this only sends the headers.
-            return b": resume\n\n"
+            return encode(comment="resume")
         metadata = {"generationId": str(self.generation_id)}
         return chunk(0, {"type": "start", "messageId": self.message_id, "messageMetadata": metadata}) + chunk(
             0, {"type": "start-step"}
@@ -119,7 +121,7 @@ class UIMessageStream:
         out += [
             chunk(seq, {"type": "finish-step"}),
             chunk(seq, {"type": "finish", "finishReason": reason, "messageMetadata": metadata}),
-            f"id: {seq}\ndata: [DONE]\n\n".encode(),
+            encode("[DONE]", id=seq),
         ]
         return out
 
