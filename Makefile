@@ -59,7 +59,7 @@ chaos: install
 # Tests run in parallel, a module per worker (tests/conftest.py); they mostly wait
 # on servers, so more workers than cores pays. PYTEST_WORKERS=0 runs them serially.
 PYTEST_WORKERS ?= 4
-test: install system-deps conformance-deps
+test: install system-deps conformance-deps ai-sdk-deps
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The Durable Streams conformance suite and Node client (tests/conformance),
@@ -76,6 +76,21 @@ $(CONFORMANCE)/node_modules/.installed: $(CONFORMANCE)/package-lock.json
 	fi
 
 conformance-deps: $(CONFORMANCE)/node_modules/.installed
+
+# The Vercel AI SDK's client (`ai`) and esbuild, pinned by tests/ai_sdk/package-lock.json:
+# tests/test_ai_sdk_client.py drives the client from Node against a live server, and
+# tests/browser/test_ai_sdk_chat.py a page bundled from it in Chromium. Without npm they skip.
+AI_SDK := tests/ai_sdk
+.PHONY: ai-sdk-deps
+
+$(AI_SDK)/node_modules/.installed: $(AI_SDK)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		cd $(AI_SDK) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else \
+		echo "npm is missing: the AI SDK client tests will skip."; \
+	fi
+
+ai-sdk-deps: $(AI_SDK)/node_modules/.installed
 
 # Runs the conformance suite alone and prints its pass count per group (docs/durable-streams.md).
 conformance: install conformance-deps

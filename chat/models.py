@@ -9,11 +9,18 @@ class Conversation(models.Model):
     title = models.CharField(max_length=200, blank=True, default="")
     # The id (CHAT_MODELS) of the model its last message asked for: the next one's default.
     model = models.CharField(max_length=100, blank=True, default="")
+    # The chat id an AI SDK client generated for it (`POST /api/ai-sdk/chat`), unique per owner; "" for others.
+    client_id = models.CharField(max_length=100, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         indexes = [models.Index(fields=["owner", "-updated_at", "-id"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "client_id"], condition=~models.Q(client_id=""), name="conversation_unique_client_id"
+            ),
+        ]
 
     def __str__(self):
         return self.title or f"Conversation {self.pk}"
@@ -33,6 +40,8 @@ class Message(models.Model):
     content = models.TextField(blank=True, default="")
     # An answer's reasoning, kept apart from its text: shown, never sent back to a model.
     reasoning = models.TextField(blank=True, default="")
+    # The id an AI SDK client gave the user message (its UIMessage id), so that its edits find it; "" for others.
+    client_id = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -165,6 +174,7 @@ class StreamConnection(models.Model):
     class Transport(models.TextChoices):
         SSE = "sse"
         WS = "ws"
+        AI_SDK = "ai_sdk"
 
     class EndReason(models.TextChoices):
         COMPLETED = "completed"

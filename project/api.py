@@ -16,7 +16,7 @@ from chat.errors import ApiError, error_body
 logger = logging.getLogger("chat.api")
 
 DOCS_DIR = FilePath(settings.BASE_DIR) / "docs"
-GUIDES = {"protocol.md", "mobile.md"}
+GUIDES = {"protocol.md", "mobile.md", "ai-sdk.md"}
 
 DESCRIPTION = """\
 Conversations with an LLM whose answers stream over Server-Sent Events and WebSockets and resume by event id.
@@ -27,6 +27,9 @@ Conversations with an LLM whose answers stream over Server-Sent Events and WebSo
 **Streams** are not JSON and are described in [the wire protocol](/api/guide/protocol.md):
 `GET /api/generations/{id}/stream` (SSE, resumable with `Last-Event-ID`), the same events over a
 WebSocket at `/ws/generations/{id}/`, and `json` events for `response_format: "json"`.
+
+**The AI SDK.** `POST /api/ai-sdk/chat` answers the Vercel AI SDK's `useChat` (`DefaultChatTransport`) in its UI
+message stream protocol, resumable at `GET /api/ai-sdk/chat/{id}/stream`. See [the AI SDK guide](/api/guide/ai-sdk.md).
 
 **Live events.** `GET /api/events/` is the user's own Server-Sent Events channel: conversation created,
 renamed and deleted, and generation started, completed, interrupted, failed and cancelled. It resumes by its

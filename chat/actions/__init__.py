@@ -5,6 +5,14 @@ place that publishes events, and only after the data they describe is
 committed (`ends.generation_ended` for the end of an answer).
 """
 
+from .chats import (
+    chat_branch,
+    chat_conversation,
+    chat_open,
+    chat_regenerate,
+    chat_running_generation,
+    chat_submit,
+)
 from .conversations import conversation_create, conversation_delete, conversation_rename
 from .ends import generation_ended
 from .generations import (
@@ -30,6 +38,12 @@ __all__ = [
     "NEWEST",
     "Answer",
     "Idempotency",
+    "chat_branch",
+    "chat_conversation",
+    "chat_open",
+    "chat_regenerate",
+    "chat_running_generation",
+    "chat_submit",
     "continuation_refusal",
     "conversation_create",
     "conversation_delete",

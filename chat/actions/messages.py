@@ -156,8 +156,11 @@ async def message_post(
     parent_id: int | None | str = NEWEST,
     idempotency: Idempotency | None = None,
     status_code: int = 201,
+    client_id: str = "",
 ) -> Answer:
     """Add the user's message after `parent_id` and start the answer to it, with `model`.
+
+    `client_id`: the message's id in an AI SDK client (actions/chats.py).
 
     The conversation must be the owner's (else 404): checked in the answer's
     transaction, which saves the request a query. With an idempotency key
@@ -175,6 +178,7 @@ async def message_post(
             response_format=response_format,
             idempotency=idempotency,
             status_code=status_code,
+            client_id=client_id,
         )
         if history is not None:
             await launch(answer.generation, history)
@@ -236,6 +240,7 @@ def _answer(
     response_format: str,
     idempotency: Idempotency | None,
     status_code: int,
+    client_id: str = "",
 ) -> tuple[Answer, list[ChatMessage] | None]:
     with transaction.atomic():
         conversation = locked_conversation(conversation_id, owner_id)
@@ -261,7 +266,7 @@ def _answer(
         if first:
             parent = message_parent(conversation, parent_id)
             user_message = Message.objects.create(
-                conversation=conversation, role=Message.Role.USER, content=content, parent=parent
+                conversation=conversation, role=Message.Role.USER, content=content, parent=parent, client_id=client_id
             )
         generation = new_generation(
             conversation=conversation,

@@ -16,17 +16,21 @@ from ninja import Header, Path, Query, Router
 from .. import actions
 from ..db import db_work
 from ..errors import ApiError
-from ..llm.catalog import chat_models
+from ..llm import REASONING, TEXT
+from ..llm.catalog import chat_models, model_named
 from ..models import Conversation, Generation, Message
 from ..server.admission import get_admission
 from ..streaming.answers import persisted_answer
 from ..streaming.jsonstream import InvalidJson, parse_document
 from ..streaming.sse import encode
-from ..transports.common import parse_coalesce_s
+from ..transports.ai_sdk import message_metadata, ui_message_stream_response
+from ..transports.common import parse_coalesce_s, resume_position
 from ..transports.sse import generation_stream_response
 from .auth import atoken_issue, token_revoke
 from .pagination import MAX_ID, decode_cursor, encode_cursor, valid_id
 from .schemas import (
+    CHAT_ID,
+    ChatRequestIn,
     ConversationIn,
     ConversationOut,
     ConversationPage,
@@ -40,6 +44,8 @@ from .schemas import (
     RegenerateIn,
     TokenIn,
     TokenOut,
+    UIMessageOut,
+    clean_title,
 )
 
 router = Router()
@@ -450,3 +456,127 @@ async def regenerate_generation(
 async def stream_generation(request, generation_id: UUID):
     generation = await owned_generation(request, generation_id)
     return await generation_stream_response(request, generation)
+
+
+# --- AI SDK chats (docs/ai-sdk.md) -----------------------------------------------------
+
+ChatId = Path(..., max_length=100, pattern=CHAT_ID)
+UI_MESSAGE_STREAM = {
+    "description": "The AI SDK's UI message stream (header `x-vercel-ai-ui-message-stream: v1`): `start`, "
+    "`start-step`, `reasoning-start/-delta/-end`, `text-start/-delta/-end`, then `error` or `abort` if the answer "
+    "did not complete, `finish-step`, `finish` and `data: [DONE]`; every event has our `id:`. See "
+    "[docs/ai-sdk.md](/api/guide/ai-sdk.md).",
+    "content": {"text/event-stream": {}},
+}
+
+
+@router.post(
+    "/ai-sdk/chat",
+    response={200: None, **errors(400, 401, 403, 404, 409, 413, 429)},
+    tags=["ai-sdk"],
+    openapi_extra={"responses": {200: UI_MESSAGE_STREAM}},
+)
+async def ai_sdk_chat(request, payload: ChatRequestIn):
+    """A chat turn of the AI SDK's `useChat` (`DefaultChatTransport`): its answer as a UI message stream.
+
+    `submit-message` posts the last message (the new user message) to the chat `id`, created on its first
+    message; `regenerate-message` makes a new version of the answer `messageId`. The answer is an ordinary
+    generation: it runs on if the client goes; resume with `GET /api/ai-sdk/chat/{id}/stream`.
+    """
+    model_named(payload.model)  # An unknown model is a 400 before the chat is created.
+    admission = get_admission()
+    slot = await admission.open_stream(request.auth.pk)  # Refused (429) before anything is created.
+    try:
+        if payload.trigger == "submit-message":
+            client_id, content = payload.new_message()
+            conversation = await actions.chat_open(owner=request.auth, chat_id=payload.id, title=chat_title(content))
+            answer = await actions.chat_submit(
+                conversation=conversation,
+                client_id=client_id,
+                content=content,
+                model=payload.model,
+                message_id=payload.messageId,
+            )
+        else:
+            conversation = await actions.chat_conversation(owner=request.auth, chat_id=payload.id)
+            answer = await actions.chat_regenerate(
+                conversation=conversation, message_id=payload.messageId, model=payload.model
+            )
+    except BaseException:
+        await admission.close_stream(slot)
+        raise
+    return await ui_message_stream_response(request, answer.generation, slot=slot)
+
+
+def chat_title(content: str) -> str:
+    """The first line, as the chat page titles a conversation."""
+    line = clean_title(content.strip().split("\n")[0])
+    return f"{line[:57]}…" if len(line) > 60 else line
+
+
+@router.get(
+    "/ai-sdk/chat/{chat_id}/stream",
+    response={200: None, 204: None, **errors(400, 401, 404)},
+    tags=["ai-sdk"],
+    openapi_extra={"responses": {200: UI_MESSAGE_STREAM}},
+)
+async def ai_sdk_resume(request, chat_id: str = ChatId):
+    """The AI SDK's resume (`resume: true`, `reconnectToStream`): 204 when no answer is running.
+
+    Else the running answer's UI message stream from its start, as the SDK rebuilds the message; with
+    `Last-Event-ID`, exactly what follows that event (a part it cut is opened again).
+    """
+    conversation = await actions.chat_conversation(owner=request.auth, chat_id=chat_id)
+    generation = await actions.chat_running_generation(conversation=conversation)
+    if generation is None:
+        return 204, None
+    raw = request.headers.get("Last-Event-ID", "")
+    after_seq = resume_position(raw, generation, field="Last-Event-ID") if raw.strip() else 0
+    return await ui_message_stream_response(request, generation, after_seq=after_seq)
+
+
+@router.get(
+    "/ai-sdk/chat/{chat_id}/messages",
+    response={200: list[UIMessageOut], **errors(400, 401, 404)},
+    exclude_none=True,
+    tags=["ai-sdk"],
+)
+async def ai_sdk_messages(request, chat_id: str = ChatId):
+    """The chat's messages as UIMessages, oldest first (`useChat`'s `messages`): the branch of its newest message.
+
+    An answer still running has no text here yet: `resume: true` streams it.
+    """
+    conversation = await actions.chat_conversation(owner=request.auth, chat_id=chat_id)
+    messages = await actions.chat_branch(conversation=conversation)
+    answering = {}
+    generations = (
+        Generation.objects.filter(assistant_message_id__in=[m.id for m in messages if m.role == Message.Role.ASSISTANT])
+        .order_by("first_seq", "created_at")
+        .values("id", "status", "assistant_message_id")
+    )
+    async for row in generations:
+        answering[row["assistant_message_id"]] = row  # A continuation's, the latest, speaks for the message.
+    return [ui_message(message, answering.get(message.id)) for message in messages]
+
+
+def ui_message(message: Message, generation: dict | None) -> dict:
+    if message.role != Message.Role.ASSISTANT:
+        # A user message keeps the id its client gave it, so the client's copy and this one are one message.
+        message_id = message.client_id or str(message.id)
+        return {"id": message_id, "role": message.role, "parts": [{"type": "text", "text": message.content}]}
+    parts = [{"type": "step-start"}]
+    for kind, text in ((REASONING, message.reasoning), (TEXT, message.content)):
+        if text:
+            parts.append({"type": kind, "text": text, "state": "done"})
+    metadata = message_metadata(generation["id"], generation["status"]) if generation else None
+    return {"id": str(message.id), "role": message.role, "parts": parts, "metadata": metadata}
+
+
+@router.post("/ai-sdk/chat/{chat_id}/cancel", response={204: None, **errors(400, 401, 403, 404)}, tags=["ai-sdk"])
+async def ai_sdk_cancel(request, chat_id: str = ChatId):
+    """Stop the chat's running answer, if any: wire the SDK's `stop()` here, which only disconnects."""
+    conversation = await actions.chat_conversation(owner=request.auth, chat_id=chat_id)
+    generation = await actions.chat_running_generation(conversation=conversation)
+    if generation is not None:
+        await actions.generation_cancel(generation=generation)
+    return 204, None

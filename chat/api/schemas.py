@@ -8,6 +8,7 @@ from django.conf import settings
 from ninja import Schema
 from pydantic import ConfigDict, Field, StrictBool, StrictInt, field_validator
 
+from ..errors import ApiError
 from ..llm.catalog import chat_models
 from .pagination import MAX_ID
 
@@ -243,3 +244,72 @@ class ModelOut(Schema):
 
 class ModelList(Schema):
     items: list[ModelOut] = Field(description="The models a user can pick; the first is the default.")
+
+
+# --- AI SDK chats (docs/ai-sdk.md) ------------------------------------------------------
+
+# A chat id as a URL path segment takes it (the SDK puts it in the resume URL): no "/", no dot segments.
+CHAT_ID = r"^[A-Za-z0-9_-][A-Za-z0-9._:-]{0,99}$"
+
+
+class UIMessagePartIn(Schema):
+    """A part of a UIMessage: of the client's messages only the text parts of the new one are read."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(max_length=100)
+    text: str | None = None
+
+
+class UIMessageIn(Schema):
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(max_length=200)
+    role: Literal["system", "user", "assistant"]
+    parts: list[UIMessagePartIn]
+
+
+class ChatRequestIn(Schema):
+    """The body the AI SDK's `DefaultChatTransport` sends, plus `model` (its `body` option); other fields are ignored."""
+
+    id: str = Field(
+        max_length=100,
+        pattern=CHAT_ID,
+        description="The client's chat id: a chat of this user's, created by its first message.",
+    )
+    messages: list[UIMessageIn] = Field(
+        description="The client's messages. Only the last, the new user message, is read (submit-message): the "
+        "history is the server's."
+    )
+    trigger: Literal["submit-message", "regenerate-message"]
+    messageId: str | None = Field(
+        None,
+        max_length=200,
+        description="regenerate-message: the answer to make a new version of (default: the newest). "
+        "submit-message: the user message being edited (its id in the client or the server's; the edit is a branch).",
+    )
+    model: str | None = model_field()
+
+    def new_message(self) -> tuple[str, str]:
+        """The new user message's id and text (its text parts, joined): a 400 when there is none, or it is too long."""
+        if not self.messages or self.messages[-1].role != "user":
+            raise ApiError(400, "invalid", "submit-message needs the new user message last in messages.", "messages")
+        text = "\n".join(part.text for part in self.messages[-1].parts if part.type == "text" and part.text)
+        limit = settings.CHAT_MAX_PROMPT_CHARS
+        if not text.strip():
+            raise ApiError(400, "invalid", "The new user message has no text part.", "messages")
+        if len(text) > limit:
+            raise ApiError(400, "invalid", f"The message is {len(text)} characters; the limit is {limit}.", "messages")
+        if "\x00" in text:
+            raise ApiError(400, "invalid", "The message must not contain NUL (U+0000) characters.", "messages")
+        return self.messages[-1].id, text
+
+
+class UIMessageOut(Schema):
+    id: str = Field(
+        description="A user message's: the id its client gave it (else the server's). An answer's: the server's, "
+        "the `start` chunk's messageId."
+    )
+    role: Literal["user", "assistant", "system"]
+    parts: list[dict] = Field(
+        description='`{"type": "text", "text"}` and `{"type": "reasoning", "text"}`, after a `step-start` in an answer.'
+    )
+    metadata: dict | None = Field(None, description="An answer's: `generationId` and `status`.")

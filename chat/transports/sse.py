@@ -19,23 +19,55 @@ from .common import ConnectionLog, parse_coalesce_s, parse_last_event_id
 logger = logging.getLogger(__name__)
 
 
+class EventEncoding:
+    """Our own events (docs/protocol.md): the retry hint, then `first`, then each event's cached encoding.
+
+    Another protocol over SSE (transports/ai_sdk.py) is another encoding with
+    the same four members; the following, the log and the response stay here.
+    """
+
+    transport = StreamConnection.Transport.SSE
+    headers: dict[str, str] = {}
+
+    def __init__(self, first: bytes = b""):
+        self.first = first
+
+    def head(self) -> bytes:
+        # The retry hint also sends the headers at once, before the first token.
+        return encode(retry=settings.CHAT_STREAM_RETRY_MS, comment="stream") + self.first
+
+    @staticmethod
+    def batch(events: list) -> bytes:
+        return b"".join(event.sse for event in events)
+
+
 async def generation_stream_response(
-    request, generation: Generation, *, slot: str | None = None, status: int = 200, first: bytes = b""
+    request,
+    generation: Generation,
+    *,
+    slot: str | None = None,
+    status: int = 200,
+    first: bytes = b"",
+    after_seq: int | None = None,
+    encoding=None,
 ) -> StreamingHttpResponse:
     """The generation's stream from the client's position; `first` goes out before the tokens.
 
     `slot`: a stream slot the caller already took (else one is taken here: 429 when none is free).
+    `after_seq`: where to start (default: the client's `Last-Event-ID`); `encoding`: default `EventEncoding(first)`.
     """
     admission = get_admission()
+    encoding = encoding or EventEncoding(first)
     try:
-        after_seq = parse_last_event_id(request, generation)
+        if after_seq is None:
+            after_seq = parse_last_event_id(request, generation)
         coalesce_s = parse_coalesce_s(request.GET.get("coalesce_ms"))
         if slot is None:
             slot = await admission.open_stream(request.auth.pk)
         log = await ConnectionLog.open(
             generation=generation,
             user=request.auth,
-            transport=StreamConnection.Transport.SSE,
+            transport=encoding.transport,
             after_seq=after_seq,
             client_addr=request.META.get("REMOTE_ADDR") or "",
             user_agent=request.headers.get("User-Agent", ""),
@@ -52,11 +84,13 @@ async def generation_stream_response(
         active_when_read=not generation.is_terminal,
     )
     response = EventStreamResponse(
-        sse_body(follow, log, first), request=request, status=status, content_type="text/event-stream"
+        sse_body(follow, log, encoding), request=request, status=status, content_type="text/event-stream"
     )
     response["Cache-Control"] = "no-cache"
     # Tells nginx (and proxies that follow it) not to buffer the stream.
     response["X-Accel-Buffering"] = "no"
+    for name, value in encoding.headers.items():
+        response[name] = value
     admission.hold_until_closed(response, slot)
     return response
 
@@ -92,13 +126,12 @@ def release_request(request) -> None:
     vars(request).update(kept)
 
 
-async def sse_body(follow: Follow, log: "ConnectionLog", first: bytes = b""):
+async def sse_body(follow: Follow, log: "ConnectionLog", encoding: EventEncoding):
     try:
-        # The retry hint also sends the headers at once, before the first token.
-        yield encode(retry=settings.CHAT_STREAM_RETRY_MS, comment="stream") + first
+        yield encoding.head()
         async with aclosing(follow.batches()) as batches:
             async for batch in batches:
-                yield b"".join(event.sse for event in batch)
+                yield encoding.batch(batch)
                 log.sent(batch)
         log.end_reason = StreamConnection.EndReason.COMPLETED
     except (asyncio.CancelledError, GeneratorExit):
