@@ -4,6 +4,12 @@ from django.conf import settings
 from django.db import models
 
 
+class ConversationQuerySet(models.QuerySet):
+    def owned_by(self, user):
+        """Only `user`'s conversations: another user's is never found (a 404, never a 403)."""
+        return self.filter(owner=user)
+
+
 class Conversation(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
     title = models.CharField(max_length=200, blank=True, default="")
@@ -13,6 +19,8 @@ class Conversation(models.Model):
     client_id = models.CharField(max_length=100, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ConversationQuerySet.as_manager()
 
     class Meta:
         indexes = [models.Index(fields=["owner", "-updated_at", "-id"])]
@@ -50,6 +58,12 @@ class Message(models.Model):
 
     def __str__(self):
         return f"{self.role}: {self.content[:60]}"
+
+
+class GenerationQuerySet(models.QuerySet):
+    def owned_by(self, user):
+        """Only the generations of `user`'s conversations: another user's is never found."""
+        return self.filter(conversation__owner=user)
 
 
 class Generation(models.Model):
@@ -108,6 +122,8 @@ class Generation(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     # How long the model spent in its reasoning parts, over all its runs: the page's "Thought for 12 s".
     reasoning_ms = models.PositiveIntegerField(default=0)
+
+    objects = GenerationQuerySet.as_manager()
 
     class Meta:
         indexes = [

@@ -33,7 +33,7 @@ def chat_page(request):
     conversation_param = request.GET.get("conversation")
     if generation_param:
         generation = (
-            Generation.objects.filter(pk=_uuid(generation_param), conversation__owner=request.user)
+            Generation.objects.owned_by(request.user).filter(pk=_uuid(generation_param))
             .values("id", "conversation_id")
             .first()
             if _uuid(generation_param)

@@ -71,7 +71,7 @@ class Batch:
 
 
 async def owned_generation(generation_id, user) -> Generation | None:
-    return await Generation.objects.filter(pk=generation_id, conversation__owner=user).only(
+    return await Generation.objects.owned_by(user).filter(pk=generation_id).only(
         "id", "status", "first_seq", "last_seq", "response_format"
     ).afirst()
 

@@ -15,7 +15,7 @@ from .messages import NEWEST, Answer, generation_regenerate, message_post
 
 async def chat_conversation(*, owner, chat_id: str) -> Conversation:
     """The owner's conversation of this chat id; 404 if there is none (whoever else has one)."""
-    conversation = await Conversation.objects.filter(owner=owner, client_id=chat_id).afirst()
+    conversation = await Conversation.objects.owned_by(owner).filter(client_id=chat_id).afirst()
     if conversation is None:
         raise ApiError(404, "not_found", f"No chat {chat_id!r}.")
     return conversation
@@ -23,7 +23,7 @@ async def chat_conversation(*, owner, chat_id: str) -> Conversation:
 
 async def chat_open(*, owner, chat_id: str, title: str) -> Conversation:
     """The owner's conversation of this chat id, created (titled `title`) on the chat's first message."""
-    conversation = await Conversation.objects.filter(owner=owner, client_id=chat_id).afirst()
+    conversation = await Conversation.objects.owned_by(owner).filter(client_id=chat_id).afirst()
     if conversation is not None:
         return conversation
     try:

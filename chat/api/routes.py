@@ -1,7 +1,6 @@
 """The chat routes of the JSON API (mounted in project/api.py): thin views that parse, call one action, shape the answer."""
 
 import json
-from datetime import datetime
 from functools import partial
 from typing import Literal
 from uuid import UUID
@@ -9,25 +8,21 @@ from uuid import UUID
 from django.contrib.auth import aauthenticate
 from django.contrib.auth.signals import user_logged_in
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db.models import Exists, OuterRef, Q
-from django.http import Http404, StreamingHttpResponse
 from ninja import Header, Path, Query, Router
 
 from .. import actions
-from ..db import db_work
 from ..errors import ApiError
 from ..llm import REASONING, TEXT
 from ..llm.catalog import chat_models, model_named
-from ..models import Conversation, Generation, Message
+from ..models import Generation, Message
 from ..server.admission import get_admission
-from ..streaming.answers import persisted_answer
-from ..streaming.jsonstream import InvalidJson, parse_document
-from ..streaming.sse import encode
 from ..transports.ai_sdk import message_metadata, ui_message_stream_response
-from ..transports.common import parse_coalesce_s, resume_position
-from ..transports.sse import generation_stream_response
+from ..transports.common import resume_position
+from ..transports.sse import generation_stream_response, posted_answer_response
+from . import reads
 from .auth import atoken_issue, token_revoke
-from .pagination import MAX_ID, decode_cursor, encode_cursor, valid_id
+from .pagination import MAX_ID
+from .reads import generation_out, message_out, owned_conversation, owned_generation
 from .schemas import (
     CHAT_ID,
     ChatRequestIn,
@@ -53,69 +48,6 @@ router = Router()
 
 def errors(*codes: int) -> dict:
     return {code: ErrorOut for code in codes}
-
-
-# --- Lookups that enforce ownership: another user's object is a 404 -------
-
-
-async def owned_conversation(request, conversation_id: int) -> Conversation:
-    conversation = await Conversation.objects.filter(pk=conversation_id, owner=request.auth).afirst()
-    if conversation is None:
-        raise Http404("No such conversation.")
-    return conversation
-
-
-async def owned_generation(request, generation_id: UUID) -> Generation:
-    generation = await Generation.objects.filter(pk=generation_id, conversation__owner=request.auth).afirst()
-    if generation is None:
-        raise Http404("No such generation.")
-    return generation
-
-
-def stream_urls(generation_id) -> dict:
-    return {"stream_url": f"/api/generations/{generation_id}/stream", "ws_url": f"/ws/generations/{generation_id}/"}
-
-
-def message_out(message: Message) -> dict:
-    """A message as MessageOut, without its answer's fields: a dict, which ninja validates far faster
-    than a model instance (it looks the missing fields up through Django's template variables)."""
-    return {
-        "id": message.id,
-        "conversation_id": message.conversation_id,
-        "role": message.role,
-        "content": message.content,
-        "reasoning": message.reasoning,
-        "created_at": message.created_at,
-        "parent_id": message.parent_id,
-    }
-
-
-def milliseconds(start: datetime | None, end: datetime | None) -> int | None:
-    return round((end - start).total_seconds() * 1000) if start and end else None
-
-
-async def generation_out(generation: Generation, *, with_text: bool = True) -> dict:
-    data = {
-        field: getattr(generation, field)
-        for field in GenerationOut.model_fields
-        if hasattr(generation, field) and field not in ("text", "reasoning", "reason", "stream_url", "ws_url", "timings")
-    }
-    data["reason"] = generation.interrupt_reason
-    data.update(stream_urls(generation.id))
-    data["timings"] = {
-        "queued_ms": milliseconds(generation.created_at, generation.first_token_at),
-        "total_ms": milliseconds(generation.created_at, generation.finished_at),
-    }
-    data["json"] = None
-    if with_text:
-        answer, data["last_seq"] = await db_work(persisted_answer)(generation)
-        data["text"], data["reasoning"] = answer.text, answer.reasoning
-        if generation.response_format == "json" and generation.is_terminal:
-            try:
-                data["json"] = parse_document(data["text"])
-            except InvalidJson:
-                pass
-    return data
 
 
 # --- Auth ---------------------------------------------------------------------
@@ -186,27 +118,7 @@ async def list_conversations(
     for name in ("q", "cursor"):
         if len(request.GET.getlist(name)) > 1:  # Which one would win is not the client's guess to make.
             raise ApiError(400, "invalid", f"{name} may be given only once.", name)
-    conversations = Conversation.objects.filter(owner=request.auth).order_by("-updated_at", "-id")
-    if q is not None and q.strip():
-        q = q.strip()
-        matching_message = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=q)
-        conversations = conversations.filter(Q(title__icontains=q) | Exists(matching_message))
-    if cursor:
-        updated_at, last_id = decode_cursor(cursor, "c", 2)
-        try:
-            updated_at = datetime.fromisoformat(updated_at)
-        except (TypeError, ValueError):
-            updated_at = None
-        if updated_at is None or updated_at.tzinfo is None:
-            raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out for this list.", "cursor")
-        last_id = valid_id(last_id)
-        conversations = conversations.filter(Q(updated_at__lt=updated_at) | Q(updated_at=updated_at, id__lt=last_id))
-    rows = [c async for c in conversations[: limit + 1]]
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor("c", rows[-1].updated_at.isoformat(), rows[-1].id)
-    return {"items": rows, "next_cursor": next_cursor}
+    return await reads.conversation_page(request.auth, q=q, cursor=cursor, limit=limit)
 
 
 @router.post("/conversations", response={201: ConversationOut, **errors(400, 401, 403, 413)}, tags=["conversations"])
@@ -260,44 +172,7 @@ async def list_messages(
 ):
     """The conversation's messages; an assistant message names the generation that fills it."""
     conversation = await owned_conversation(request, conversation_id)
-    messages = Message.objects.filter(conversation=conversation).order_by("id" if order == "asc" else "-id")
-    if cursor:
-        (last_id,) = decode_cursor(cursor, "m" + order, 1)
-        last_id = valid_id(last_id)
-        messages = messages.filter(id__gt=last_id) if order == "asc" else messages.filter(id__lt=last_id)
-    rows = [m async for m in messages[: limit + 1]]
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor("m" + order, rows[-1].id)
-    answering = {}
-    assistant_ids = [m.id for m in rows if m.role == Message.Role.ASSISTANT]
-    if assistant_ids:
-        # A continuation fills the same message; the latest generation speaks for it.
-        generations = (
-            Generation.objects.filter(assistant_message_id__in=assistant_ids)
-            .order_by("first_seq", "created_at")
-            .values(
-                "id", "status", "model", "response_format", "reasoning_ms", "assistant_message_id", "user_message_id"
-            )
-        )
-        async for row in generations:
-            answering[row["assistant_message_id"]] = row
-    items = []
-    for message in rows:
-        item = message_out(message)
-        if row := answering.get(message.id):
-            item["reply_to"] = row["user_message_id"]
-            item["generation"] = {
-                "id": row["id"],
-                "status": row["status"],
-                "model": row["model"],
-                "response_format": row["response_format"],
-                "reasoning_ms": row["reasoning_ms"],
-                **stream_urls(row["id"]),
-            }
-        items.append(item)
-    return {"items": items, "next_cursor": next_cursor}
+    return await reads.message_page(conversation, cursor=cursor, limit=limit, order=order)
 
 
 IDEMPOTENCY_KEY = Header(
@@ -350,7 +225,7 @@ async def post_message(
         status_code=201 if payload.stream else 200,
     )
     if payload.stream and "text/event-stream" in request.headers.get("Accept", ""):
-        return await answer_stream(request, post)
+        return await posted_answer_response(request, post, posted_body)
     return await answer_out(await post())
 
 
@@ -362,23 +237,10 @@ async def answer_out(answer: actions.Answer) -> tuple[int, dict]:
     return 200, {"message": message_out(answer.message), "generation": await generation_out(generation)}
 
 
-async def answer_stream(request, post) -> StreamingHttpResponse:
-    """The new answer's SSE stream as the response to the POST that asked for it, after a `posted` event."""
-    admission = get_admission()
-    parse_coalesce_s(request.GET.get("coalesce_ms"))  # A bad window is a 400 before anything is created.
-    slot = await admission.open_stream(request.auth.pk)  # Refused (429) before anything is created.
-    try:
-        answer = await post()
-        generation = answer.generation
-        _, body = await answer_out(answer)
-        posted = PostedMessageOut.model_validate(body)
-    except BaseException:
-        await admission.close_stream(slot)
-        raise
-    first = encode(json.dumps(posted.model_dump(by_alias=True), cls=DjangoJSONEncoder), event="posted")
-    response = await generation_stream_response(request, generation, slot=slot, status=201, first=first)
-    response["Location"] = f"/api/generations/{generation.id}"
-    return response
+async def posted_body(answer: actions.Answer) -> str:
+    """The JSON the POST would have answered with: the stream's `posted` event."""
+    _, body = await answer_out(answer)
+    return json.dumps(PostedMessageOut.model_validate(body).model_dump(by_alias=True), cls=DjangoJSONEncoder)
 
 
 # --- Models ---------------------------------------------------------------------------

@@ -164,9 +164,8 @@ class Follow:
                     last_sent_at = loop.time()
                     yield self.coalesced(out) if self.coalesce_s > 0 else out
                 elif loop.time() - last_sent_at + period >= self.keepalive_s:
-                    # Now if waiting one more period would be late: never late, at most a period early.
-                    # (Checking for a whole keepalive_s skipped a beat whenever the silence timer
-                    # fired a hair before it, so a silent stream went 2 x keepalive_s without a byte.)
+                    # Now if waiting one more period would be late: never late, at most a period early,
+                    # even when the silence timer fires a hair before a whole keepalive_s.
                     last_sent_at = loop.time()
                     yield [KEEPALIVE]
 

@@ -71,7 +71,7 @@ def record_progress(runs: list) -> dict:
 
     Only rows still active and ours are updated; it returns their `cancel_requested`
     by id, so a run missing from it is no longer ours. Written as SQL: the ORM's
-    Case/When, resolved and compiled per run, cost most of an idle process's CPU
+    Case/When, resolved and compiled per run, costs most of an idle process's CPU
     with 1,000 answers running.
     """
     meta, quote = Generation._meta, connection.ops.quote_name

@@ -169,8 +169,8 @@ class GenerationRun:
     def watch_for_stall(self, stall_s: float) -> None:
         """End the run if upstream sent nothing for `stall_s`; else look again when it would be.
 
-        One timer per stall period, where a timeout moved on by every token
-        cost a timer per token (6 % of the CPU at 100 streams).
+        One timer per stall period, not one moved on by every token: a timer per
+        token is 6 % of the CPU at 100 streams.
         """
         loop = asyncio.get_running_loop()
         quiet_s = loop.time() - self.last_token_at

@@ -32,13 +32,13 @@ MAX_GAP_S = 1.0
 class TokenWriter:
     def __init__(self):
         self.runs: set = set()
-        # The runs with tokens pending: a flush looks at these, not at every run (1,000 idle answers
-        # scanned every 50 ms were a third of an idle process's CPU).
+        # The runs with tokens pending: a flush looks at these, not at every run (scanning 1,000 idle
+        # answers every 50 ms is a third of an idle process's CPU).
         self.dirty: set = set()
         self.lock = asyncio.Lock()  # One write at a time keeps every run's chunks in order.
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
-        # Read once: a lookup on Django's lazy settings for every token was 4 % of a loaded process's CPU.
+        # Read once: a lookup on Django's lazy settings per token is 4 % of a loaded process's CPU.
         self.max_tokens = settings.CHAT_FLUSH_MAX_TOKENS
         self.interval_s = settings.CHAT_FLUSH_INTERVAL_S
         self.backoff = 0 if settings.CHAT_RUNNER == "workers" else BACKOFF  # 0: the interval alone.
@@ -134,8 +134,8 @@ CHUNK_FIELDS = ("generation", "first_seq", "last_seq", "tokens", "part", "create
 def insert_chunks(chunks: list[TokenChunk]) -> None:
     """One INSERT of every chunk, written as SQL.
 
-    `bulk_create` builds and compiles the statement field by field for every
-    chunk: at 100 streams that was a third of the process's CPU.
+    Not `bulk_create`, which builds and compiles the statement field by field
+    for every chunk: a third of the process's CPU at 100 streams.
     """
     if not chunks:
         return

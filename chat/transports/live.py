@@ -7,7 +7,7 @@ chats and finished answers without polling. Events are stored
 gave it, across reconnects and server restarts.
 
 Events are published only after the data they describe is committed: by the
-actions in chat/actions.py and by the runner when a generation ends.
+actions in chat/actions/ (an end: actions/ends.py, at its commit).
 docs/mobile.md describes the channel, its cost and its multi-process set-up.
 """
 
@@ -75,7 +75,7 @@ class EventStorage(DjangoModelStorage):
 
     The library's own append takes about eight ORM queries (find or create the
     channel's counter, lock it, bump it, insert, then look for old events to
-    trim) and was a tenth of the fixed cost of an answer: here one upsert bumps
+    trim), a tenth of the fixed cost of an answer: here one upsert bumps
     the counter and returns the id, one INSERT stores the event, and old events
     are trimmed at most once a minute per process.
     """

@@ -142,3 +142,23 @@ async def sse_body(follow: Follow, log: "ConnectionLog", encoding: EventEncoding
         raise
     finally:
         await log.close()
+
+
+async def posted_answer_response(request, post, posted_body) -> StreamingHttpResponse:
+    """The new answer's stream as the response to the POST that asked for it, after a `posted` event.
+
+    `post()` creates the answer (an `actions.Answer`); `posted_body(answer)` is the JSON the POST would have
+    answered with. A bad window or no free stream slot is refused before anything is created.
+    """
+    admission = get_admission()
+    parse_coalesce_s(request.GET.get("coalesce_ms"))
+    slot = await admission.open_stream(request.auth.pk)
+    try:
+        answer = await post()
+        first = encode(await posted_body(answer), event="posted")
+    except BaseException:
+        await admission.close_stream(slot)
+        raise
+    response = await generation_stream_response(request, answer.generation, slot=slot, status=201, first=first)
+    response["Location"] = f"/api/generations/{answer.generation.id}"
+    return response

@@ -108,7 +108,7 @@ class GenerationConsumer(AsyncWebsocketConsumer):
         if not user.is_authenticated:
             raise ApiError(401, "unauthenticated", "Log in or send a bearer token.")
         generation_id = self.scope["url_route"]["kwargs"]["generation_id"]
-        generation = await Generation.objects.filter(pk=generation_id, conversation__owner=user).afirst()
+        generation = await Generation.objects.owned_by(user).filter(pk=generation_id).afirst()
         if generation is None:
             raise ApiError(404, "not_found", "No such generation.")
         after_seq = resume_position(query_param(self.scope, "last_event_id"), generation, field="last_event_id")
