@@ -9,10 +9,12 @@ PORT ?= 8000
 
 .PHONY: install run serve test chaos system-deps migrate bench bench-capacity bench-capacity-quick clean vendor
 
-$(STAMP): pyproject.toml
+# The Python client (clients/python) installs beside the server, editable, with its
+# WebSocket and terminal-rendering extras: its tests and the chaos suite drive it.
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e 'clients/python[ws,rich]'
 	touch $(STAMP)
 
 install: $(STAMP)
