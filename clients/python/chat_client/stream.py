@@ -264,7 +264,9 @@ class AnswerStream:
             # from what it has. Id 0 asks for everything, a continuation's earlier text included.
             self.text, self.reasoning, self.last_event_id = "", "", 0
             return 0.0
-        if not failure.retryable:
+        # A post refused with a 4xx created nothing; a rate limit there is this user's own: say so.
+        refused_post = isinstance(failure, ApiError) and self.generation_id is None and failure.status < 500
+        if not failure.retryable or refused_post:
             self._transition(State.ERROR, reason=str(failure), final=True)
             raise failure
         if isinstance(failure, Reconnect):
