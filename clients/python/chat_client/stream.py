@@ -91,6 +91,7 @@ class AnswerStream:
         self.transport = transport
         self.on_state = on_state
         self.attempts = 0  # connections opened (requests made to stream)
+        self.duplicates = 0  # tokens received again and ignored: a correct server sends none
         self.failures = 0  # failed attempts in a row
         self._mode = "stream"  # or "recover": streaming kept failing, the stored answer is read
         self._polls = 0
@@ -304,6 +305,7 @@ class AnswerStream:
             return None
         if isinstance(event, (Token, Reasoning)):
             if self.last_event_id is not None and event.seq <= self.last_event_id:
+                self.duplicates += 1
                 return None  # already have it: whatever the server does, nothing is shown twice
             if isinstance(event, Token):
                 self.text += event.text
