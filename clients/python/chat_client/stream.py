@@ -406,7 +406,8 @@ class AnswerStream:
         subprotocols = ["llm-stream.v1", f"bearer.{self._client.token}"] if self._client.token else ["llm-stream.v1"]
         stall = self.config.stall_s
         # No client pings: the server's keepalive frames and our stall timer tell a dead socket.
-        async with connect(url, subprotocols=subprotocols, open_timeout=stall, close_timeout=1, ping_interval=None, max_size=None) as ws:
+        ws = await connect(url, subprotocols=subprotocols, open_timeout=stall, ping_interval=None, max_size=None)
+        try:
             opened()
             while True:
                 try:
@@ -424,6 +425,10 @@ class AnswerStream:
                     raise api_error(status, frame.get("error"), float(frame.get("retry_after") or 0))
                 if (event := parse(kind, frame)) is not None:
                     deliver(event)
+        finally:
+            # Past the end, or giving up on this socket: no closing handshake, which on a dead
+            # connection (a network switch) would hold the reconnect up for its timeout.
+            ws.transport.abort()
 
     @staticmethod
     def _ws_failure(error: Exception) -> AttemptFailed:
