@@ -5,6 +5,7 @@ import os
 import pty
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +103,18 @@ def read_some(fd: int) -> bytes:
         return os.read(fd, 65536)
     except OSError:  # the other end closed (EIO on Linux)
         return b""
+
+
+def test_the_example_prints_the_stored_answer(server):
+    example = Path(__file__).resolve().parents[2] / "clients" / "python" / "examples" / "ask.py"
+    run = subprocess.run(
+        [sys.executable, str(example), server.url, "alice", USERS["alice"], "What is an event id?"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    with ChatClient(server.url) as chat:
+        chat.login("alice", USERS["alice"])
+        conversation = chat.conversations(q="What is an event id?", limit=1)[0]
+        answer = next(m for m in chat.messages(conversation["id"]) if m["role"] == "assistant")
+    assert run.stdout.startswith(answer["content"] + "\n\ncomplete (stop)")
+    assert run.stderr.split() == ["[connecting]", "[streaming]", "[ended:", "complete]"]
