@@ -1,7 +1,6 @@
 """The API client: async (`AsyncChatClient`) and blocking (`ChatClient`, the same code on a private event loop)."""
 
 import asyncio
-import random
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager
@@ -10,7 +9,7 @@ import httpx
 
 from .errors import ApiError, AttemptFailed, ChatError, error_from_response
 from .events import Event, Posted, StateChange
-from .retry import Config, backoff_delay, retry_delay
+from .retry import DEFAULT_BACKOFF_BASE_S, Config, retry_delay
 from .stream import Answer, AnswerStream, PostRequest
 
 NEWEST = object()  # parent_id left out: the message follows the conversation's newest message
@@ -183,7 +182,8 @@ class AsyncChatClient:
             failures += 1
             if failures >= self.config.max_failed_attempts:
                 raise failure
-            await asyncio.sleep(retry_delay(failure, failures - 1, self.config.backoff_base_s or 0.5, self.config.backoff_cap_s))
+            base = self.config.backoff_base_s or DEFAULT_BACKOFF_BASE_S
+            await asyncio.sleep(retry_delay(failure, failures - 1, base, self.config.backoff_cap_s))
 
     @staticmethod
     def _posted(body: dict) -> Posted:

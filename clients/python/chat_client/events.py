@@ -28,7 +28,7 @@ class Posted:
 
 @dataclass(frozen=True)
 class Token:
-    """Answer text after sequence number `seq - len(tokens)`: append `text`. `seq` is the event id."""
+    """Answer text up to sequence number `seq` (one token, or several merged): append `text`. `seq` is the event id."""
 
     seq: int
     text: str

@@ -215,10 +215,12 @@ class AnswerStream:
             queue.put_nowait(("failed", AttemptFailed(f"No data for {self.config.stall_s:g} s.")))
         except (httpx.TransportError, OSError) as error:
             queue.put_nowait(("failed", AttemptFailed(f"The connection was lost ({type(error).__name__}).")))
-        except ValueError as error:  # a malformed event
-            queue.put_nowait(("failed", AttemptFailed(f"The stream was malformed: {error}.")))
-        except Exception as error:  # the WebSocket library's own errors
-            queue.put_nowait(("failed", self._ws_failure(error)))
+        except (ValueError, KeyError, TypeError) as error:  # a malformed event
+            queue.put_nowait(("failed", AttemptFailed(f"The stream was malformed: {error!r}.")))
+        except Exception as error:
+            # The WebSocket library's errors are failed attempts; anything else is a bug, raised to the caller.
+            websocket_error = type(error).__module__.startswith("websockets")
+            queue.put_nowait(("failed", self._ws_failure(error) if websocket_error else error))
 
     async def _recover(self) -> AsyncIterator[Event]:
         """One round of the fallback: the stream once more (the network may be back), else the stored answer."""
