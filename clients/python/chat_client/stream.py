@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import suppress
+from contextlib import aclosing, suppress
 from dataclasses import dataclass
 
 import httpx
@@ -155,9 +155,10 @@ class AnswerStream:
             yield change
         while True:
             try:
-                rounds = self._attempt() if self._mode == "stream" else self._recover()
-                async for event in rounds:
-                    yield event
+                # Closed with us, so that a caller who stops early also stops the connection at once.
+                async with aclosing(self._attempt() if self._mode == "stream" else self._recover()) as rounds:
+                    async for event in rounds:
+                        yield event
                 if self.end is not None:
                     return
                 delay = self._poll_delay  # the fallback found the answer still running
@@ -225,8 +226,9 @@ class AnswerStream:
     async def _recover(self) -> AsyncIterator[Event]:
         """One round of the fallback: the stream once more (the network may be back), else the stored answer."""
         try:
-            async for event in self._attempt():
-                yield event
+            async with aclosing(self._attempt()) as attempt:
+                async for event in attempt:
+                    yield event
             return
         except AttemptFailed as probe:
             if not probe.retryable or self._mode == "stream" or isinstance(probe, Reconnect):
