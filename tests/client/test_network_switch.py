@@ -132,13 +132,13 @@ def test_a_network_switch_mid_answer_ends_with_exactly_the_stored_text(database_
         what="the connections to end",
     )
     first, *_, last = connections
-    had = max(line["seq"] for line in tokens if line["t"] < switched)
+    interrupted = next(n for n, line in enumerate(phone.lines) if line["kind"] == "state" and line["state"] == "interrupted")
+    assert phone.lines[interrupted]["reason"] == ("Reconnecting: the network changed." if told else f"No data for {STALL_S:g} s.")
+    had = max(line["seq"] for line in phone.lines[:interrupted] if line["kind"] == "token")  # when it reconnected
     assert first["client_addr"] == net.addresses["wifi"] and last["client_addr"] == net.addresses["cell"], connections
     assert last["resumed_from"] == had >= before["seq"], (connections, had)
-    interrupted = next(line for line in phone.lines if line["kind"] == "state" and line["state"] == "interrupted")
-    assert interrupted["reason"] == ("Reconnecting: the network changed." if told else f"No data for {STALL_S:g} s.")
 
-    first_new = next(line for line in tokens if line["t"] > switched and line["seq"] > had)
+    first_new = next(line for line in phone.lines[interrupted:] if line["kind"] == "token")
     dropped_until = first["tokens_sent"]  # the first connection started at the answer's start
     resent = sent_again(server.database_url, generation_id, had, dropped_until, transport)
     print(
