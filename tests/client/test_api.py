@@ -88,6 +88,10 @@ async def test_each_refusal_is_its_own_error_with_the_servers_code(start_server)
         with pytest.raises(NotFound):
             await missing.collect()
         assert [c.state for c in changes] == [State.CONNECTING, State.ERROR] and changes[-1].final
+        # The same over the WebSocket route: the error frame and its 4404 close.
+        with pytest.raises(NotFound) as refused:
+            await alice.follow("00000000-0000-4000-8000-000000000000", transport="ws").collect()
+        assert refused.value.code == "not_found"
 
 
 def test_a_503_carries_its_code_and_retry_after():
