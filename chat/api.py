@@ -78,6 +78,7 @@ def message_out(message: Message) -> dict:
         "conversation_id": message.conversation_id,
         "role": message.role,
         "content": message.content,
+        "reasoning": message.reasoning,
         "created_at": message.created_at,
         "parent_id": message.parent_id,
     }
@@ -91,7 +92,7 @@ async def generation_out(generation: Generation, *, with_text: bool = True) -> d
     data = {
         field: getattr(generation, field)
         for field in GenerationOut.model_fields
-        if hasattr(generation, field) and field not in ("text", "reason", "stream_url", "ws_url", "timings")
+        if hasattr(generation, field) and field not in ("text", "reasoning", "reason", "stream_url", "ws_url", "timings")
     }
     data["reason"] = generation.interrupt_reason
     data.update(stream_urls(generation.id))
@@ -101,7 +102,8 @@ async def generation_out(generation: Generation, *, with_text: bool = True) -> d
     }
     data["json"] = None
     if with_text:
-        data["text"], data["last_seq"] = await db_work(persisted_answer)(generation)
+        answer, data["last_seq"] = await db_work(persisted_answer)(generation)
+        data["text"], data["reasoning"] = answer.text, answer.reasoning
         if generation.response_format == "json" and generation.is_terminal:
             try:
                 data["json"] = parse_document(data["text"])
@@ -269,7 +271,9 @@ async def list_messages(
         generations = (
             Generation.objects.filter(assistant_message_id__in=assistant_ids)
             .order_by("first_seq", "created_at")
-            .values("id", "status", "model", "response_format", "assistant_message_id", "user_message_id")
+            .values(
+                "id", "status", "model", "response_format", "reasoning_ms", "assistant_message_id", "user_message_id"
+            )
         )
         async for row in generations:
             answering[row["assistant_message_id"]] = row
@@ -283,6 +287,7 @@ async def list_messages(
                 "status": row["status"],
                 "model": row["model"],
                 "response_format": row["response_format"],
+                "reasoning_ms": row["reasoning_ms"],
                 **stream_urls(row["id"]),
             }
         items.append(item)

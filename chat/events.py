@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 
 from . import sse
+from .llm.base import TEXT
 
 END_EVENT_NAMES = {
     "complete": "done",
@@ -52,9 +53,7 @@ class StreamEvent:
 
     @cached_property
     def sse(self) -> bytes:
-        # `sse.encode` without its line splitting: JSON has no raw newline, and
-        # names and ids are ours. Computed per token, so it is kept short.
-        return f"id: {self.id}\nevent: {self.name}\ndata: {self.data}\n\n".encode()
+        return sse.encode_event(self.id, self.name, self.data)
 
     @cached_property
     def ws(self) -> str:
@@ -63,14 +62,22 @@ class StreamEvent:
 
 @dataclass(eq=False)
 class Token(StreamEvent):
-    """Tokens first_seq..last_seq, concatenated; the event id is last_seq."""
+    """Tokens first_seq..last_seq of one part, concatenated; the event id is last_seq.
+
+    Answer text goes out as `token` events, other parts under their own name
+    (`reasoning`), so a client that knows only `token` shows only the answer.
+    """
 
     first_seq: int
     last_seq: int
     text: str
-    # Each token's own text, when known: a JSON answer's stream cuts the event where a `json` event falls.
-    parts: list[str] | None = field(default=None, repr=False)
-    name = "token"
+    # Each token's own text, when known: a resume or a JSON answer's `json` event may cut the event between them.
+    pieces: list[str] | None = field(default=None, repr=False)
+    part: str = TEXT
+
+    @property
+    def name(self) -> str:
+        return "token" if self.part == TEXT else self.part
 
     @property
     def id(self) -> int:
@@ -89,8 +96,10 @@ class Token(StreamEvent):
 
     def to_message(self) -> dict:
         message = {"type": "gen.token", "first_seq": self.first_seq, "last_seq": self.last_seq, "text": self.text}
-        if self.parts is not None:
-            message["parts"] = self.parts
+        if self.pieces is not None:
+            message["pieces"] = self.pieces
+        if self.part != TEXT:
+            message["part"] = self.part
         return message
 
     def after(self, seq: int) -> "Token | None":
@@ -99,21 +108,21 @@ class Token(StreamEvent):
             return None
         if seq < self.first_seq:
             return self
-        if self.parts is None or len(self.parts) != self.last_seq - self.first_seq + 1:
+        if self.pieces is None or len(self.pieces) != self.last_seq - self.first_seq + 1:
             return None
-        parts = self.parts[seq - self.first_seq + 1 :]
-        return Token(seq + 1, self.last_seq, "".join(parts), parts)
+        pieces = self.pieces[seq - self.first_seq + 1 :]
+        return Token(seq + 1, self.last_seq, "".join(pieces), pieces, self.part)
 
     @classmethod
     def merge(cls, tokens: list["Token"]) -> "Token":
-        """Contiguous tokens as one event, keeping each token's own text when every one is known."""
+        """Contiguous tokens of one part as one event, keeping each token's own text when every one is known."""
         if len(tokens) == 1:
             return tokens[0]
-        parts = [] if all(t.parts is not None or t.first_seq == t.last_seq for t in tokens) else None
-        if parts is not None:
+        pieces = [] if all(t.pieces is not None or t.first_seq == t.last_seq for t in tokens) else None
+        if pieces is not None:
             for token in tokens:
-                parts.extend(token.parts if token.parts is not None else [token.text])
-        return cls(tokens[0].first_seq, tokens[-1].last_seq, "".join(t.text for t in tokens), parts)
+                pieces.extend(token.pieces if token.pieces is not None else [token.text])
+        return cls(tokens[0].first_seq, tokens[-1].last_seq, "".join(t.text for t in tokens), pieces, tokens[0].part)
 
 
 @dataclass(eq=False)
@@ -121,10 +130,28 @@ class Snapshot(Token):
     """The whole answer up to last_seq in one event, for a client whose tokens cannot be replayed.
 
     Sent when retention has pruned the tokens, or to a client that starts before
-    a continuation's first token. Its text replaces what the client has shown.
+    a continuation's first token. Its text (and reasoning) replace what the client has shown.
     """
 
-    name = "snapshot"
+    reasoning: str = ""
+
+    @property
+    def name(self) -> str:
+        return "snapshot"
+
+    def payload(self) -> dict:
+        payload = {"seq": self.last_seq, "text": self.text}
+        if self.reasoning:
+            payload["reasoning"] = self.reasoning
+        return payload
+
+    @cached_property
+    def data(self) -> str:
+        return dumps(self.payload())
+
+    @cached_property
+    def ws(self) -> str:
+        return dumps({"type": self.name, "id": self.id, **self.payload()})
 
 
 @dataclass(eq=False)
@@ -250,7 +277,9 @@ KEEPALIVE = Keepalive()
 def from_message(message: dict) -> Token | End | Alive | Cancel | Wake:
     kind = message["type"]
     if kind == "gen.token":
-        return Token(message["first_seq"], message["last_seq"], message["text"], message.get("parts"))
+        return Token(
+            message["first_seq"], message["last_seq"], message["text"], message.get("pieces"), message.get("part", TEXT)
+        )
     if kind == "gen.end":
         return End(**{k: v for k, v in message.items() if k in END_MESSAGE_FIELDS})
     if kind == "gen.alive":

@@ -14,6 +14,7 @@ anything up, and its stream fills the gap from the run or the database.
 
 import asyncio
 import contextvars
+import itertools
 import logging
 import uuid
 import weakref
@@ -205,8 +206,9 @@ class Hub:
                 await self.send_tokens(group, tokens)
 
     async def send_tokens(self, group: str, tokens: list[Token]) -> None:
-        if tokens:
-            await self.send(group, Token.merge(tokens).to_message())
+        """The batch as one message per run of tokens of one part."""
+        for _, same_part in itertools.groupby(tokens, key=lambda token: token.part):
+            await self.send(group, Token.merge(list(same_part)).to_message())
 
     async def send(self, group: str, message: dict) -> None:
         try:

@@ -180,22 +180,6 @@ def generation_row(generation: Generation) -> dict:
     return {name: getattr(generation, name) for name in GENERATION_FIELDS}
 
 
-def publish_stored_generation(generation_id) -> None:
-    """Publish the generation's status as stored; nothing if it is gone (its conversation was deleted)."""
-    try:
-        row = Generation.objects.filter(pk=generation_id).values(*GENERATION_FIELDS, "conversation__owner_id").first()
-    except Exception:
-        logger.exception("could not read generation %s to publish it", generation_id)
-        return
-    if row is not None:
-        publish(row["conversation__owner_id"], GENERATION_EVENTS[row["status"]], generation_data(row))
-
-
-async def generation_changed(generation_id) -> None:
-    """`generation.started`, `.completed`, `.interrupted`, `.failed` or `.cancelled`, as it now stands."""
-    await db_work(publish_stored_generation)(generation_id)
-
-
 # --- The view -----------------------------------------------------------------------
 
 

@@ -31,6 +31,8 @@ class Message(models.Model):
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True, default="")
+    # An answer's reasoning, kept apart from its text: shown, never sent back to a model.
+    reasoning = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -95,6 +97,8 @@ class Generation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     first_token_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # How long the model spent in its reasoning parts, over all its runs: the page's "Thought for 12 s".
+    reasoning_ms = models.PositiveIntegerField(default=0)
 
     class Meta:
         indexes = [
@@ -126,11 +130,17 @@ class Worker(models.Model):
 
 
 class TokenChunk(models.Model):
-    """A persisted batch of consecutive tokens, seq first_seq..last_seq."""
+    """A persisted batch of consecutive tokens of one part, seq first_seq..last_seq."""
+
+    class Part(models.TextChoices):
+        TEXT = "text"
+        REASONING = "reasoning"
 
     generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="chunks")
     first_seq = models.PositiveIntegerField()
     last_seq = models.PositiveIntegerField()
+    # Which part of the answer the tokens belong to; every part shares the generation's sequence numbers.
+    part = models.CharField(max_length=16, choices=Part.choices, default=Part.TEXT)
     # One string per token, so a resume can start inside a chunk.
     tokens = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from . import actions
-from .answers import chunks_text
+from .answers import AnswerParts, persisted_answer
 from .models import Generation, StreamConnection
 from .reaper import orphans
 
@@ -78,16 +78,15 @@ def generation_detail(generation: Generation) -> dict:
         connection.width = max(at(ended) - connection.left, 0.4)
         # A row still open under an ended generation was never closed: its server died.
         connection.end_label = connection.end_reason or ("never closed" if generation.is_terminal else "still open")
-    text = generation.assistant_message.content
-    if not generation.is_terminal:
-        # The runner writes the message when it ends; until then the text so far is in the chunks.
-        text += chunks_text(generation.chunks.order_by("first_seq").values_list("tokens", flat=True))
+    # The runner writes the message when it ends; until then the answer so far is in the chunks.
+    answer = persisted_answer(generation)[0] if not generation.is_terminal else AnswerParts.of_message(generation.assistant_message)
     refusal = actions.continuation_refusal(generation) if generation.is_terminal else "It is still running."
     return {
         "generation": generation,
         "summary": summary(generation, connections),
         "prompt": generation.user_message.content,
-        "text": text,
+        "text": answer.text,
+        "reasoning": answer.reasoning,
         "text_is_final": generation.is_terminal,
         "pruned": generation.is_terminal and generation.last_seq >= generation.first_seq and not timeline["chunks"],
         "timeline": timeline["chunks"],
@@ -110,7 +109,7 @@ def token_timeline(generation: Generation, at) -> dict:
     `at(moment)` places a moment on the timeline strip, in percent.
     """
     chunks = list(
-        generation.chunks.order_by("first_seq").values_list("first_seq", "last_seq", "tokens", "created_at")[
+        generation.chunks.order_by("first_seq").values_list("first_seq", "last_seq", "tokens", "created_at", "part")[
             : TIMELINE_MAX_CHUNKS + 1
         ]
     )
@@ -119,7 +118,7 @@ def token_timeline(generation: Generation, at) -> dict:
     pauses = [(b[3] - a[3]).total_seconds() for a, b in zip(chunks, chunks[1:])]
     stall_s = max(STALL_MIN_S, STALL_FACTOR * statistics.median_low(pauses)) if pauses else STALL_MIN_S
     rows, previous = [], None
-    for first_seq, last_seq, tokens, created_at in chunks:
+    for first_seq, last_seq, tokens, created_at, part in chunks:
         since = previous["created_at"] if previous else generation.created_at
         pause = (created_at - since).total_seconds()
         expected = previous["last_seq"] + 1 if previous else generation.first_seq
@@ -128,6 +127,7 @@ def token_timeline(generation: Generation, at) -> dict:
             "last_seq": last_seq,
             "tokens": len(tokens),
             "text": "".join(tokens),
+            "part": part,
             "created_at": created_at,
             "offset_s": (created_at - generation.created_at).total_seconds(),
             "pause_s": pause,
@@ -147,10 +147,10 @@ def token_timeline(generation: Generation, at) -> dict:
 
 
 def chunk_runs(rows: list[dict]) -> list[dict]:
-    """Group the chunks into runs that a stall or a sequence gap starts: one table row per run."""
+    """Group the chunks into runs that a stall, a sequence gap or another part starts: one table row per run."""
     runs = []
     for row in rows:
-        if not runs or row["stall"] or row["missing"]:
+        if not runs or row["stall"] or row["missing"] or row["part"] != runs[-1]["part"]:
             runs.append({**row, "chunks": []})
         run = runs[-1]
         run["chunks"].append(row)

@@ -25,9 +25,9 @@ import logging
 import os
 import socket
 import sys
+import time
 import uuid
 from dataclasses import dataclass
-from functools import partial
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -35,16 +35,16 @@ from django.db.models import DateTimeField, F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from . import live
-from .actions.ends import generation_ended
+from .actions.ends import generation_end_write, generation_ended
 from .actions.queue import may_hand_on, queue_notify
+from .answers import AnswerParts
 from .db import db_work
 from .events import Alive, Cancel, End, Token
 from .hub import Hub, control_group, get_hub, stream_group
 from .jsonstream import document_error
-from .llm import ChatMessage, Finish, Provider, ProviderError, get_provider
+from .llm import REASONING, TEXT, ChatMessage, Delta, Finish, Provider, ProviderError, get_provider
 from .models import Generation, Message, TokenChunk
-from .writer import get_writer
+from .writer import get_writer, insert_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class GenerationRun:
         "generation_id", "group", "assistant_message_id", "conversation_id", "user_message_id", "owner_id",
         "response_format", "generation_first_seq", "started", "prefix", "first_seq", "seq", "runs", "durable_first",
         "persisted_seq", "unwritten_limit", "written", "saved_tail", "provider", "messages", "hub", "texts", "pending",
+        "part", "spans", "sealed", "reasoning_since", "reasoning_s",
         "first_token_at", "beat_seq", "end", "stop_fault", "task", "reading", "last_token_at", "stall_timer",
     )
 
@@ -86,7 +87,7 @@ class GenerationRun:
         messages: list[ChatMessage],
         hub: Hub,
         *,
-        prefix: str | None = None,
+        prefix: AnswerParts | None = None,
         after_seq: int | None = None,
     ):
         self.generation_id = generation.id
@@ -97,10 +98,10 @@ class GenerationRun:
         self.owner_id = generation.conversation.owner_id  # The conversation comes loaded with the generation.
         self.response_format = generation.response_format
         self.generation_first_seq = generation.first_seq
-        # Given the text so far, the run's row already names this process (created so, or
-        # claimed by a worker); otherwise `start` records that and reads the text.
+        # Given the answer so far, the run's row already names this process (created so, or
+        # claimed by a worker); otherwise `start` records that and reads the answer.
         self.started = prefix is not None
-        self.prefix = prefix or ""
+        self.prefix = prefix or AnswerParts()
         self.first_seq = generation.first_seq if after_seq is None else after_seq + 1  # This run's first token.
         self.seq = self.first_seq - 1
         self.runs = generation.runs
@@ -108,12 +109,17 @@ class GenerationRun:
         self.persisted_seq = self.seq
         self.unwritten_limit = settings.CHAT_MAX_UNWRITTEN_TOKENS
         self.written: asyncio.Future | None = None  # Awaited while the run is that far ahead of the database.
-        self.saved_tail: TokenChunk | None = None  # The last chunk, written with the end or the hand-on.
+        self.saved_tail: list[TokenChunk] = []  # The last chunks, written with the end or the hand-on.
         self.provider = provider
         self.messages = messages
         self.hub = hub
         self.texts: list[str] = []  # Every token of this run: local followers replay from here.
-        self.pending: list[str] = []  # Not yet handed to the writer.
+        self.part: str | None = None  # The part of the last token.
+        self.spans: list[tuple[int, str]] = []  # (first seq, part) of each span of this run's tokens of one part.
+        self.pending: list[str] = []  # Not yet handed to the writer, all of `part`.
+        self.sealed: list[TokenChunk] = []  # Not yet handed to the writer, of the parts before `part`.
+        self.reasoning_since: float | None = None  # When the current reasoning span began (monotonic clock).
+        self.reasoning_s = 0.0  # Time spent in earlier reasoning spans.
         self.first_token_at = None
         self.beat_seq = self.seq  # Where the last heartbeat found the run; unchanged means quiet.
         self.end: End | None = None  # Set when the end is recorded, before it is published.
@@ -123,13 +129,27 @@ class GenerationRun:
         self.last_token_at = 0.0  # Loop time of the last token from upstream (or of the start).
         self.stall_timer: asyncio.TimerHandle | None = None
 
-    def tokens_after(self, seq: int) -> Token | None:
-        """This run's tokens after `seq`, as one event; None if there are none."""
-        start = max(seq, self.first_seq - 1) - self.first_seq + 1
-        parts = self.texts[start:]
-        if not parts:
-            return None
-        return Token(self.first_seq + start, self.first_seq + len(self.texts) - 1, "".join(parts), parts)
+    # What a follower (stream.Follow) reads of a run: `first_seq`, `end`, `alive` and `tokens_after`.
+
+    @property
+    def alive(self) -> bool:
+        """Still running here: its tokens and its end will come from this run."""
+        return self.task is not None and not self.task.done()
+
+    def tokens_after(self, seq: int) -> list[Token]:
+        """This run's tokens after `seq`, one event per part."""
+        events = []
+        bounds = [*self.spans, (self.seq + 1, None)]
+        for (first, part), (following, _) in zip(bounds, bounds[1:]):
+            start = max(seq + 1, first)
+            if start < following:
+                pieces = self.texts[start - self.first_seq : following - self.first_seq]
+                events.append(Token(start, following - 1, "".join(pieces), pieces, part))
+        return events
+
+    def answer(self) -> AnswerParts:
+        """The whole answer so far: the prefix, then this run's tokens."""
+        return self.prefix.plus(self.tokens_after(self.first_seq - 1))
 
     def request_stop(self, status: str, reason: str = "") -> None:
         """Ask the run to end as `status` (`queued`: to hand on); it flushes and finishes on its own."""
@@ -184,7 +204,7 @@ class GenerationRun:
     def start(self) -> None:
         close_old_connections()
         now = timezone.now()
-        self.prefix = Message.objects.filter(pk=self.assistant_message_id).values_list("content", flat=True).get()
+        self.prefix = AnswerParts(*Message.objects.filter(pk=self.assistant_message_id).values_list("content", "reasoning").get())
         Generation.objects.filter(pk=self.generation_id, status=Generation.Status.QUEUED).update(
             status=Generation.Status.STREAMING, worker=WORKER_ID, heartbeat_at=now, runs=F("runs") + 1
         )
@@ -199,18 +219,24 @@ class GenerationRun:
         self.watch_for_stall(settings.CHAT_UPSTREAM_STALL_S)
         try:
             async for item in stream:
-                if not isinstance(item, str):
+                if type(item) is str:
+                    part, text = TEXT, item
+                elif isinstance(item, Delta):
+                    part, text = item.part, item.text
+                else:
                     return item  # Finish
                 self.last_token_at = loop.time()
                 if self.seq - self.persisted_seq >= self.unwritten_limit:
                     await self.catch_up(writer)
+                if part != self.part:
+                    self.begin_part(part)
                 self.seq += 1
-                self.texts.append(item)
-                self.pending.append(item)
+                self.texts.append(text)
+                self.pending.append(text)
                 if self.first_token_at is None:
                     self.first_token_at = timezone.now()
                 if not self.durable_first:
-                    self.hub.publish_nowait(self.group, Token(self.seq, self.seq, item))
+                    self.hub.publish_nowait(self.group, Token(self.seq, self.seq, text, None, part))
                 writer.tokens_added(self)
             return self.fault_for_error("upstream ended without a finish")
         except ProviderError as exc:
@@ -240,14 +266,37 @@ class GenerationRun:
             return _Fault(Generation.Status.FAILED, error=error)
         return _Fault(Generation.Status.INTERRUPTED, Generation.InterruptReason.UPSTREAM_ERROR, error)
 
-    def take_pending(self) -> TokenChunk | None:
-        """Hand the tokens not yet persisted to the writer, as one chunk."""
-        if not self.pending:
-            return None
+    def begin_part(self, part: str) -> None:
+        """The next token starts a span of `part`: a chunk holds one part, so seal the pending tokens as one."""
+        if self.pending:
+            self.sealed.append(self.pending_chunk())
+        self.reasoning_s = self.reasoning_elapsed_s()
+        self.reasoning_since = time.monotonic() if part == REASONING else None
+        self.part = part
+        self.spans.append((self.seq + 1, part))
+
+    def reasoning_elapsed_s(self) -> float:
+        """The time this run has spent reasoning, the current span included."""
+        if self.reasoning_since is None:
+            return self.reasoning_s
+        return self.reasoning_s + time.monotonic() - self.reasoning_since
+
+    def pending_chunk(self) -> TokenChunk:
         tokens, self.pending = self.pending, []
         return TokenChunk(
-            generation_id=self.generation_id, first_seq=self.seq - len(tokens) + 1, last_seq=self.seq, tokens=tokens
+            generation_id=self.generation_id,
+            first_seq=self.seq - len(tokens) + 1,
+            last_seq=self.seq,
+            tokens=tokens,
+            part=self.part,
         )
+
+    def take_pending(self) -> list[TokenChunk]:
+        """Hand the tokens not yet persisted to the writer: a chunk per part, in order (usually one)."""
+        chunks, self.sealed = self.sealed, []
+        if self.pending:
+            chunks.append(self.pending_chunk())
+        return chunks
 
     def persisted(self, chunk: TokenChunk) -> None:
         """The writer committed `chunk`: in worker mode, now its tokens go out."""
@@ -255,16 +304,16 @@ class GenerationRun:
         if self.written is not None and not self.written.done():
             self.written.set_result(None)
         if self.durable_first:
-            self.hub.publish_nowait(self.group, Token(chunk.first_seq, chunk.last_seq, "".join(chunk.tokens), chunk.tokens))
+            text = "".join(chunk.tokens)
+            self.hub.publish_nowait(self.group, Token(chunk.first_seq, chunk.last_seq, text, chunk.tokens, chunk.part))
 
     @property
     def token_count(self) -> int:
         return self.seq - self.generation_first_seq + 1
 
-    def restore_pending(self, chunk: TokenChunk | None) -> None:
-        """Take back a chunk whose write failed; the next write retries it."""
-        if chunk is not None:
-            self.pending = chunk.tokens + self.pending
+    def restore_pending(self, chunks: list[TokenChunk]) -> None:
+        """Take back chunks whose write failed, before anything pending since; the next write retries them."""
+        self.sealed[:0] = chunks
 
     async def finish(self, outcome: Finish | _Fault) -> None:
         if outcome is HAND_ON:
@@ -284,20 +333,19 @@ class GenerationRun:
                     await asyncio.sleep(0.5 * (attempt + 1))
         finally:
             writer.remove(self)
-        if self.saved_tail is not None:
-            self.persisted(self.saved_tail)  # Before the end, which `publish` sends after the group's tokens.
+        for chunk in self.saved_tail:
+            self.persisted(chunk)  # Before the end, which `publish` sends after the group's tokens.
         if result is None:
             return  # Handed on, or another worker runs it now: not ours to end.
         self.end = result
-        # `persist_end` told the owner at its commit, unless someone else ended it (and told them).
-        await generation_ended(self.generation_id, result, hub=self.hub, owner_told=result is end)
+        await generation_ended(self.generation_id, result, hub=self.hub)
 
     async def end_for(self, outcome: Finish | _Fault) -> End:
         if isinstance(outcome, Finish):
             status, reason, error = Generation.Status.COMPLETE, "", ""
             finish_reason, usage = outcome.reason, outcome.usage
             if self.response_format == "json" and (
-                problem := await asyncio.to_thread(document_error, self.prefix + "".join(self.texts))
+                problem := await asyncio.to_thread(document_error, self.answer().text)
             ):
                 # Complete, with the raw text kept, but flagged: the client cannot parse it.
                 stopped = " (the model stopped at its token limit)" if finish_reason == "length" else ""
@@ -317,46 +365,26 @@ class GenerationRun:
             "token_count": self.token_count,
             # The first run's first token is the answer's.
             "first_token_at": Coalesce(F("first_token_at"), Value(self.first_token_at, output_field=DateTimeField())),
+            "reasoning_ms": F("reasoning_ms") + round(self.reasoning_elapsed_s() * 1000),
         }
 
-    def persist_end(self, end: End, last_chunk: TokenChunk | None) -> End | None:
+    def persist_end(self, end: End, last_chunks: list[TokenChunk]) -> End | None:
         """Record the end; return the end that stands (someone else's if they ended it first), None if not ours."""
         close_old_connections()
         with transaction.atomic():
-            updated = self.ours().update(
-                status=end.status,
-                finish_reason=end.finish_reason,
-                interrupt_reason=end.reason,
-                error=end.error[:2000],
-                usage=end.usage,
-                finished_at=timezone.now(),
-                **self.progress(),
-            )
-            if not updated:
+            row = {
+                "id": self.generation_id,
+                "conversation_id": self.conversation_id,
+                "user_message_id": self.user_message_id,
+                "assistant_message_id": self.assistant_message_id,
+            }
+            # The row is at hand: the owner's devices hear of the end at its commit with no read of it.
+            if not generation_end_write(self.ours(), end, self.answer(), row=row, owner_id=self.owner_id, **self.progress()):
                 return self.ended_elsewhere(default=end)
-            if last_chunk is not None:
-                last_chunk.save()
-                self.saved_tail = last_chunk
-            Message.objects.filter(pk=self.assistant_message_id).update(
-                content=self.prefix + "".join(self.texts), updated_at=timezone.now()
-            )
-            # The owner's devices hear of the end at its commit, in this thread: no read, no hop of its own.
-            transaction.on_commit(partial(live.publish_generation, self.end_row(end), self.owner_id))
+            self.save_tail(last_chunks)
         return end
 
-    def end_row(self, end: End) -> dict:
-        """The ended generation's `live.GENERATION_FIELDS`."""
-        return {
-            "id": self.generation_id,
-            "status": end.status,
-            "finish_reason": end.finish_reason,
-            "interrupt_reason": end.reason,
-            "conversation_id": self.conversation_id,
-            "user_message_id": self.user_message_id,
-            "assistant_message_id": self.assistant_message_id,
-        }
-
-    def persist_hand_on(self, last_chunk: TokenChunk | None) -> End | None:
+    def persist_hand_on(self, last_chunks: list[TokenChunk]) -> End | None:
         """Put the generation back in the queue after its last tokens, for another worker to go on from there."""
         close_old_connections()
         with transaction.atomic():
@@ -365,12 +393,14 @@ class GenerationRun:
             )
             if not updated:
                 return self.ended_elsewhere(default=None)
-            if last_chunk is not None:
-                last_chunk.save()
-                self.saved_tail = last_chunk
+            self.save_tail(last_chunks)
             queue_notify()
         logger.info("handed generation %s on at seq %d", self.generation_id, self.seq)
         return None
+
+    def save_tail(self, chunks: list[TokenChunk]) -> None:
+        insert_chunks(chunks)
+        self.saved_tail = chunks
 
     def ended_elsewhere(self, *, default: End | None) -> End | None:
         stored = Generation.objects.filter(pk=self.generation_id).first()
@@ -408,12 +438,12 @@ def start_generation(
     messages: list[ChatMessage],
     *,
     hub: Hub | None = None,
-    prefix: str | None = None,
+    prefix: AnswerParts | None = None,
     after_seq: int | None = None,
 ) -> GenerationRun:
     """Run the generation in this process, in a task that no request owns.
 
-    `prefix` is the answer's text so far, for a generation already recorded as
+    `prefix` is the answer so far, for a generation already recorded as
     running here (a new one, or one claimed after `after_seq`).
     """
     global _heartbeat_task

@@ -152,6 +152,7 @@ class GenerationRef(Schema):
     status: str
     model: str
     response_format: str
+    reasoning_ms: int = Field(0, description="How long the model reasoned before and between the parts of its text.")
     stream_url: str
     ws_url: str
 
@@ -161,6 +162,9 @@ class MessageOut(Schema):
     conversation_id: int
     role: str
     content: str = Field(description="An assistant message is empty while its answer is generated; follow its generation.")
+    reasoning: str = Field(
+        "", description="An assistant message's reasoning (the model's thinking before and between its text), apart from it."
+    )
     created_at: datetime
     parent_id: int | None = Field(
         description="The message this one follows (null for a first message). Messages with one parent are "
@@ -195,6 +199,7 @@ class GenerationOut(Schema):
     model: str
     response_format: str
     text: str | None = Field(None, description="The answer so far (the complete answer once ended).")
+    reasoning: str | None = Field(None, description="The answer's reasoning so far, apart from its text (\"\" if none).")
     json_value: Any = Field(
         None,
         alias="json",
@@ -203,6 +208,7 @@ class GenerationOut(Schema):
     first_seq: int
     last_seq: int = Field(description="The last persisted token's sequence number: resume the stream from it.")
     token_count: int
+    reasoning_ms: int = Field(description="How long the model spent reasoning (its `reasoning` parts), in ms; 0 if it did not.")
     runs: int = Field(description="Runs it took: 1, or more when workers handed it on (docs/protocol.md).")
     finish_reason: str = Field(description='"stop", "length" or "invalid_json" once complete; else "".')
     reason: str = Field(description="Why it was interrupted: upstream_stall, upstream_error, server_shutdown, ...")

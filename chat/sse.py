@@ -1,4 +1,4 @@
-"""Server-Sent Events encoding: pure, with no framework imports."""
+"""Server-Sent Events encoding, the project's one: pure, with no framework imports."""
 
 
 def _field_value(value: object) -> str:
@@ -27,3 +27,8 @@ def encode(
     if data is not None:
         lines += [f"data: {line}" for line in data.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
     return ("\n".join(lines) + "\n\n").encode()
+
+
+def encode_event(id: int, event: str, data: str) -> bytes:
+    """`encode` for the stream's own events, per token: names and ids are ours, and JSON data has no raw newline."""
+    return f"id: {id}\nevent: {event}\ndata: {data}\n\n".encode()

@@ -26,6 +26,7 @@ from .db import db_work
 from .events import KEEPALIVE, Alive, End, Json, Keepalive, Snapshot, Token
 from .hub import Hub, get_hub, stream_group
 from .jsonstream import JsonSnapshots
+from .llm.base import TEXT
 
 Event = Token | Json | End | Keepalive
 
@@ -186,15 +187,14 @@ class Follow:
         return out, None
 
     def run_alive(self) -> bool:
-        return self.run is not None and not self.run.task.done()
+        return self.run is not None and self.run.alive
 
     def from_run(self) -> list[Token]:
         """The tokens our own run has made since the client's position."""
-        token = self.run.tokens_after(self.sent)
-        if token is None:
-            return []
-        self.sent = token.last_seq
-        return [token]
+        tokens = self.run.tokens_after(self.sent)
+        if tokens:
+            self.sent = tokens[-1].last_seq
+        return tokens
 
     async def from_database(self) -> tuple[list[Token], End | None]:
         """The snapshot a client from before a continuation needs, the persisted tokens, and the end if any."""
@@ -246,36 +246,39 @@ class Follow:
         found = await db_work(answer_through)(self.generation_id)
         if found is None or found[1] == self.sent:
             return []
-        text, seq = found
+        answer, seq = found
         self.sent = seq
-        return [Snapshot(1, seq, text)]
+        return [Snapshot(1, seq, answer.text, reasoning=answer.reasoning)]
 
     @staticmethod
     def coalesced(events: list) -> list:
-        """Each run of plain tokens merged into one event, in one join (snapshots stay apart).
+        """Each run of plain tokens of one part merged into one event, in one join (snapshots stay apart).
 
         The tokens of a batch are contiguous: each was taken at `sent + 1`.
         """
         out = []
-        for plain, group in itertools.groupby(events, key=lambda event: type(event) is Token):
+        for (plain, _), group in itertools.groupby(events, key=lambda event: (type(event) is Token, event.part)):
             out += [Token.merge(list(group))] if plain else group
         return out
 
 
 def split_at_growth(token: Token, snapshots: JsonSnapshots) -> list[Token | Json]:
-    """Feed a token event to the parser; cut it after each token that grows the snapshot, and add its `json` event.
+    """Feed a text token event to the parser; cut it after each token that grows the snapshot, and add its `json` event.
 
     So a `json` event's id is always the seq of the token that completed its
     values, whatever batching (replay chunks, coalescing) the tokens came in.
+    Reasoning is not the answer: it passes by the parser.
     """
-    parts = token.parts
-    if parts is None or len(parts) != token.last_seq - token.first_seq + 1 or len(parts) == 1:
+    pieces = token.pieces
+    if token.part != TEXT:
+        return [token]
+    if pieces is None or len(pieces) != token.last_seq - token.first_seq + 1 or len(pieces) == 1:
         # Token boundaries unknown (or one token): the event's last token takes the credit.
         return [token, Json(token.last_seq, snapshots.dumps())] if snapshots.feed(token.text) else [token]
     out, start, pending = [], token.first_seq, []
-    for seq, part in enumerate(parts, start=token.first_seq):
-        pending.append(part)
-        if snapshots.feed(part):
+    for seq, piece in enumerate(pieces, start=token.first_seq):
+        pending.append(piece)
+        if snapshots.feed(piece):
             out += [Token(start, seq, "".join(pending), pending), Json(seq, snapshots.dumps())]
             start, pending = seq + 1, []
     if not out:

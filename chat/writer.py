@@ -72,30 +72,31 @@ class TokenWriter:
     async def flush(self) -> None:
         async with self.lock:
             dirty, self.dirty = self.dirty, set()
-            batch = [(run, chunk) for run in dirty if (chunk := run.take_pending()) is not None]
+            batch = [(run, chunks) for run in dirty if (chunks := run.take_pending())]
             if not batch:
                 return
             fence = {run.generation_id for run, _ in batch if run.durable_first}
             try:
-                written = await db_work(write_chunks)([chunk for _, chunk in batch], fence=fence)
+                written = await db_work(write_chunks)([chunk for _, chunks in batch for chunk in chunks], fence=fence)
             except Exception:
-                logger.exception("writing %d token chunks failed; they are kept for the next flush", len(batch))
-                for run, chunk in batch:
-                    run.restore_pending(chunk)
+                logger.exception("writing the token chunks of %d runs failed; they are kept for the next flush", len(batch))
+                for run, chunks in batch:
+                    run.restore_pending(chunks)
                     self.dirty.add(run)
                 return
-            for run, chunk in batch:
-                if chunk.generation_id in written:
-                    run.persisted(chunk)
+            for run, chunks in batch:
+                if run.generation_id in written:
+                    for chunk in chunks:
+                        run.persisted(chunk)
 
     async def finish(self, run, write_end):
         """Write the run's last tokens and its end in one transaction, after all its earlier chunks."""
         async with self.lock:
-            chunk = run.take_pending()
+            chunks = run.take_pending()
             try:
-                return await db_work(write_end)(chunk)
+                return await db_work(write_end)(chunks)
             except Exception:
-                run.restore_pending(chunk)
+                run.restore_pending(chunks)
                 raise
 
     def remove(self, run) -> None:
@@ -126,7 +127,7 @@ def write_chunks(chunks: list[TokenChunk], *, fence=frozenset()) -> set:
     return {chunk.generation_id for chunk in chunks}
 
 
-CHUNK_FIELDS = ("generation", "first_seq", "last_seq", "tokens", "created_at")
+CHUNK_FIELDS = ("generation", "first_seq", "last_seq", "tokens", "part", "created_at")
 
 
 def insert_chunks(chunks: list[TokenChunk]) -> None:
@@ -138,7 +139,7 @@ def insert_chunks(chunks: list[TokenChunk]) -> None:
     if not chunks:
         return
     meta, quote = TokenChunk._meta, connection.ops.quote_name
-    generation, _, _, tokens, created_at = fields = [meta.get_field(name) for name in CHUNK_FIELDS]
+    generation, _, _, tokens, _, created_at = fields = [meta.get_field(name) for name in CHUNK_FIELDS]
     now = created_at.get_db_prep_value(timezone.now(), connection)
     params = []
     for chunk in chunks:
@@ -147,6 +148,7 @@ def insert_chunks(chunks: list[TokenChunk]) -> None:
             chunk.first_seq,
             chunk.last_seq,
             tokens.get_db_prep_value(chunk.tokens, connection),
+            chunk.part,
             now,
         ]
     row = f"({', '.join(['%s'] * len(fields))})"

@@ -1,7 +1,7 @@
 """A generation read as a durable stream: `Follow`'s events, encoded as JSON messages.
 
 Each message is the event's WebSocket frame (docs/protocol.md): `token`,
-`snapshot`, `json`, then one terminal `done` / `interrupted` / `failed` /
+`reasoning`, `snapshot`, `json`, then one terminal `done` / `interrupted` / `failed` /
 `cancelled`, after which the stream is closed. A message's offset is its
 event id zero-padded, so offsets and `Last-Event-ID` name the same position;
 the terminal message's offset is `<last_seq>_end`.
@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-from django.db.models import Max
-
+from chat.answers import last_persisted_seq
+from chat.db import db_work
 from chat.events import KEEPALIVE, End
-from chat.models import Generation, TokenChunk
+from chat.models import Generation
 from chat.stream import Follow
 
 from .conf import setting
@@ -80,8 +80,8 @@ async def owned_generation(generation_id, user) -> Generation | None:
 async def position(generation: Generation) -> Position:
     if generation.is_terminal:
         return Position(tail=generation.last_seq, end=generation.last_seq)
-    persisted = await TokenChunk.objects.filter(generation_id=generation.pk).aaggregate(tail=Max("last_seq"))
-    return Position(tail=persisted["tail"] or generation.first_seq - 1, end=None)
+    tail = await db_work(last_persisted_seq)(generation.pk)
+    return Position(tail=generation.first_seq - 1 if tail is None else tail, end=None)
 
 
 def start_seq(offset, generation: Generation, where: Position) -> tuple[int, bool]:

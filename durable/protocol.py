@@ -15,7 +15,6 @@ STREAM_CLOSED = "Stream-Closed"
 # generation the number is the sequence number of the last token covered, the
 # same number as our SSE `Last-Event-ID`; for other streams, of the last message.
 OFFSET_WIDTH = 16
-MAX_OFFSET = 10**OFFSET_WIDTH - 1
 # A generation's terminal message sits after its last token: "<last_seq>_end"
 # sorts after "<last_seq>" and before "<last_seq + 1>".
 END_SUFFIX = "_end"
@@ -92,6 +91,8 @@ def sse_base64(content_type: str) -> bool:
     return not (kind.startswith("text/") or kind == "application/json")
 
 
+# Not chat.sse.encode: the protocol's reference clients and conformance suite read `data:` with no space after
+# the colon, and keep every byte of a text payload after it.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 

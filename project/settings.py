@@ -242,6 +242,17 @@ CHAT_OPENAI_MODEL = os.environ.get("CHAT_OPENAI_MODEL", "llama3.2")
 CHAT_OPENAI_CONNECT_TIMEOUT_S = env_float("CHAT_OPENAI_CONNECT_TIMEOUT_S", 10.0)
 CHAT_OPENAI_READ_TIMEOUT_S = env_float("CHAT_OPENAI_READ_TIMEOUT_S", 60.0)
 
+# Anthropic's Messages API (Claude), for CHAT_MODELS entries with "provider": "anthropic".
+CHAT_ANTHROPIC_BASE_URL = os.environ.get("CHAT_ANTHROPIC_BASE_URL", "https://api.anthropic.com")
+CHAT_ANTHROPIC_API_KEY = os.environ.get("CHAT_ANTHROPIC_API_KEY", "")
+# The API requires a limit on the answer's tokens (thinking included); a model's "max_tokens" overrides it.
+CHAT_ANTHROPIC_MAX_TOKENS = env_int("CHAT_ANTHROPIC_MAX_TOKENS", 8192)
+CHAT_ANTHROPIC_CONNECT_TIMEOUT_S = env_float("CHAT_ANTHROPIC_CONNECT_TIMEOUT_S", 10.0)
+CHAT_ANTHROPIC_READ_TIMEOUT_S = env_float("CHAT_ANTHROPIC_READ_TIMEOUT_S", 60.0)
+# The SDK retries a 408, 409, 429, 5xx or 529 (overloaded) before the answer starts, waiting
+# the upstream's retry-after or 0.5-8 s; the runner's CHAT_UPSTREAM_STALL_S bounds the wait.
+CHAT_ANTHROPIC_MAX_RETRIES = env_int("CHAT_ANTHROPIC_MAX_RETRIES", 2)
+
 # No token from upstream for this long ends the generation as interrupted.
 CHAT_UPSTREAM_STALL_S = env_float("CHAT_UPSTREAM_STALL_S", 10.0)
 # Tokens are written to the database in batches: whichever comes first.

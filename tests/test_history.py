@@ -51,3 +51,24 @@ def test_a_message_of_another_conversation_has_no_history_here():
     other = Conversation.objects.create(owner=factories.user())
     theirs = say(other, "user", "theirs", None)
     assert conversation_history(conversation, theirs) == []
+
+
+def test_earlier_reasoning_is_left_out():
+    """The model is shown earlier answers' text, never their reasoning; an answer with reasoning only is skipped."""
+    conversation = Conversation.objects.create(owner=factories.user())
+    first = say(conversation, "user", "one", None)
+    answer = Message.objects.create(
+        conversation=conversation, role="assistant", content="the answer", reasoning="thinking it over", parent=first
+    )
+    thought_only = Message.objects.create(
+        conversation=conversation, role="assistant", content="", reasoning="cut while thinking", parent=say(
+            conversation, "user", "two", answer
+        )
+    )
+    last = say(conversation, "user", "three", thought_only)
+    assert conversation_history(conversation, last) == [
+        ChatMessage("user", "one"),
+        ChatMessage("assistant", "the answer"),
+        ChatMessage("user", "two"),
+        ChatMessage("user", "three"),
+    ]

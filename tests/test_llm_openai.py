@@ -11,14 +11,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chat.llm import ChatMessage, Finish, ProviderError, get_provider
+from chat.llm import REASONING, ChatMessage, Delta, Finish, ProviderError, get_provider
 from chat.llm.openai import OpenAIProvider
 from tests.support.openai_upstream import (
     ERROR_500_MESSAGE,
     ERROR_CHUNK_MESSAGE,
+    REASONING_DIALECTS,
     OpenAIUpstream,
     echo_reply,
     json_reply,
+    reasoning_reply,
     split_tokens,
 )
 from tests.support.wait import eventually
@@ -26,6 +28,7 @@ from tests.support.wait import eventually
 PROMPT = "tell me about the quiet streams of the north"
 MESSAGES = [ChatMessage("system", "Be brief."), ChatMessage("user", PROMPT)]
 REPLY_TOKENS = split_tokens(echo_reply(PROMPT))
+REASONING_DELTAS = [Delta(REASONING, token) for token in split_tokens(reasoning_reply(PROMPT))]
 
 
 @pytest.fixture
@@ -72,6 +75,40 @@ async def test_streams_tokens_then_one_finish_with_usage(upstream):
             "total_tokens": prompt_words + len(REPLY_TOKENS),
         },
     )
+
+
+@pytest.mark.parametrize("dialect", REASONING_DIALECTS)
+async def test_reasoning_streams_as_reasoning_deltas_before_the_answer(upstream, dialect):
+    upstream.reasoning = dialect
+
+    *tokens, finish = await collect(make_provider(upstream))
+
+    # `both` sends each reasoning token in two fields: it still counts once.
+    assert tokens == REASONING_DELTAS + REPLY_TOKENS
+    assert "".join(t.text for t in tokens[: len(REASONING_DELTAS)]) == reasoning_reply(PROMPT)
+    assert finish.reason == "stop"
+    assert finish.usage["completion_tokens"] == len(REASONING_DELTAS) + len(REPLY_TOKENS)
+
+
+async def test_cut_during_reasoning_keeps_the_reasoning_before_the_cut(upstream):
+    upstream.scenario, upstream.reasoning = "cut", "deepseek"
+    received = []
+
+    with pytest.raises(ProviderError, match="RemoteProtocolError"):
+        await collect(make_provider(upstream), received)
+
+    assert received == REASONING_DELTAS[:3]
+
+
+async def test_reasoning_then_a_cut_in_the_answer_keeps_both_parts(upstream):
+    upstream.scenario, upstream.reasoning = "error_chunk", "vllm"
+    upstream.tokens_before_fault = len(REASONING_DELTAS) + 2
+    received = []
+
+    with pytest.raises(ProviderError, match=ERROR_CHUNK_MESSAGE):
+        await collect(make_provider(upstream), received)
+
+    assert received == REASONING_DELTAS + REPLY_TOKENS[:2]
 
 
 async def test_request_carries_model_messages_stream_flags_and_bearer_key(upstream):
@@ -149,6 +186,8 @@ async def test_cut_raises_after_yielding_the_tokens_before_the_cut(upstream, chu
         '{"choices": [{"delta": {"content": 7}, "finish_reason": null}]}',
         '{"choices": [{"delta": {}, "finish_reason": 3}]}',
         '{"choices": [], "usage": {"prompt_tokens": "many"}}',
+        '{"choices": [{"delta": {"reasoning": ["a"]}, "finish_reason": null}]}',
+        '{"choices": [{"delta": {"reasoning_content": 1}, "finish_reason": null}]}',
     ],
 )
 async def test_malformed_chunk_raises(upstream, data):
@@ -294,3 +333,28 @@ def test_upstream_runs_as_a_standalone_process():
             assert response.text.endswith("data: [DONE]\n\n")
         finally:
             process.terminate()
+
+
+@pytest.mark.parametrize(
+    ("dialect", "first_deltas"),
+    [
+        (
+            "deepseek",
+            [{"role": "assistant", "content": None, "reasoning_content": ""}, {"content": None, "reasoning_content": "The"}],
+        ),
+        ("vllm", [{"role": "assistant", "content": ""}, {"reasoning": "The"}]),
+        ("vllm_legacy", [{"role": "assistant", "content": ""}, {"reasoning_content": "The"}]),
+        ("ollama", [{"role": "assistant", "content": "", "reasoning": "The"}, {"content": "", "reasoning": " user"}]),
+        ("both", [{"role": "assistant", "content": ""}, {"reasoning": "The", "reasoning_content": "The"}]),
+    ],
+)
+def test_upstream_writes_each_servers_reasoning_chunks(upstream, dialect, first_deltas):
+    upstream.reasoning = dialect
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi there"}], "stream": True}
+
+    response = httpx.post(f"{upstream.base_url}/chat/completions", json=body)
+
+    chunks = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+    assert [chunk["choices"][0]["delta"] for chunk in chunks[:2]] == first_deltas
+    answer = [c["choices"][0]["delta"] for c in chunks if c["choices"][0]["delta"].get("content")]
+    assert "".join(delta["content"] for delta in answer) == "Echo: hi there"

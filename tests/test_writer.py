@@ -34,17 +34,16 @@ class FakeRun:
         self.seq += len(tokens)
         self.writer.tokens_added(self)
 
-    def take_pending(self) -> TokenChunk | None:
+    def take_pending(self) -> list[TokenChunk]:
         if not self.pending:
-            return None
+            return []
         tokens, self.pending = self.pending, []
-        return TokenChunk(
+        return [TokenChunk(
             generation_id=self.generation_id, first_seq=self.seq - len(tokens) + 1, last_seq=self.seq, tokens=tokens
-        )
+        )]
 
-    def restore_pending(self, chunk: TokenChunk | None) -> None:
-        if chunk is not None:
-            self.pending = chunk.tokens + self.pending
+    def restore_pending(self, chunks: list[TokenChunk]) -> None:
+        self.pending = [token for chunk in chunks for token in chunk.tokens] + self.pending
 
     def persisted(self, chunk: TokenChunk) -> None:
         self.written.append(chunk)
@@ -135,8 +134,8 @@ async def test_finish_writes_the_last_tokens_after_the_earlier_ones(runs):
     await asyncio.sleep(0)  # One turn of the loop: the flush takes "a" and starts writing it.
     run.produce("b")
 
-    def write_end(chunk):
-        chunk.save()
+    def write_end(chunks):
+        writer_module.insert_chunks(chunks)
         return "ended"
 
     assert await writer.finish(run, write_end) == "ended"

@@ -3,16 +3,16 @@
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max, Q
+from django.db.models import Q
 from django.utils import timezone
 
-from .. import runner
-from ..answers import chunks_text
+from .. import live, runner
+from ..answers import persisted_answer
 from ..events import Cancel, End
 from ..hub import control_group, get_hub
-from ..models import Generation, TokenChunk
+from ..models import Generation
 from ..stream import wait_for_end
-from .ends import generation_ended
+from .ends import generation_end_write, generation_ended
 from .queue import UNCLAIMED
 
 # How long a cancel waits to report the generation's terminal state.
@@ -62,18 +62,18 @@ def generation_end_orphan(
         generation = candidates.first()
         if generation is None:
             return None
-        chunks = TokenChunk.objects.filter(generation=generation)
-        last_seq = chunks.aggregate(last=Max("last_seq"))["last"]
-        generation.status = status
-        generation.interrupt_reason = reason
-        generation.error = error
-        generation.last_seq = last_seq if last_seq is not None else generation.first_seq - 1
-        generation.token_count = generation.last_seq - generation.first_seq + 1
-        generation.finished_at = timezone.now()
-        generation.save()
-        message = generation.assistant_message
-        message.content += chunks_text(chunks.order_by("first_seq").values_list("tokens", flat=True))
-        message.save(update_fields=["content", "updated_at"])
+        answer, last_seq = persisted_answer(generation)
+        end = End(status=status, last_seq=last_seq, reason=reason, error=error)
+        generation_end_write(
+            Generation.objects.filter(pk=generation.pk),
+            end,
+            answer,
+            row=live.generation_row(generation),
+            owner_id=generation.conversation.owner_id,
+            last_seq=last_seq,
+            token_count=last_seq - generation.first_seq + 1,
+        )
+        generation.refresh_from_db()
     return generation
 
 

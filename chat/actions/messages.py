@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from .. import live, runner
 from ..admission import get_admission
+from ..answers import AnswerParts
 from ..db import db_work
 from ..errors import ApiError
 from ..llm import ChatMessage
@@ -139,10 +140,10 @@ def announce(generation: Generation, owner_id) -> None:
     transaction.on_commit(partial(live.publish_generation, live.generation_row(generation), owner_id))
 
 
-async def launch(generation: Generation, history: list[ChatMessage], prefix: str = "") -> None:
+async def launch(generation: Generation, history: list[ChatMessage], prefix: AnswerParts = AnswerParts()) -> None:
     """Start the answer here (in-process), or wake the workers to claim it (worker mode); it is announced.
 
-    `prefix`: the answer's text so far (a continuation's).
+    `prefix`: the answer so far (a continuation's).
     """
     if settings.CHAT_RUNNER == "workers":
         await db_work(queue_notify)()

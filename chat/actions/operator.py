@@ -4,6 +4,7 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 
 from .. import runner
+from ..answers import AnswerParts
 from ..errors import ApiError
 from ..llm import CONTINUE_INSTRUCTION, ChatMessage
 from ..models import Generation, Message, TokenChunk
@@ -17,7 +18,7 @@ async def generation_retry(*, generation: Generation) -> Generation:
     return (await generation_regenerate(generation=generation)).generation
 
 
-def _create_continuation(generation_id) -> tuple[Generation, list[ChatMessage], str]:
+def _create_continuation(generation_id) -> tuple[Generation, list[ChatMessage], AnswerParts]:
     with transaction.atomic():
         # Locked, so two operators clicking at once get one continuation and one refusal.
         previous = (
@@ -28,7 +29,7 @@ def _create_continuation(generation_id) -> tuple[Generation, list[ChatMessage], 
         refusal = continuation_refusal(previous)
         if refusal:
             raise ApiError(409, "not_continuable", refusal)
-        partial = previous.assistant_message.content
+        partial = AnswerParts.of_message(previous.assistant_message)
         continuation = Generation.objects.create(
             conversation=previous.conversation,
             user_message=previous.user_message,
@@ -45,7 +46,7 @@ def _create_continuation(generation_id) -> tuple[Generation, list[ChatMessage], 
         )
         announce(continuation, previous.conversation.owner_id)
     history = conversation_history(previous.conversation, previous.user_message)
-    history += [ChatMessage(Message.Role.ASSISTANT, partial), ChatMessage(Message.Role.USER, CONTINUE_INSTRUCTION)]
+    history += [ChatMessage(Message.Role.ASSISTANT, partial.text), ChatMessage(Message.Role.USER, CONTINUE_INSTRUCTION)]
     return continuation, history, partial
 
 

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Max, Q
+from django.db.models import F, Q
 from django.utils import timezone
 
-from ..answers import chunks_text
+from ..answers import AnswerParts, last_persisted_seq, persisted_answer
 from ..llm import CONTINUE_INSTRUCTION, ChatMessage
-from ..models import Generation, Message, TokenChunk
+from ..models import Generation, Message
 
 # The NOTIFY channel the workers LISTEN on.
 QUEUE_CHANNEL = "chat_generation_queued"
@@ -38,7 +38,7 @@ class Claimed:
 
     generation: Generation
     messages: list[ChatMessage]
-    prefix: str  # The answer's text so far: the message's, then this generation's persisted tokens.
+    prefix: AnswerParts  # The answer so far: the message's, then this generation's persisted tokens.
     after_seq: int  # Its last persisted token; the run goes on from the next.
 
 
@@ -63,13 +63,11 @@ def generation_claim(*, worker: str, limit: int) -> list[Claimed]:
 def claimed(generation: Generation) -> Claimed:
     from .messages import conversation_history  # messages imports the runner, which imports us.
 
-    chunks = list(TokenChunk.objects.filter(generation=generation).order_by("first_seq").values_list("last_seq", "tokens"))
-    after_seq = chunks[-1][0] if chunks else generation.first_seq - 1
-    prefix = generation.assistant_message.content + chunks_text(tokens for _, tokens in chunks)
+    prefix, after_seq = persisted_answer(generation)
     messages = conversation_history(generation.conversation, generation.user_message)
-    if prefix:
+    if prefix.text:
         # A continuation (operator's or a hand-on): the model goes on from the text so far.
-        messages += [ChatMessage(Message.Role.ASSISTANT, prefix), ChatMessage(Message.Role.USER, CONTINUE_INSTRUCTION)]
+        messages += [ChatMessage(Message.Role.ASSISTANT, prefix.text), ChatMessage(Message.Role.USER, CONTINUE_INSTRUCTION)]
     return Claimed(generation, messages, prefix, after_seq)
 
 
@@ -91,7 +89,7 @@ def generation_hand_on(generation_id, *, condition: Q) -> Generation | None:
         )
         if generation is None:
             return None
-        last_seq = TokenChunk.objects.filter(generation=generation).aggregate(last=Max("last_seq"))["last"]
+        last_seq = last_persisted_seq(generation.pk)
         generation.last_seq = last_seq if last_seq is not None else generation.first_seq - 1
         generation.token_count = generation.last_seq - generation.first_seq + 1
         generation.status = Generation.Status.QUEUED

@@ -6,20 +6,39 @@ from .base import CONTINUE_INSTRUCTION, REASONING, TEXT, ChatMessage, Delta, Fin
 PROVIDERS = {
     "simulated": "chat.llm.simulated.SimulatedProvider",
     "openai": "chat.llm.openai.OpenAIProvider",
+    "anthropic": "chat.llm.anthropic.AnthropicProvider",
 }
+
+
+def provider_class(name: str) -> type[Provider]:
+    """The provider class PROVIDERS names; an unknown name is a ValueError."""
+    try:
+        return import_string(PROVIDERS[name])
+    except KeyError:
+        raise ValueError(f"Unknown CHAT_LLM_PROVIDER {name!r}; choose one of {sorted(PROVIDERS)}") from None
 
 
 def get_provider(name: str | None = None, *, model: str = "", variant: int = 0) -> Provider:
     """Build the provider (the configured one by default) for `model`; settings are read on every call.
 
     `variant` numbers an answer among the answers to one message: the simulated model varies by it.
+    The model's options (a thinking budget, say) are those its CHAT_MODELS entry gives.
     """
+    from .catalog import model_options  # The catalog reads PROVIDERS from this module.
+
     name = name or settings.CHAT_LLM_PROVIDER
-    try:
-        provider_class = import_string(PROVIDERS[name])
-    except KeyError:
-        raise ValueError(f"Unknown CHAT_LLM_PROVIDER {name!r}; choose one of {sorted(PROVIDERS)}") from None
-    return provider_class.from_settings(model=model, variant=variant)
+    return provider_class(name).from_settings(model=model, variant=variant, options=model_options(name, model))
 
 
-__all__ = ["CONTINUE_INSTRUCTION", "REASONING", "TEXT", "ChatMessage", "Delta", "Finish", "Provider", "ProviderError", "get_provider"]
+__all__ = [
+    "CONTINUE_INSTRUCTION",
+    "REASONING",
+    "TEXT",
+    "ChatMessage",
+    "Delta",
+    "Finish",
+    "Provider",
+    "ProviderError",
+    "get_provider",
+    "provider_class",
+]

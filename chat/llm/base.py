@@ -56,8 +56,15 @@ class Provider:
     model: str = ""
 
     @classmethod
-    def from_settings(cls, *, model: str = "", variant: int = 0) -> "Provider":
-        """The provider as configured, for `model` (empty: the configured one)."""
+    def check_options(cls, options: dict) -> dict:
+        """Return a model's options (its CHAT_MODELS entry's other keys) checked; a ValueError says what is wrong."""
+        if options:
+            raise ValueError(f"the {cls.name} provider takes no options, not {', '.join(sorted(options))}")
+        return {}
+
+    @classmethod
+    def from_settings(cls, *, model: str = "", variant: int = 0, options: dict | None = None) -> "Provider":
+        """The provider as configured, for `model` (empty: the configured one) with its checked `options`."""
         raise NotImplementedError
 
     def stream(

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 import httpx
 from django.conf import settings
 
-from .base import ChatMessage, Finish, Provider, ProviderError
+from .base import REASONING, ChatMessage, Delta, Finish, Provider, ProviderError
 
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 # Enough to recognise a proxy's HTML error page without flooding the logs.
@@ -28,7 +28,7 @@ class OpenAIProvider(Provider):
         self.timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
 
     @classmethod
-    def from_settings(cls, *, model: str = "", variant: int = 0) -> "OpenAIProvider":
+    def from_settings(cls, *, model: str = "", variant: int = 0, options: dict | None = None) -> "OpenAIProvider":
         return cls(
             base_url=settings.CHAT_OPENAI_BASE_URL,
             api_key=settings.CHAT_OPENAI_API_KEY,
@@ -39,7 +39,7 @@ class OpenAIProvider(Provider):
 
     async def stream(
         self, messages: list[ChatMessage], *, response_format: str = "text"
-    ) -> AsyncIterator[str | Finish]:
+    ) -> AsyncIterator[str | Delta | Finish]:
         payload = {
             "model": self.model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
@@ -65,8 +65,8 @@ class OpenAIProvider(Provider):
             raise ProviderError(f"upstream request failed: {type(exc).__name__}: {exc}") from exc
 
 
-async def _read_events(lines: AsyncIterator[str]) -> AsyncIterator[str | Finish]:
-    """Turn SSE lines into tokens and a final `Finish`; only `[DONE]` ends cleanly."""
+async def _read_events(lines: AsyncIterator[str]) -> AsyncIterator[str | Delta | Finish]:
+    """Turn SSE lines into reasoning and answer tokens and a final `Finish`; only `[DONE]` ends cleanly."""
     finish_reason, usage = None, {}
     async for line in lines:
         # Blank separators, `:` comments, `event:` and `id:` fields carry nothing for us.
@@ -76,7 +76,9 @@ async def _read_events(lines: AsyncIterator[str]) -> AsyncIterator[str | Finish]
         if data == "[DONE]":
             yield Finish(reason=finish_reason or "stop", usage=usage)
             return
-        content, reason, chunk_usage = _read_chunk(data)
+        reasoning, content, reason, chunk_usage = _read_chunk(data)
+        if reasoning:
+            yield Delta(REASONING, reasoning)
         if content:
             yield content
         finish_reason = reason or finish_reason
@@ -84,8 +86,13 @@ async def _read_events(lines: AsyncIterator[str]) -> AsyncIterator[str | Finish]
     raise ProviderError("upstream stream ended without [DONE]")
 
 
-def _read_chunk(data: str) -> tuple[str, str | None, dict]:
-    """Return the content, finish reason and usage one `data:` chunk carries."""
+def _read_chunk(data: str) -> tuple[str, str, str | None, dict]:
+    """Return the reasoning, content, finish reason and usage one `data:` chunk carries.
+
+    Reasoning models send their reasoning in `delta.reasoning_content` (DeepSeek,
+    vLLM before 0.16) or `delta.reasoning` (vLLM since, Ollama, OpenRouter); a
+    server that sends both, for compatibility, sends the same text twice.
+    """
     try:
         chunk = json.loads(data)
         if not isinstance(chunk, dict):
@@ -94,14 +101,16 @@ def _read_chunk(data: str) -> tuple[str, str | None, dict]:
             raise ProviderError(f"upstream error mid-stream: {_error_message(chunk) or data[:ERROR_BODY_CHARS]}")
         choices = chunk.get("choices") or []
         choice = choices[0] if choices else {}
-        content = (choice.get("delta") or {}).get("content") or ""
+        delta = choice.get("delta") or {}
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+        content = delta.get("content") or ""
         reason = choice.get("finish_reason")
         usage = _normalise_usage(chunk.get("usage"))
-        if not isinstance(content, str) or not isinstance(reason, str | None):
+        if not isinstance(reasoning, str) or not isinstance(content, str) or not isinstance(reason, str | None):
             raise TypeError
     except (ValueError, TypeError, AttributeError, KeyError):
         raise ProviderError(f"malformed chunk from upstream: {data[:ERROR_BODY_CHARS]!r}") from None
-    return content, reason, usage
+    return reasoning, content, reason, usage
 
 
 def _normalise_usage(usage: dict | None) -> dict:

@@ -5,6 +5,9 @@ network. It writes a short, plausible answer about the prompt (seeded by the
 prompt, the model's name and the answer's variant, so the same prompt gives
 the same first answer and a regenerated one differs), paced like a real model,
 and can be told to misbehave like one: stall, fail or send a malformed chunk.
+
+Its model `simulated-reasoning` thinks first, as reasoning models do: a short
+reasoning part, then the answer.
 """
 
 import asyncio
@@ -17,7 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 
 from django.conf import settings
 
-from .base import CONTINUE_INSTRUCTION, ChatMessage, Finish, Provider, ProviderError
+from .base import CONTINUE_INSTRUCTION, REASONING, ChatMessage, Delta, Finish, Provider, ProviderError
 
 STOPWORDS = set(
     "a an and are as at be but by can could do does for from how i in is it its me my of on or "
@@ -46,6 +49,14 @@ CLOSINGS = [
     "That should be enough to get started; ask again if a step is unclear.",
     "In short: keep it simple, measure it, and make failures visible.",
 ]
+THOUGHTS = [
+    "The question is about {topic}.",
+    "Does the user need the idea behind {topic}, or steps to follow? Steps seem more useful.",
+    "The failure cases matter most: that is where {topic} usually goes wrong.",
+    "A short sketch could help, if it stays minimal.",
+    "I should order the points from the simplest to the most involved.",
+    "Keep it brief; they can ask for more.",
+]
 CODE_SAMPLE = "```python\nasync def handle({name}):\n    result = await fetch({name})\n    return result\n```"
 
 
@@ -69,6 +80,11 @@ def compose_text_answer(prompt: str, rng: random.Random, points: int = 3) -> str
         lines += ["", "A minimal sketch:", "", CODE_SAMPLE.format(name=topic.split()[0].replace("-", "_"))]
     lines += ["", rng.choice(CLOSINGS)]
     return "\n".join(lines)
+
+
+def compose_reasoning(prompt: str, rng: random.Random) -> str:
+    topic = prompt_topic(prompt)
+    return " ".join(thought.format(topic=topic) for thought in [THOUGHTS[0], *rng.sample(THOUGHTS[1:], 2)])
 
 
 def compose_json_answer(prompt: str, rng: random.Random, points: int = 3) -> str:
@@ -102,6 +118,7 @@ def iter_tokens(text: str) -> Iterator[str]:
 class SimulatedProvider(Provider):
     name = "simulated"
     DEFAULT_MODEL = "simulated-1"
+    REASONING_MODEL = "simulated-reasoning"
 
     def __init__(
         self,
@@ -129,7 +146,7 @@ class SimulatedProvider(Provider):
         self.malformed_after = malformed_after
 
     @classmethod
-    def from_settings(cls, *, model: str = "", variant: int = 0) -> "SimulatedProvider":
+    def from_settings(cls, *, model: str = "", variant: int = 0, options: dict | None = None) -> "SimulatedProvider":
         return cls(
             model=model,
             variant=variant,
@@ -143,14 +160,14 @@ class SimulatedProvider(Provider):
             malformed_after=settings.CHAT_SIMULATED_MALFORMED_AFTER,
         )
 
-    def answer_tokens(self, messages: list[ChatMessage], response_format: str = "text") -> list[str]:
-        """Return the whole answer as tokens; the same input always gives the same answer.
+    def answer_tokens(self, messages: list[ChatMessage], response_format: str = "text") -> list[str | Delta]:
+        """Return the whole answer as tokens (its reasoning's as `Delta`s); the same input always gives the same answer.
 
         Asked to continue a partial answer of its own, it sends the rest of it.
         """
         return list(self.iter_answer(messages, response_format))
 
-    def iter_answer(self, messages: list[ChatMessage], response_format: str = "text") -> Iterator[str]:
+    def iter_answer(self, messages: list[ChatMessage], response_format: str = "text") -> Iterator[str | Delta]:
         """`answer_tokens`, one at a time."""
         if len(messages) >= 3 and messages[-1].content == CONTINUE_INSTRUCTION and messages[-2].role == "assistant":
             full = self.answer_tokens(messages[:-2], response_format)
@@ -158,7 +175,8 @@ class SimulatedProvider(Provider):
             for index, token in enumerate(full):
                 if sent == partial:
                     return iter(full[index:])
-                sent += token
+                if type(token) is str:
+                    sent += token
         prompt = next((m.content for m in reversed(messages) if m.role == "user"), "")
         # The default model's first answer keeps the seed it always had.
         key = f"{self.seed}:{response_format}:{prompt}"
@@ -169,25 +187,33 @@ class SimulatedProvider(Provider):
         digest = hashlib.sha256(key.encode()).digest()
         rng = random.Random(digest)
         compose = compose_json_answer if response_format == "json" else compose_text_answer
-        return iter_tokens(compose(prompt, rng, self.points))
+        answer = iter_tokens(compose(prompt, rng, self.points))
+        if self.model != self.REASONING_MODEL:
+            return answer
+        reasoning = (Delta(REASONING, token) for token in iter_tokens(compose_reasoning(prompt, rng)))
+        return itertools.chain(reasoning, answer)
 
     async def stream(
         self, messages: list[ChatMessage], *, response_format: str = "text"
-    ) -> AsyncIterator[str | Finish]:
+    ) -> AsyncIterator[str | Delta | Finish]:
         tokens = self.iter_answer(messages, response_format)
         loop = asyncio.get_running_loop()
         # Pace against an absolute schedule so sleep overhead does not add up.
         start = loop.time() + self.first_token_delay_s
         interval = 1.0 / self.tokens_per_s if self.tokens_per_s > 0 else 0.0
-        sent = 0
-        for token in itertools.islice(tokens, self.max_tokens):
+        sent = answered = 0  # Tokens sent, and those of them that are answer text: the limit counts only these.
+        truncated = False
+        for token in tokens:
+            if answered >= self.max_tokens:
+                truncated = True
+                break
             await self.misbehave(sent)
             delay = start + sent * interval - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             yield token
             sent += 1
-        truncated = next(tokens, None) is not None
+            answered += type(token) is str
         await self.misbehave(sent)
         prompt_tokens = sum(len(split_tokens(m.content)) for m in messages)
         yield Finish(

@@ -15,6 +15,7 @@ import {
   followStream,
   messageView,
   removeAll,
+  renderReasoning,
   renderText,
   setNotice,
   setTime,
@@ -110,6 +111,7 @@ function attach(generation, view, { resume = false, opened = null } = {}) {
     generationId: generation.id,
     streamUrl: generation.stream_url || `/api/generations/${generation.id}/stream`,
     text: snapshot?.text ?? "",
+    reasoning: snapshot?.reasoning ?? "",
     // Resuming with nothing kept: id 0 asks for the whole answer (for a
     // continuation, its earlier text arrives as one snapshot event).
     lastEventId: snapshot?.lastEventId ?? (resume ? "0" : ""),
@@ -118,10 +120,11 @@ function attach(generation, view, { resume = false, opened = null } = {}) {
     config: page.config,
     onRender: (rendered) => {
       debug.renders++;
+      renderThinking(view, rendered);
       renderText(view, rendered.text, { format: generation.response_format, streaming: !isFinal(client) });
       setMetrics(rendered.tokens, rendered.tokensPerSecond);
       if (!isFinal(client)) {
-        saveSnapshot(generation.id, rendered.text, rendered.lastEventId);
+        saveSnapshot(generation.id, rendered.text, rendered.reasoning, rendered.lastEventId);
       }
       followScroll();
     },
@@ -130,10 +133,24 @@ function attach(generation, view, { resume = false, opened = null } = {}) {
   page.stream = { client, generation, view };
   page.lastAnswer = { generationId: generation.id, view };
   setLocation(page.conversationId, generation.id);
-  if (snapshot) renderText(view, snapshot.text, { format: generation.response_format, streaming: true });
+  if (snapshot) {
+    renderReasoning(view, snapshot.reasoning, { ms: generation.reasoning_ms });
+    renderText(view, snapshot.text, { format: generation.response_format, streaming: true });
+  }
   setBusy(true);
   followScroll();
   client.start();
+}
+
+/** The Thinking block, timed from when the thinking is first seen live until the text starts. */
+function renderThinking(view, { reasoning, thinking }) {
+  const now = performance.now();
+  if (thinking) view.thinkingSince ??= now;
+  else if (view.thinkingSince != null) {
+    view.thoughtMs = (view.thoughtMs ?? 0) + now - view.thinkingSince;
+    view.thinkingSince = null;
+  }
+  renderReasoning(view, reasoning, { thinking, ms: view.thoughtMs ?? 0 });
 }
 
 /** The client has stopped: the answer is shown whole, or cannot be had. */
@@ -167,8 +184,12 @@ function onStreamState(client, generation, view, state, detail) {
       debug.renders++;
       renderText(view, client.text, { format: generation.response_format });
     }
+    renderThinking(view, { reasoning: client.reasoning, thinking: false });
     const message = page.tree.byId.get(generation.assistant_message_id);
-    if (message) page.tree.add({ ...message, content: client.text, generation: { ...message.generation, status: detail.status ?? "complete" } });
+    if (message) {
+      const ended = { ...message.generation, status: detail.status ?? "complete", reasoning_ms: Math.round(view.thoughtMs ?? 0) };
+      page.tree.add({ ...message, content: client.text, reasoning: client.reasoning, generation: ended });
+    }
   }
   setBusy(BUSY_STATES.has(state));
   if (!BUSY_STATES.has(state)) refreshActions();
@@ -456,6 +477,7 @@ function showMessage(message) {
   const role = message.role === "user" ? "user" : "assistant";
   const generation = generationOf(message);
   const view = messageView(role, { messageId: message.id, label: role === "assistant" ? modelLabel(generation) : "" });
+  renderReasoning(view, message.reasoning ?? "", { ms: generation?.reasoning_ms ?? 0 });
   renderText(view, message.content, { format: generation?.response_format ?? "text" });
   setTime(view, message.created_at);
   page.views.set(message.id, view);
@@ -533,7 +555,10 @@ async function resume(generationId, token) {
   // It ended while nobody watched: the stored message is the answer.
   dropSnapshot(generation.id);
   setLocation(page.conversationId, null);
-  if (!known?.content) renderText(view, generation.text ?? "", { format: generation.response_format });
+  if (!known?.content) {
+    renderReasoning(view, generation.reasoning ?? "", { ms: generation.reasoning_ms });
+    renderText(view, generation.text ?? "", { format: generation.response_format });
+  }
   const ended = { status: generation.status, reason: generation.reason, error: generation.error };
   const { label, text, notice = "", tone = "muted", outcome = "" } = describe(State.ENDED, ended);
   view.article.dataset.state = State.ENDED;

@@ -44,7 +44,9 @@ export function messageView(role, { messageId = null, label = "" } = {}) {
   article.append(labelEl, bubble, meta);
   welcome.hidden = true;
   list.append(article);
-  return { article, label: labelEl, bubble, content, notice, meta, versions, time, actions, role, source: "", shown: null };
+  return {
+    article, label: labelEl, bubble, content, notice, meta, versions, time, actions, role, source: "", shown: null, thinking: null,
+  };
 }
 
 /**
@@ -61,6 +63,42 @@ export function renderText(view, text, { format = view.format ?? "text", streami
   const shown = streaming && format !== "json" ? streamingText(text) : text;
   view.shown = shown;
   view.content.replaceChildren(renderMarkdown(shown, { format }));
+}
+
+/**
+ * Show an answer's reasoning above its text as a "Thinking" block: open while
+ * the model thinks, then collapsed with how long it thought. It opens and
+ * closes only when the thinking starts or stops, so a reader's own toggle stays.
+ */
+export function renderReasoning(view, reasoning, { thinking = false, ms = 0 } = {}) {
+  if (!reasoning) {
+    view.thinking?.details.remove();
+    view.thinking = null;
+    return;
+  }
+  if (!view.thinking) {
+    const details = document.createElement("details");
+    details.className = "thinking";
+    const summary = document.createElement("summary");
+    const body = document.createElement("div");
+    body.className = "thinking-text";
+    details.append(summary, body);
+    view.bubble.insertBefore(details, view.content);
+    view.thinking = { details, summary, body, open: null };
+  }
+  const block = view.thinking;
+  block.body.textContent = reasoning; // plain text: reasoning is notes, not a document
+  block.summary.textContent = thinking ? "Thinking…" : ms > 0 ? `Thought for ${thoughtFor(ms)}` : "Thoughts";
+  block.details.classList.toggle("live", thinking);
+  if (block.open !== thinking) {
+    block.details.open = thinking;
+    block.open = thinking;
+  }
+}
+
+function thoughtFor(ms) {
+  const seconds = Math.max(1, Math.round(ms / 1000));
+  return seconds < 60 ? `${seconds} s` : `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
 }
 
 /** Whether the answer shows all of `text` (a streaming render may have held back its tail). */

@@ -88,7 +88,7 @@ const FINAL_MESSAGES = {
  * waits instead of failing while the browser is offline.
  *
  * Callbacks:
- *   onRender(view)          at most every renderWindowMs: {text, tokens, tokensPerSecond, lastEventId}
+ *   onRender(view)          at most every renderWindowMs: {text, reasoning, thinking, tokens, tokensPerSecond, lastEventId}
  *   onState(state, detail)  on every transition (see State)
  */
 export class GenerationStream {
@@ -97,6 +97,7 @@ export class GenerationStream {
     streamUrl = `/api/generations/${generationId}/stream`,
     generationUrl = `/api/generations/${generationId}`,
     text = "",
+    reasoning = "",
     lastEventId = "",
     firstSeq = 1,
     opened = null, // the answer's stream already requested (the POST that made it): the first attempt reads it
@@ -108,6 +109,8 @@ export class GenerationStream {
   }) {
     Object.assign(this, { generationId, streamUrl, generationUrl, config, fetch, now, onRender, onState });
     this.text = text;
+    this.reasoning = reasoning; // the model's thinking, kept apart from the answer's text
+    this.part = ""; // the part of the last token event: "reasoning" while the model thinks
     this.lastEventId = lastEventId;
     this.firstSeq = firstSeq;
     this.opened = opened;
@@ -202,6 +205,7 @@ export class GenerationStream {
     this.loop.failures = 0; // the server answers
     if (TERMINAL_STATUSES.has(generation.status)) {
       this.text = generation.text ?? this.text;
+      this.reasoning = generation.reasoning ?? this.reasoning;
       this.lastEventId = String(generation.last_seq);
       this.finish(State.FALLBACK, {
         status: generation.status,
@@ -214,8 +218,9 @@ export class GenerationStream {
     }
     // Still running: show what the server has so far, and ask again later.
     if (this.state === State.ERROR) this.transition(State.INTERRUPTED, { ...interrupted, failures: 0 });
-    if ((generation.text || "").length > this.text.length) {
+    if ((generation.text || "").length + (generation.reasoning || "").length > this.text.length + this.reasoning.length) {
       this.text = generation.text;
+      this.reasoning = generation.reasoning || "";
       this.lastEventId = String(generation.last_seq);
       this.scheduleRender();
     }
@@ -251,6 +256,7 @@ export class GenerationStream {
       // tokens in a crash): start over from what the server has. Id 0
       // asks for everything, a continuation's earlier text included.
       this.text = "";
+      this.reasoning = "";
       this.lastEventId = "0";
       this.scheduleRender();
       return 0;
@@ -281,18 +287,23 @@ export class GenerationStream {
 
   handle({ type, data, id }) {
     if (this.result) return;
-    if (type === "token") {
+    if (type === "token" || type === "reasoning") {
+      // One sequence space across parts: each event appends to its own part.
       const payload = JSON.parse(data);
       const last = parseInt(this.lastEventId, 10);
       if (Number.isFinite(last) && payload.seq <= last) return; // already have it
-      this.text += payload.text;
+      if (type === "token") this.text += payload.text;
+      else this.reasoning += payload.text;
+      this.part = type;
       this.lastEventId = id;
       this.progress();
       this.countLive(payload.seq - (Number.isFinite(last) ? last : this.firstSeq - 1));
       this.scheduleRender();
     } else if (type === "snapshot") {
       // The whole answer up to its id (a pruned or continued generation): replace, not append.
-      this.text = JSON.parse(data).text;
+      const payload = JSON.parse(data);
+      this.text = payload.text;
+      this.reasoning = payload.reasoning ?? "";
       this.lastEventId = id;
       this.progress();
       this.scheduleRender();
@@ -367,6 +378,8 @@ export class GenerationStream {
     this.renders++;
     this.onRender({
       text: this.text,
+      reasoning: this.reasoning,
+      thinking: this.part === "reasoning" && this.result === null,
       tokens: this.tokens,
       tokensPerSecond: this.tokensPerSecond,
       lastEventId: this.lastEventId,

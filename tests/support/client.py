@@ -15,15 +15,23 @@ TERMINAL_EVENTS = {"done", "interrupted", "failed", "cancelled"}
 ENDED = {"complete", "interrupted", "failed", "cancelled"}
 
 
-def shown_text(events) -> str:
-    """The text a client shows: tokens appended, a `snapshot` replacing everything before it."""
-    text = ""
+def shown_parts(events) -> tuple[str, str]:
+    """The text and reasoning a client shows: each part's tokens appended, a `snapshot` replacing both."""
+    text = reasoning = ""
     for event in events:
         if event.event == "snapshot":
-            text = json.loads(event.data)["text"]
+            data = json.loads(event.data)
+            text, reasoning = data["text"], data.get("reasoning", "")
         elif event.event == "token":
             text += json.loads(event.data)["text"]
-    return text
+        elif event.event == "reasoning":
+            reasoning += json.loads(event.data)["text"]
+    return text, reasoning
+
+
+def shown_text(events) -> str:
+    """The text a client shows: tokens appended, a `snapshot` replacing everything before it."""
+    return shown_parts(events)[0]
 
 
 def assert_ids_increase(ids: list[int], *, last: int, after: int = 0) -> None:
@@ -56,6 +64,18 @@ class StreamRead:
         return shown_text(self.events)
 
     @property
+    def reasoning(self) -> str:
+        return "".join(json.loads(e.data)["text"] for e in self.events if e.event == "reasoning")
+
+    @property
+    def part_seqs(self) -> list[int]:
+        """The `seq` of each token and reasoning event, in order: one sequence space across parts."""
+        events = [e for e in self.events if e.event in ("token", "reasoning")]
+        seqs = [json.loads(e.data)["seq"] for e in events]
+        assert [e.id for e in events] == [str(s) for s in seqs], "a token event's id is its seq"
+        return seqs
+
+    @property
     def seqs(self) -> list[int]:
         """The `seq` of each token event, which is also its id."""
         seqs = [json.loads(e.data)["seq"] for e in self.tokens]
@@ -75,7 +95,7 @@ class StreamRead:
 class ChatClient:
     @staticmethod
     def counts_toward_cut(event) -> bool:
-        return event.event == "token"
+        return event.event in ("token", "reasoning")
 
     def __init__(self, base_url: str):
         self.http = httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(30.0))
