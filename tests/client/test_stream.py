@@ -10,6 +10,7 @@ from chat_client import (
     Config,
     End,
     Posted,
+    Reasoning,
     Snapshot,
     State,
     StateChange,
@@ -46,7 +47,7 @@ async def stored(client: AsyncChatClient, generation_id: str) -> dict:
 
 def assert_tokens_once(events: list, stored_generation: dict) -> None:
     """Token ids only go forward and reach the stored last seq: nothing shown twice, nothing missing."""
-    seqs = [e.seq for e in events if isinstance(e, Token)]
+    seqs = [e.seq for e in events if isinstance(e, (Token, Reasoning))]  # one sequence space for both parts
     assert seqs == sorted(set(seqs)), f"a token id repeated or went back: {seqs}"
     assert seqs[-1] == stored_generation["last_seq"]
 
@@ -95,25 +96,28 @@ def test_the_blocking_client_asks_and_follows(start_server, transport):
         assert replay.last_event_id == generation["last_seq"]
 
 
+@pytest.mark.parametrize("model", ["simulated-1", "simulated-reasoning"])
 @pytest.mark.parametrize("transport", ["sse", "ws"])
-async def test_cuts_mid_answer_resume_with_exactly_the_stored_text(paced, transport):
+async def test_cuts_mid_answer_resume_with_exactly_the_stored_text(paced, transport, model):
     async with await logged_in(paced.url) as direct:
         conversation = await direct.create_conversation()
         with FaultProxy(paced.port) as proxy:
             client = AsyncChatClient(proxy.url, direct.token, config=QUICK, transport=transport)
             async with client:
-                stream = client.ask(conversation["id"], "A long answer, please")
-                events, tokens_since_cut = [], 0
+                stream = client.ask(conversation["id"], "A long answer, please", model=model)
+                events, tokens_since_cut, cut_parts = [], 0, set()
                 async for event in stream:
                     events.append(event)
-                    if isinstance(event, Token):
+                    if isinstance(event, (Token, Reasoning)):  # cuts inside the reasoning part too
                         tokens_since_cut += 1
                         if tokens_since_cut == 15:  # cut every 15 token events
                             tokens_since_cut = 0
                             await asyncio.to_thread(proxy.cut)
+                            cut_parts.add(type(event))
         generation = await stored(direct, stream.generation_id)
     assert proxy.cuts >= 2, "the answer ended before it could be cut twice"
-    assert stream.text == generation["text"]
+    assert stream.text == generation["text"] and stream.reasoning == generation["reasoning"]
+    assert cut_parts == ({Token, Reasoning} if model == "simulated-reasoning" else {Token}), cut_parts
     assert_tokens_once(events, generation)
     states = [e.state for e in events if isinstance(e, StateChange)]
     assert states.count(State.INTERRUPTED) >= 2 and states[-1] == State.ENDED
@@ -142,12 +146,13 @@ async def test_a_stall_is_reported_as_interrupted_with_the_text_so_far_then_resu
     assert stream.text == generation["text"] and stream.end.status == "complete"
 
 
-async def test_three_failed_streams_fall_back_to_the_stored_answer(paced):
+@pytest.mark.parametrize("model", ["simulated-1", "simulated-reasoning"])
+async def test_three_failed_streams_fall_back_to_the_stored_answer(paced, model):
     async with await logged_in(paced.url) as direct:
         conversation = await direct.create_conversation()
         with FaultProxy(paced.port) as proxy:
             async with AsyncChatClient(proxy.url, direct.token, config=QUICK) as client:
-                stream = client.ask(conversation["id"], "A long answer, please")
+                stream = client.ask(conversation["id"], "A long answer, please", model=model)
                 events = []
                 async for event in stream:
                     events.append(event)
@@ -158,6 +163,7 @@ async def test_three_failed_streams_fall_back_to_the_stored_answer(paced):
     states = [(e.state, e.fallback) for e in events if isinstance(e, StateChange)]
     assert (State.INTERRUPTED, True) in states and states[-1] == (State.FALLBACK, True)
     assert stream.text == generation["text"] and stream.last_event_id == generation["last_seq"]
+    assert stream.reasoning == generation["reasoning"] and bool(stream.reasoning) == (model == "simulated-reasoning")
     end = events[-2]
     assert isinstance(end, End) and end.fallback and end.status == "complete"
     assert isinstance(events[-3], Snapshot) and events[-3].text == generation["text"]
