@@ -54,7 +54,15 @@ from bench.load import Recorder, call, send
 from bench.measure import busy_seconds, cpu_seconds, machine, open_files, percentile
 from bench.schedule import due, sleep_until, word
 from bench.servers import (
-    ROOT, SPECS, Database, Databases, Server, Spec, project_env, scale_out_specs, set_autogroup_nice,
+    ROOT,
+    SPECS,
+    Database,
+    Databases,
+    Server,
+    Spec,
+    project_env,
+    scale_out_specs,
+    set_autogroup_nice,
 )
 from tests.support.server import POSTGRES_ADMIN_URL, postgres_available, redis_available
 

@@ -104,7 +104,7 @@ SETUP = f"""
 import json
 from django.contrib.auth.models import User
 from django.db import transaction
-from chat.auth import token_issue
+from chat.api.auth import token_issue
 from chat.models import Conversation
 made = []
 with transaction.atomic():  # One commit: a commit per row takes minutes on a busy disk.

@@ -31,7 +31,14 @@ from pathlib import Path
 
 import httpx
 
-from bench.measure import HOST, cpu_seconds, free_port, machine, percentile, wait_for_port
+from bench.measure import (
+    HOST,
+    cpu_seconds,
+    free_port,
+    machine,
+    percentile,
+    wait_for_port,
+)
 from bench.wire import Received, follow_sse, follow_ws
 from tests.support.server import TEST_ENV, USERS, DatabaseTemplates
 

@@ -8,10 +8,10 @@ class ChatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from . import middleware  # noqa: F401  (registers its system check)
-        from .daphne import exit_after_reactor_stops
         from .llm.catalog import chat_models
-        from .reaper import start_with_first_request
+        from .server import middleware  # noqa: F401  (registers its system check)
+        from .server.daphne import exit_after_reactor_stops
+        from .streaming.reaper import start_with_first_request
 
         chat_models()  # A bad CHAT_MODELS stops the start, not the first message.
 

@@ -12,14 +12,13 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-from chat.answers import last_persisted_seq
 from chat.db import db_work
-from chat.events import KEEPALIVE, End
 from chat.models import Generation
-from chat.stream import Follow
-
-from .conf import setting
-from .protocol import (
+from chat.streaming.answers import last_persisted_seq
+from chat.streaming.events import KEEPALIVE, End
+from chat.streaming.follow import Follow
+from durable.conf import setting
+from durable.protocol import (
     ProtocolError,
     encode_offset,
     response_cursor,

@@ -4,12 +4,11 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator
 
-from chat.events import Wake
-from chat.hub import get_hub
-
-from . import storage
-from .conf import setting
-from .protocol import (
+from chat.streaming.events import Wake
+from chat.streaming.hub import get_hub
+from durable import storage
+from durable.conf import setting
+from durable.protocol import (
     encode_offset,
     is_json,
     json_array,

@@ -91,7 +91,7 @@ def sse_base64(content_type: str) -> bool:
     return not (kind.startswith("text/") or kind == "application/json")
 
 
-# Not chat.sse.encode: the protocol's reference clients and conformance suite read `data:` with no space after
+# Not chat.streaming.sse.encode: the protocol's reference clients and conformance suite read `data:` with no space after
 # the colon, and keep every byte of a text payload after it.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 

@@ -14,9 +14,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from .conf import setting
-from .models import Producer, Stream, StreamMessage
-from .protocol import (
+from durable.conf import setting
+from durable.models import Producer, Stream, StreamMessage
+from durable.protocol import (
     STREAM_CLOSED,
     STREAM_NEXT_OFFSET,
     ProtocolError,

@@ -2,8 +2,8 @@
 
 from django.urls import path, re_path
 
-from .views.generations import generation_view
-from .views.streams import stream_view
+from durable.views.generations import generation_view
+from durable.views.streams import stream_view
 
 app_name = "durable"
 

@@ -9,8 +9,8 @@ from django.http import Http404, HttpResponse, JsonResponse
 from ninja import NinjaAPI, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
-from chat.api import router as chat_router
-from chat.auth import BearerAuth, SessionAuth
+from chat.api.auth import BearerAuth, SessionAuth
+from chat.api.routes import router as chat_router
 from chat.errors import ApiError, error_body
 
 logger = logging.getLogger("chat.api")

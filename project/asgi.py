@@ -8,7 +8,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 # Set up Django before anything imports models (as django.core.asgi.get_asgi_application does).
 django.setup(set_prefix=False)
 
-from chat.handler import ASGIHandler  # noqa: E402
+from chat.server.handler import ASGIHandler  # noqa: E402
 
 django_asgi_app = ASGIHandler()
 
@@ -16,8 +16,12 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chat.db import SharedDatabaseThreads  # noqa: E402
-from chat.lifespan import lifespan_app  # noqa: E402
-from chat.routing import OriginValidator, TokenAuthMiddleware, websocket_urlpatterns  # noqa: E402
+from chat.server.lifespan import lifespan_app  # noqa: E402
+from chat.server.routing import (  # noqa: E402
+    OriginValidator,
+    TokenAuthMiddleware,
+    websocket_urlpatterns,
+)
 
 application = SharedDatabaseThreads(
     ProtocolTypeRouter(

@@ -60,17 +60,17 @@ INSTALLED_APPS = [
 ]
 
 # Django's and django-csp's middleware, each subclassed to run its hooks on the
-# event loop rather than a thread per hook (chat/middleware.py says why).
+# event loop rather than a thread per hook (chat/server/middleware.py says why).
 MIDDLEWARE = [
-    "chat.middleware.SecurityMiddleware",
-    "chat.middleware.CSPMiddleware",
-    "chat.middleware.SessionMiddleware",
-    "chat.middleware.CommonMiddleware",
-    "chat.middleware.CsrfViewMiddleware",
-    "chat.middleware.AuthenticationMiddleware",
-    "chat.middleware.MessageMiddleware",
-    "chat.middleware.XFrameOptionsMiddleware",
-    "chat.middleware.method_not_allowed_middleware",
+    "chat.server.middleware.SecurityMiddleware",
+    "chat.server.middleware.CSPMiddleware",
+    "chat.server.middleware.SessionMiddleware",
+    "chat.server.middleware.CommonMiddleware",
+    "chat.server.middleware.CsrfViewMiddleware",
+    "chat.server.middleware.AuthenticationMiddleware",
+    "chat.server.middleware.MessageMiddleware",
+    "chat.server.middleware.XFrameOptionsMiddleware",
+    "chat.server.middleware.method_not_allowed_middleware",
     # Last, as django-axes asks: it turns a locked-out login's answer into a 429.
     "axes.middleware.AxesMiddleware",
 ]
@@ -149,7 +149,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # admin's and POST /api/auth/token. Failures count per username and address
 # together, so an attacker elsewhere cannot lock the user's own device out;
 # they are stored in the database, shared by every process.
-AUTHENTICATION_BACKENDS = ["chat.lockout.AxesBackend", "django.contrib.auth.backends.ModelBackend"]
+AUTHENTICATION_BACKENDS = ["chat.api.lockout.AxesBackend", "django.contrib.auth.backends.ModelBackend"]
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_FAILURE_LIMIT = env_int("CHAT_LOGIN_FAILURE_LIMIT", 10)
 AXES_COOLOFF_TIME = timedelta(seconds=env_float("CHAT_LOGIN_COOLOFF_S", 15 * 60))
@@ -158,7 +158,7 @@ AXES_RESET_ON_SUCCESS = True
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 # Failures are kept (AccessAttempt); a row per successful login is not.
 AXES_DISABLE_ACCESS_LOG = True
-AXES_LOCKOUT_CALLABLE = "chat.lockout.lockout_response"
+AXES_LOCKOUT_CALLABLE = "chat.api.lockout.lockout_response"
 # The address is REMOTE_ADDR: behind a proxy, run the server with --proxy-headers (docs/deploy.md).
 
 # HTTPS. On unless DEBUG=1; HTTPS=0 is the explicit opt-out for a server
@@ -294,7 +294,7 @@ CHAT_HUB_BATCH_MS = env_float("CHAT_HUB_BATCH_MS", 5)
 # as many for its background database work: chat/db.py.
 CHAT_DB_THREADS = env_int("CHAT_DB_THREADS", 6)
 # Dotted path of the hub class; tests swap in a lossy one.
-CHAT_HUB_CLASS = os.environ.get("CHAT_HUB_CLASS", "chat.hub.Hub")
+CHAT_HUB_CLASS = os.environ.get("CHAT_HUB_CLASS", "chat.streaming.hub.Hub")
 
 CHAT_MAX_PROMPT_CHARS = env_int("CHAT_MAX_PROMPT_CHARS", 32000)
 # How long a non-streaming request waits for the complete answer.
@@ -353,8 +353,8 @@ CHAT_IDEMPOTENCY_TTL_S = env_float("CHAT_IDEMPOTENCY_TTL_S", 24 * 3600)
 # The per-user event channel (/api/events/, django-eventstream): events are
 # stored in the database so that a client resumes by Last-Event-ID, even
 # across restarts; with REDIS_URL, processes tell each other through Redis.
-EVENTSTREAM_STORAGE_CLASS = "chat.live.EventStorage"
-EVENTSTREAM_CHANNELMANAGER_CLASS = "chat.live.UserChannelManager"
+EVENTSTREAM_STORAGE_CLASS = "chat.transports.live.EventStorage"
+EVENTSTREAM_CHANNELMANAGER_CLASS = "chat.transports.live.UserChannelManager"
 if REDIS_URL:
     from urllib.parse import unquote, urlparse
 

@@ -2,7 +2,8 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from chat import live, pages
+from chat import pages
+from chat.transports import live
 from project.api import api, not_found
 
 urlpatterns = [

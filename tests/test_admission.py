@@ -12,8 +12,8 @@ import httpx
 import pytest
 import websockets
 
-from chat.admission import LAG_SAMPLE_S, Admission
 from chat.errors import ApiError
+from chat.server.admission import LAG_SAMPLE_S, Admission
 from tests.conftest import require_redis
 from tests.support.api import api_client
 from tests.support.wait import eventually
@@ -158,9 +158,9 @@ async def test_a_new_message_is_refused_while_an_answer_is_left_starting():
     from django.test import override_settings
 
     from chat import actions
-    from chat.admission import get_admission
     from chat.db import db_work
     from chat.models import Conversation, Message
+    from chat.server.admission import get_admission
     from tests.support import factories
 
     alice, bob = await db_work(factories.user)("alice"), await db_work(factories.user)("bob")

@@ -1,10 +1,10 @@
-"""Reading a stored answer (chat/answers.py) while its run is still writing it: the real database, no server."""
+"""Reading a stored answer (chat/streaming/answers.py) while its run is still writing it: the real database, no server."""
 
 import pytest
 
-from chat import answers
 from chat.db import db_work
 from chat.models import Generation, TokenChunk
+from chat.streaming import answers
 from tests.support import factories
 
 # answers hands its reads to database threads: rows must be committed to be seen there.

@@ -126,6 +126,7 @@ async def test_messages_list_pages_both_ways_and_names_generations(alice_api):
             "status": "complete",
             "model": "simulated-1",
             "response_format": "text",
+            "reasoning_ms": 0,
             "stream_url": f"/api/generations/{generation['id']}/stream",
             "ws_url": f"/ws/generations/{generation['id']}/",
         }

@@ -35,14 +35,14 @@ def test_check_deploy_passes_with_production_settings():
 @pytest.mark.parametrize(
     ("check_id", "ours", "djangos"),
     [
-        ("chat.W001", "chat.middleware.SecurityMiddleware", "django.middleware.security.SecurityMiddleware"),
-        ("chat.W002", "chat.middleware.XFrameOptionsMiddleware", "django.middleware.clickjacking.XFrameOptionsMiddleware"),
-        ("chat.W003", "chat.middleware.CsrfViewMiddleware", "django.middleware.csrf.CsrfViewMiddleware"),
+        ("chat.W001", "chat.server.middleware.SecurityMiddleware", "django.middleware.security.SecurityMiddleware"),
+        ("chat.W002", "chat.server.middleware.XFrameOptionsMiddleware", "django.middleware.clickjacking.XFrameOptionsMiddleware"),
+        ("chat.W003", "chat.server.middleware.CsrfViewMiddleware", "django.middleware.csrf.CsrfViewMiddleware"),
     ],
 )
 def test_deploy_check_wants_the_security_middleware_djangos_checks_no_longer_find(settings, check_id, ours, djangos):
     """Django's W001-W003 are silenced (they look for its own paths): ours still catches a missing one."""
-    from chat.middleware import check_security_middleware
+    from chat.server.middleware import check_security_middleware
 
     assert check_security_middleware(None) == []
     settings.MIDDLEWARE = [djangos if path == ours else path for path in settings.MIDDLEWARE]

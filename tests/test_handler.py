@@ -1,4 +1,4 @@
-"""chat.handler: each request is freed as soon as it is served, and a client that leaves still cancels its view.
+"""chat.server.handler: each request is freed as soon as it is served, and a client that leaves still cancels its view.
 
 Django's own handler is the control: the same request leaves its request
 object in a reference cycle, which only a full garbage collection frees.
@@ -14,8 +14,8 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse
 from django.urls import path
 
-from chat import reaper
-from chat.handler import ASGIHandler
+from chat.server.handler import ASGIHandler
+from chat.streaming import reaper
 
 views = {}
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from chat.actions.messages import HISTORY_MESSAGES, conversation_history
+from chat.actions.history import HISTORY_MESSAGES, conversation_history
 from chat.llm import ChatMessage
 from chat.models import Conversation, Message
 from tests.support import factories

@@ -1,12 +1,12 @@
-"""The hub (chat/hub.py): its inbox on its own, then two hubs on a real Redis; no server, no database."""
+"""The hub (chat/streaming/hub.py): its inbox on its own, then two hubs on a real Redis; no server, no database."""
 
 import asyncio
 import uuid
 
 import pytest
 
-from chat.events import Token
-from chat.hub import Hub, Subscription
+from chat.streaming.events import Token
+from chat.streaming.hub import Hub, Subscription
 from tests.conftest import require_redis
 from tests.support.server import REDIS_URL
 

@@ -7,7 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chat.jsonstream import MAX_DEPTH, InvalidJson, JsonSnapshots, document_error, parse_document
+from chat.streaming.jsonstream import (
+    MAX_DEPTH,
+    InvalidJson,
+    JsonSnapshots,
+    document_error,
+    parse_document,
+)
 
 json_values = st.recursive(
     st.none()

@@ -1,8 +1,8 @@
 """The orphan reaper: unit checks on the database, several reapers at once, and a server killed with SIGKILL."""
 
 import asyncio
-import os
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -12,7 +12,7 @@ import pytest
 from django.core.management import call_command
 
 from chat.models import Generation
-from chat.reaper import reap_orphans
+from chat.streaming.reaper import reap_orphans
 from tests.support import factories
 from tests.support.client import ChatClient, logged_in
 from tests.support.server import ROOT, TEST_ENV, LiveServer, manage

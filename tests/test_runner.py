@@ -9,9 +9,9 @@ import asyncio
 
 import pytest
 
-from chat import runner
 from chat.llm import ChatMessage
 from chat.models import Generation
+from chat.streaming import registry, runner
 from tests.support import factories
 from tests.support.wait import eventually
 
@@ -26,7 +26,7 @@ def generation(settings):
     settings.CHAT_SIMULATED_TOKENS_PER_S = 1000
     settings.CHAT_UPSTREAM_STALL_S = 3600
     made = factories.generation(status="streaming", tokens=[])
-    Generation.objects.filter(pk=made.pk).update(worker=runner.WORKER_ID)
+    Generation.objects.filter(pk=made.pk).update(worker=registry.WORKER_ID)
     return Generation.objects.select_related("conversation").get(pk=made.pk)
 
 
@@ -44,7 +44,7 @@ async def test_a_stop_while_upstream_is_silent_ends_the_run_as_asked(generation)
     assert (run.end.status, run.end.last_seq) == ("cancelled", 2)
     stored = await Generation.objects.aget(pk=generation.pk)
     assert (stored.status, stored.last_seq) == ("cancelled", 2)
-    assert runner.local_run(generation.pk) is None
+    assert registry.local_run(generation.pk) is None
 
 
 @pytest.mark.parametrize("stopped_first", [False, True], ids=["cancelled", "stopped-then-cancelled"])

@@ -2,8 +2,8 @@
 
 import pytest
 
-from chat.events import End, Token
-from chat.sse import encode
+from chat.streaming.events import End, Token
+from chat.streaming.sse import encode
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ def test_end_event_names(status, name):
 
 
 def test_hub_messages_round_trip():
-    from chat.events import from_message
+    from chat.streaming.events import from_message
 
     end = End(status="complete", last_seq=4, finish_reason="stop", usage={"total_tokens": 4})
     assert from_message(end.to_message()).payload() == end.payload()
@@ -53,7 +53,7 @@ def test_hub_messages_round_trip():
 @pytest.mark.parametrize("text", ['hé "quoted" \\ back', "line\nbreak\r\nand\rreturn", "</script>\u2028\u2029", ""])
 def test_per_token_encodings_equal_the_generic_ones(text):
     """Token events have hand-written encodings (they are built once per token): they must not drift."""
-    from chat.events import Snapshot, dumps
+    from chat.streaming.events import Snapshot, dumps
 
     for event in (Token(3, 4, text), Snapshot(1, 9, text)):
         assert event.data == dumps(event.payload())

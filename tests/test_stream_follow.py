@@ -12,12 +12,12 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import InMemoryChannelLayer
 
-from chat import runner
-from chat.events import KEEPALIVE, Alive, End, Snapshot, Token
-from chat.hub import Hub, stream_group
 from chat.llm import REASONING
 from chat.models import Generation, TokenChunk
-from chat.stream import Follow
+from chat.streaming import registry
+from chat.streaming.events import KEEPALIVE, Alive, End, Snapshot, Token
+from chat.streaming.follow import Follow
+from chat.streaming.hub import Hub, stream_group
 from tests.support import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -197,7 +197,7 @@ async def test_a_local_run_is_followed_from_memory_then_from_the_database_once_h
     generation on (alive no more, no end), the follower goes on from the database as after any silence."""
     generation = await sync_to_async(running)(0)
     run = LocalRun(generation.pk, TOKENS[:4])
-    runner._runs[generation.pk] = run
+    registry._runs[generation.pk] = run
     try:
         events = []
         follow = Follow(generation.pk, hub=hub, active_when_read=True)
@@ -208,11 +208,11 @@ async def test_a_local_run_is_followed_from_memory_then_from_the_database_once_h
         # Handed on: the next worker goes on from the persisted tokens, which are all six.
         await sync_to_async(persist)(generation, 1, 6)
         run.alive = False
-        del runner._runs[generation.pk]
+        del registry._runs[generation.pk]
         await sync_to_async(persist)(generation, 7, 9)
         await sync_to_async(end)(generation, 9)
         await task
     finally:
-        runner._runs.pop(generation.pk, None)
+        registry._runs.pop(generation.pk, None)
     assert received(events) == ("".join(TOKENS[:9]), list(range(1, 10)))
     assert not any(isinstance(e, Snapshot) for e in events)

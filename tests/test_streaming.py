@@ -4,10 +4,15 @@ import asyncio
 import json
 
 import httpx
-from httpx_sse import aconnect_sse
 import pytest
+from httpx_sse import aconnect_sse
 
-from tests.support.client import ChatClient, StreamRead, assert_ids_increase, connection_rows
+from tests.support.client import (
+    ChatClient,
+    StreamRead,
+    assert_ids_increase,
+    connection_rows,
+)
 from tests.support.server import USERS
 
 PROMPT = "How should a phone resume an LLM stream after switching networks?"

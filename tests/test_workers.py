@@ -21,7 +21,12 @@ from httpx_sse import aconnect_sse
 
 from tests.conftest import require_backend, require_redis
 from tests.support.balancer import Balancer
-from tests.support.client import TERMINAL_EVENTS, ChatClient, assert_ids_increase, shown_text
+from tests.support.client import (
+    TERMINAL_EVENTS,
+    ChatClient,
+    assert_ids_increase,
+    shown_text,
+)
 from tests.support.server import ROOT, TEST_ENV, USERS, LiveServer, query
 from tests.support.wait import eventually, eventually_sync
 

@@ -1,13 +1,13 @@
-"""The token writer (chat/writer.py) on its own: fake runs, the real database, no server."""
+"""The token writer (chat/streaming/writer.py) on its own: fake runs, the real database, no server."""
 
 import asyncio
 from dataclasses import dataclass, field
 
 import pytest
 
-from chat import writer as writer_module
 from chat.models import Generation, TokenChunk
-from chat.writer import TokenWriter
+from chat.streaming import writer as writer_module
+from chat.streaming.writer import TokenWriter
 from tests.support import factories
 from tests.support.wait import eventually
 
@@ -145,7 +145,7 @@ async def test_finish_writes_the_last_tokens_after_the_earlier_ones(runs):
 
 async def test_a_fenced_run_writes_only_while_this_process_owns_its_generation(runs, monkeypatch):
     """Worker mode: a worker taken for dead must not write into the stream of the worker that took over."""
-    monkeypatch.setattr("chat.runner.WORKER_ID", "this-worker")
+    monkeypatch.setattr("chat.streaming.writer.WORKER_ID", "this-worker")
     owned, lost = runs[0], runs[1]
     await Generation.objects.filter(pk=owned.generation_id).aupdate(worker="this-worker")
     await Generation.objects.filter(pk=lost.generation_id).aupdate(worker="another-worker")

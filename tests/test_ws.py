@@ -7,8 +7,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.support.client import ChatClient, assert_ids_increase, connection_rows
 from tests.support.api import issue_token
+from tests.support.client import ChatClient, assert_ids_increase, connection_rows
 from tests.support.server import USERS
 from tests.support.ws import read_ws, session_headers, ws_url
 

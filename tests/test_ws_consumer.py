@@ -13,7 +13,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 
 from chat.models import StreamConnection
-from chat.routing import websocket_urlpatterns
+from chat.server.routing import websocket_urlpatterns
 from tests.support import factories
 from tests.support.client import assert_ids_increase
 from tests.support.wait import eventually

@@ -5,9 +5,9 @@ import asyncio
 from asgiref.sync import sync_to_async
 from django.db import transaction
 
-from .. import live
 from ..errors import ApiError
 from ..models import Conversation, Generation
+from ..transports import live
 from .generations import generation_cancel
 from .messages import lock_user
 

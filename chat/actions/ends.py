@@ -12,11 +12,11 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from .. import live
-from ..answers import AnswerParts
-from ..events import End
-from ..hub import Hub, get_hub, stream_group
 from ..models import Message
+from ..streaming.answers import AnswerParts
+from ..streaming.events import End
+from ..streaming.hub import Hub, get_hub, stream_group
+from ..transports import live
 
 
 def generation_end_write(generations: QuerySet, end: End, answer: AnswerParts, *, row: dict, owner_id, **progress) -> bool:

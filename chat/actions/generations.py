@@ -6,12 +6,13 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from .. import live, runner
-from ..answers import persisted_answer
-from ..events import Cancel, End
-from ..hub import control_group, get_hub
 from ..models import Generation
-from ..stream import wait_for_end
+from ..streaming import registry
+from ..streaming.answers import persisted_answer
+from ..streaming.events import Cancel, End
+from ..streaming.follow import wait_for_end
+from ..streaming.hub import control_group, get_hub
+from ..transports import live
 from .ends import generation_end_write, generation_ended
 from .queue import UNCLAIMED
 
@@ -29,7 +30,7 @@ async def generation_cancel(*, generation: Generation) -> Generation:
     """Stop a running generation, wherever it runs; a finished one is left as it is."""
     if generation.is_terminal:
         return generation
-    if run := runner.local_run(generation.id):
+    if run := registry.local_run(generation.id):
         run.request_stop(Generation.Status.CANCELLED)
     else:
         # Another process runs it: flag it (checked at every heartbeat) and ask it directly.

@@ -8,21 +8,20 @@ from functools import partial
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .. import live, runner
-from ..admission import get_admission
-from ..answers import AnswerParts
 from ..db import db_work
 from ..errors import ApiError
 from ..llm import ChatMessage
 from ..llm.catalog import ChatModel, default_model, known_model, model_named
 from ..models import Conversation, Generation, IdempotencyKey, Message
+from ..server.admission import get_admission
+from ..streaming import runner
+from ..streaming.answers import AnswerParts
+from ..transports import live
+from .history import conversation_history
 from .queue import queue_notify
-
-# The model sees at most this many earlier messages of the conversation.
-HISTORY_MESSAGES = 40
 
 # A new message's parent when the client names none: the conversation's newest message.
 NEWEST = "newest"
@@ -44,35 +43,6 @@ def locked_conversation(conversation_id, owner_id) -> Conversation:
 def lock_user(user_id) -> None:
     """Serialise one user's writes that check a limit or a key (a no-op lock on SQLite, which serialises writers)."""
     list(get_user_model().objects.select_for_update().filter(pk=user_id).values_list("pk", flat=True))
-
-
-def conversation_history(conversation: Conversation, user_message: Message) -> list[ChatMessage]:
-    """The branch that ends at `user_message`: it and the messages it follows, oldest first.
-
-    One recursive query walks the branch up from `user_message`, so an answer
-    costs the same in a long conversation as in a short one (the ORM has no
-    recursive query: it read every message's parent, then the branch).
-    """
-    table, quote = Message._meta.db_table, connection.ops.quote_name
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            WITH RECURSIVE branch (id, parent_id, depth) AS (
-                SELECT id, parent_id, 0 FROM {quote(table)} WHERE id = %s AND conversation_id = %s
-                UNION ALL
-                SELECT m.id, m.parent_id, branch.depth + 1 FROM {quote(table)} m
-                JOIN branch ON m.id = branch.parent_id
-                WHERE m.conversation_id = %s AND branch.depth < %s
-            )
-            SELECT m.role, m.content FROM branch JOIN {quote(table)} m ON m.id = branch.id
-            WHERE NOT (m.role = %s AND m.content = '')
-            ORDER BY branch.depth LIMIT %s
-            """,
-            [user_message.pk, conversation.pk, conversation.pk, 4 * HISTORY_MESSAGES, Message.Role.ASSISTANT,
-             HISTORY_MESSAGES],
-        )
-        newest_first = cursor.fetchall()
-    return [ChatMessage(role, content) for role, content in reversed(newest_first)]
 
 
 def model_for(conversation: Conversation, requested: str | None) -> ChatModel:

@@ -3,14 +3,15 @@
 from asgiref.sync import sync_to_async
 from django.db import transaction
 
-from .. import runner
-from ..answers import AnswerParts
 from ..errors import ApiError
 from ..llm import CONTINUE_INSTRUCTION, ChatMessage
 from ..models import Generation, Message, TokenChunk
-from ..stream import wait_for_end
+from ..streaming import registry, runner
+from ..streaming.answers import AnswerParts
+from ..streaming.follow import wait_for_end
 from .generations import CANCEL_WAIT_S, end_orphan
-from .messages import announce, conversation_history, generation_regenerate, launch
+from .history import conversation_history
+from .messages import announce, generation_regenerate, launch
 
 
 async def generation_retry(*, generation: Generation) -> Generation:
@@ -88,7 +89,7 @@ async def generation_mark_interrupted(*, generation: Generation) -> Generation |
     (it flushes first); one that does not, or that runs elsewhere or nowhere, is
     ended in the database.
     """
-    if run := runner.local_run(generation.id):
+    if run := registry.local_run(generation.id):
         run.request_stop(Generation.Status.INTERRUPTED, Generation.InterruptReason.OPERATOR)
         end = await wait_for_end(generation.id, timeout=CANCEL_WAIT_S)
         if end and end.reason == Generation.InterruptReason.OPERATOR:

@@ -15,9 +15,10 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from ..answers import AnswerParts, last_persisted_seq, persisted_answer
 from ..llm import CONTINUE_INSTRUCTION, ChatMessage
 from ..models import Generation, Message
+from ..streaming.answers import AnswerParts, last_persisted_seq, persisted_answer
+from .history import conversation_history
 
 # The NOTIFY channel the workers LISTEN on.
 QUEUE_CHANNEL = "chat_generation_queued"
@@ -61,8 +62,6 @@ def generation_claim(*, worker: str, limit: int) -> list[Claimed]:
 
 
 def claimed(generation: Generation) -> Claimed:
-    from .messages import conversation_history  # messages imports the runner, which imports us.
-
     prefix, after_seq = persisted_answer(generation)
     messages = conversation_history(generation.conversation, generation.user_message)
     if prefix.text:

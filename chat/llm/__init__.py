@@ -1,7 +1,16 @@
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from .base import CONTINUE_INSTRUCTION, REASONING, TEXT, ChatMessage, Delta, Finish, Provider, ProviderError
+from .base import (
+    CONTINUE_INSTRUCTION,
+    REASONING,
+    TEXT,
+    ChatMessage,
+    Delta,
+    Finish,
+    Provider,
+    ProviderError,
+)
 
 PROVIDERS = {
     "simulated": "chat.llm.simulated.SimulatedProvider",

@@ -20,7 +20,15 @@ from collections.abc import AsyncIterator, Iterator
 
 from django.conf import settings
 
-from .base import CONTINUE_INSTRUCTION, REASONING, ChatMessage, Delta, Finish, Provider, ProviderError
+from .base import (
+    CONTINUE_INSTRUCTION,
+    REASONING,
+    ChatMessage,
+    Delta,
+    Finish,
+    Provider,
+    ProviderError,
+)
 
 STOPWORDS = set(
     "a an and are as at be but by can could do does for from how i in is it its me my of on or "

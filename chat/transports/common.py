@@ -6,11 +6,11 @@ import re
 from django.conf import settings
 from django.utils import timezone
 
-from .. import runner
 from ..db import db_work
 from ..errors import ApiError
-from ..events import End, Token
 from ..models import Generation, StreamConnection
+from ..streaming import registry
+from ..streaming.events import End, Token
 
 # ASCII digits only: str.isdigit() also takes '²' and Arabic-Indic digits, which int() refuses or reads.
 DIGITS = re.compile(r"[0-9]{1,10}")
@@ -82,7 +82,7 @@ class ConnectionLog:
     def client_gone(self) -> None:
         """The transport was torn down before the end: by the client, or by our shutdown."""
         self.end_reason = (
-            StreamConnection.EndReason.SERVER_SHUTDOWN if runner.shutting_down else StreamConnection.EndReason.CLIENT_GONE
+            StreamConnection.EndReason.SERVER_SHUTDOWN if registry.shutting_down else StreamConnection.EndReason.CLIENT_GONE
         )
 
     async def close(self) -> None:

@@ -10,10 +10,10 @@ from contextlib import aclosing
 from django.conf import settings
 from django.http import StreamingHttpResponse
 
-from ..admission import get_admission
 from ..models import Generation, StreamConnection
-from ..sse import encode
-from ..stream import Follow
+from ..server.admission import get_admission
+from ..streaming.follow import Follow
+from ..streaming.sse import encode
 from .common import ConnectionLog, parse_coalesce_s, parse_last_event_id
 
 logger = logging.getLogger(__name__)

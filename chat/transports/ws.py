@@ -28,11 +28,11 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from .. import actions
-from ..admission import get_admission
 from ..errors import ApiError, error_body
-from ..events import KEEPALIVE, End, dumps
 from ..models import Generation, StreamConnection
-from ..stream import Follow
+from ..server.admission import get_admission
+from ..streaming.events import KEEPALIVE, End, dumps
+from ..streaming.follow import Follow
 from .common import ConnectionLog, parse_coalesce_s, resume_position
 
 logger = logging.getLogger(__name__)

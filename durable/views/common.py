@@ -8,13 +8,12 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from chat.admission import get_admission
-from chat.auth import bearer_key, request_user
+from chat.api.auth import bearer_key, request_user
 from chat.errors import ApiError, error_body
+from chat.server.admission import get_admission
 from chat.transports.sse import EventStreamResponse as ChatEventStreamResponse
-
-from ..conf import setting
-from ..protocol import CORS_HEADERS, SECURITY_HEADERS, ProtocolError
+from durable.conf import setting
+from durable.protocol import CORS_HEADERS, SECURITY_HEADERS, ProtocolError
 
 UNSAFE_METHODS = {"PUT", "POST", "DELETE", "PATCH"}
 PREFLIGHT_HEADERS = {key: value for key, value in CORS_HEADERS.items() if key != "Access-Control-Expose-Headers"}
@@ -85,7 +84,7 @@ async def authenticated(handler, request, kwargs) -> HttpResponse:
 
 
 async def holding_a_stream_slot(handler, request, user, kwargs) -> HttpResponse:
-    """A live read is an open stream: it counts toward the user's and the process's limits (chat/admission.py)."""
+    """A live read is an open stream: it counts toward the user's and the process's limits (chat/server/admission.py)."""
     admission = get_admission()
     try:
         slot = await admission.open_stream(user.pk)

@@ -1,8 +1,8 @@
 """`generations/<uuid>`: a generation, read-only, through the same `Follow` as the SSE and WebSocket transports."""
 
-from .. import generations
-from ..conf import setting
-from ..protocol import (
+from durable import generations
+from durable.conf import setting
+from durable.protocol import (
     STREAM_CLOSED,
     STREAM_CURSOR,
     STREAM_NEXT_OFFSET,
@@ -13,7 +13,7 @@ from ..protocol import (
     response_cursor,
     sse_control,
 )
-from .common import (
+from durable.views.common import (
     CACHEABLE,
     NOT_CACHEABLE,
     EventStreamResponse,

@@ -5,10 +5,10 @@ from datetime import UTC, datetime
 
 from django.http import HttpResponse
 
-from .. import storage
-from ..conf import setting
-from ..live import sse_body, wait_for_change, wake
-from ..protocol import (
+from durable import storage
+from durable.conf import setting
+from durable.live import sse_body, wait_for_change, wake
+from durable.protocol import (
     STREAM_CLOSED,
     STREAM_CURSOR,
     STREAM_NEXT_OFFSET,
@@ -22,7 +22,7 @@ from ..protocol import (
     response_cursor,
     sse_base64,
 )
-from .common import (
+from durable.views.common import (
     CACHEABLE,
     NOT_CACHEABLE,
     EventStreamResponse,

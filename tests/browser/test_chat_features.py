@@ -6,7 +6,13 @@ import pytest
 
 from chat.llm import ChatMessage
 from chat.llm.simulated import SimulatedProvider
-from tests.browser.chat_page import FAST_CLIENT, PROMPT, assert_shows_stored, chat_pages, logged_in_state
+from tests.browser.chat_page import (
+    FAST_CLIENT,
+    PROMPT,
+    assert_shows_stored,
+    chat_pages,
+    logged_in_state,
+)
 from tests.browser.conftest import SIMULATED_ENV
 
 pytestmark = pytest.mark.timeout(90)

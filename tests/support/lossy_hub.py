@@ -1,7 +1,7 @@
 """A hub that loses messages on purpose, as a pub/sub layer does under load."""
 
-from chat.events import End, Token
-from chat.hub import Hub
+from chat.streaming.events import End, Token
+from chat.streaming.hub import Hub
 
 
 class LossyHub(Hub):

@@ -3,7 +3,7 @@ from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from chat.auth import token_issue
+from ...api.auth import token_issue
 
 
 class Command(BaseCommand):

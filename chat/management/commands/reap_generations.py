@@ -3,7 +3,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from chat.actions.ends import generations_ended
-from chat.reaper import orphans, reap_orphans
+
+from ...streaming.reaper import orphans, reap_orphans
 
 
 class Command(BaseCommand):

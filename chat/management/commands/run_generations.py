@@ -3,7 +3,7 @@ import asyncio
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from chat.workers import GenerationWorker
+from ...streaming.workers import GenerationWorker
 
 
 class Command(BaseCommand):

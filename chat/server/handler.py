@@ -16,7 +16,7 @@ import contextvars
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler as DjangoASGIHandler
 
-_request: contextvars.ContextVar = contextvars.ContextVar("chat.handler.request")
+_request: contextvars.ContextVar = contextvars.ContextVar("chat.server.handler.request")
 
 
 class ASGIHandler(DjangoASGIHandler):

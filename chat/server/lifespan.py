@@ -1,9 +1,9 @@
 """ASGI lifespan: on shutdown, stop the running generations cleanly (uvicorn, hypercorn).
 
-Daphne does not send lifespan events; chat.runner hooks into its reactor instead.
+Daphne does not send lifespan events; chat.streaming.runner hooks into its reactor instead.
 """
 
-from .runner import shutdown_runs
+from ..streaming.shutdown import shutdown_runs
 
 
 async def lifespan_app(scope, receive, send):

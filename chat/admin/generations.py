@@ -1,6 +1,5 @@
-"""The operator's admin: what happened to a stream, to whom, how far it got, whether the client came back,
-and what to do about it now. Staff only, like all of the Django admin. See docs/admin.md.
-"""
+"""Generations in the admin: the list, the detail page with its timeline, the interruption overview and
+the operator's actions (continue, retry, mark interrupted, delete chunks)."""
 
 import uuid
 
@@ -13,11 +12,18 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from . import actions
-from .errors import ApiError
-from .models import ApiToken, Conversation, Generation, Message, StreamConnection, TokenChunk, Worker
-from .reaper import orphans
-from .reports import STATUS_COLOURS, admin_url, generation_detail, interruption_overview, seconds, timestamp
+from .. import actions
+from ..errors import ApiError
+from ..models import Generation
+from ..streaming.reaper import orphans
+from .reports import (
+    STATUS_COLOURS,
+    admin_url,
+    generation_detail,
+    interruption_overview,
+    seconds,
+    timestamp,
+)
 
 
 def uuid_or_none(term: str):
@@ -322,150 +328,3 @@ class GenerationAdmin(SearchByGenerationId, admin.ModelAdmin):
 
 
 # --- The other models ------------------------------------------------------------------
-
-
-@admin.display(description="generation", ordering="generation")
-def generation_link(row):
-    url = reverse("admin:chat_generation_change", args=[row.generation_id])
-    return format_html('<a href="{}">{}</a>', url, str(row.generation_id)[:8])
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows the streams write for operators to read; nobody edits them by hand."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-@admin.register(Worker)
-class WorkerAdmin(ReadOnlyAdmin):
-    """Generation workers (`manage.py run_generations`), as their last heartbeat saw them."""
-
-    list_display = ["name", "running", "capacity", "draining", "heartbeat_at", "started_at"]
-    list_filter = ["draining"]
-    ordering = ["-heartbeat_at"]
-
-
-@admin.register(StreamConnection)
-class StreamConnectionAdmin(SearchByGenerationId, ReadOnlyAdmin):
-    generation_lookup = "generation_id"
-    list_display = [
-        "id",
-        generation_link,
-        "user",
-        "transport",
-        "resumed_from",
-        "events_sent",
-        "tokens_sent",
-        "started_at",
-        "ended_at",
-        "end_reason",
-    ]
-    list_filter = ["transport", "end_reason", "started_at"]
-    search_fields = ["user__username", "client_addr", "user_agent"]
-    search_help_text = "Search by user, client address, user agent, or a generation id."
-    list_select_related = ["user"]
-    ordering = ["-started_at"]
-
-
-@admin.register(TokenChunk)
-class TokenChunkAdmin(SearchByGenerationId, ReadOnlyAdmin):
-    generation_lookup = "generation_id"
-    list_display = ["id", generation_link, "first_seq", "last_seq", "token_total", "created_at", "preview"]
-    list_filter = ["created_at"]
-    search_fields = ["generation__id"]
-    search_help_text = "Search by generation id."
-    ordering = ["-id"]
-    # Chunks are the largest table; skip the unfiltered COUNT(*).
-    show_full_result_count = False
-
-    @admin.display(description="tokens")
-    def token_total(self, chunk):
-        return chunk.last_seq - chunk.first_seq + 1
-
-    @admin.display(description="text")
-    def preview(self, chunk):
-        return chunk.text[:80]
-
-
-class MessageInline(admin.TabularInline):
-    model = Message
-    fields = ["role", "content", "created_at"]
-    readonly_fields = ["created_at"]
-    extra = 0
-    show_change_link = True
-
-
-@admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
-    list_display = ["id", "title", "owner", "message_count", "generation_count", "updated_at"]
-    list_filter = ["updated_at"]
-    search_fields = ["title", "owner__username", "owner__email", "messages__content"]
-    search_help_text = "Search by title, owner, or the text of any message."
-    list_select_related = ["owner"]
-    raw_id_fields = ["owner"]
-    ordering = ["-updated_at"]
-    inlines = [MessageInline]
-
-    def get_queryset(self, request):
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                message_total=Count("messages", distinct=True), generation_total=Count("generations", distinct=True)
-            )
-        )
-
-    @admin.display(description="messages", ordering="message_total")
-    def message_count(self, conversation):
-        return conversation.message_total
-
-    @admin.display(description="generations", ordering="generation_total")
-    def generation_count(self, conversation):
-        url = reverse("admin:chat_generation_changelist") + f"?conversation__id__exact={conversation.pk}"
-        return format_html('<a href="{}">{}</a>', url, conversation.generation_total)
-
-
-@admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
-    list_display = ["id", "conversation", "owner", "role", "short_content", "created_at"]
-    list_filter = ["role", "created_at"]
-    search_fields = ["content", "conversation__title", "conversation__owner__username"]
-    search_help_text = "Search by text, conversation title, or owner."
-    list_select_related = ["conversation__owner"]
-    raw_id_fields = ["conversation"]
-    ordering = ["-id"]
-
-    @admin.display(description="owner", ordering="conversation__owner__username")
-    def owner(self, message):
-        return message.conversation.owner
-
-    @admin.display(description="content")
-    def short_content(self, message):
-        return message.content[:100]
-
-
-@admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
-    """Bearer tokens: seen and revoked here, issued only by the API or `create_api_token` (the key is shown once)."""
-
-    list_display = ("prefix", "user", "name", "created_at", "expires_at", "last_used_at", "revoked_at")
-    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "created_at")
-    search_fields = ("user__username", "name", "prefix")
-    readonly_fields = ("user", "prefix", "name", "created_at", "expires_at", "last_used_at", "revoked_at")
-    exclude = ("key_hash",)
-    actions = ("revoke",)
-
-    def has_add_permission(self, request):
-        return False
-
-    @admin.action(description="Revoke the selected tokens", permissions=["change"])
-    def revoke(self, request, queryset):
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)

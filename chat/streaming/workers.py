@@ -24,10 +24,11 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from . import reaper, runner
-from .actions.queue import QUEUE_CHANNEL, Claimed, generation_claim
-from .db import db_work
-from .models import Generation, Worker
+from ..actions.queue import QUEUE_CHANNEL, Claimed, generation_claim
+from ..db import db_work
+from ..models import Generation, Worker
+from . import reaper, registry, runner
+from .shutdown import shutdown_runs
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ FORGET_AFTER_STALE = 10
 
 class GenerationWorker:
     def __init__(self, *, capacity: int, drain_s: float, poll_s: float, claim_batch: int):
-        self.name = runner.WORKER_ID
+        self.name = registry.WORKER_ID
         self.capacity = capacity
         self.drain_s = drain_s
         self.poll_s = poll_s
@@ -74,7 +75,7 @@ class GenerationWorker:
     async def claim_loop(self) -> None:
         while not self.stopping.is_set():
             self.wake.clear()  # Before claiming: a notice that comes during the claim is not lost.
-            free = self.capacity - len(runner.local_generation_ids())
+            free = self.capacity - len(registry.local_generation_ids())
             self.full = free <= 0
             if not self.full:
                 limit = min(free, self.claim_batch)
@@ -108,7 +109,7 @@ class GenerationWorker:
     async def drain(self) -> None:
         """Let the running answers finish, up to the drain timeout; then hand the rest on."""
         self.draining = True
-        runs = [runner.local_run(generation_id) for generation_id in runner.local_generation_ids()]
+        runs = [registry.local_run(generation_id) for generation_id in registry.local_generation_ids()]
         tasks = [run.task for run in runs if run is not None]
         if tasks:
             logger.info("worker %s draining: %d answer(s), up to %g s", self.name, len(tasks), self.drain_s)
@@ -117,7 +118,7 @@ class GenerationWorker:
             interrupt = asyncio.ensure_future(self.hand_on_now.wait())
             await asyncio.wait([everything, interrupt], timeout=self.drain_s, return_when=asyncio.FIRST_COMPLETED)
             interrupt.cancel()
-        await runner.shutdown_runs()
+        await shutdown_runs()
 
     async def heartbeat_loop(self) -> None:
         while True:
@@ -131,7 +132,7 @@ class GenerationWorker:
         """Heartbeat this worker's row with its load; forget the rows of workers long gone."""
         close_old_connections()
         now = timezone.now()
-        state = {"running": len(runner.local_generation_ids()), "draining": self.draining, "heartbeat_at": now}
+        state = {"running": len(registry.local_generation_ids()), "draining": self.draining, "heartbeat_at": now}
         if not Worker.objects.filter(pk=self.name).update(**state):
             Worker.objects.create(name=self.name, capacity=self.capacity, **state)
         gone = now - timezone.timedelta(seconds=FORGET_AFTER_STALE * settings.CHAT_HEARTBEAT_STALE_S)

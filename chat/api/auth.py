@@ -12,8 +12,8 @@ from ninja import security as ninja_security
 from ninja.security import HttpBearer
 from ninja.utils import check_csrf
 
-from .errors import ApiError
-from .models import ApiToken
+from ..errors import ApiError
+from ..models import ApiToken
 
 # A recognisable prefix lets secret scanners and people spot a leaked key.
 KEY_PREFIX = "chat_"

@@ -8,9 +8,8 @@ from django.conf import settings
 from ninja import Schema
 from pydantic import ConfigDict, Field, StrictBool, StrictInt, field_validator
 
-from .llm.catalog import chat_models
+from ..llm.catalog import chat_models
 from .pagination import MAX_ID
-
 
 NO_NUL = "^[^\\x00]*$"
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db.models import Max
 
-from .db import db_work
+from ..db import db_work
+from ..llm.base import REASONING, TEXT
+from ..models import Generation, Message, TokenChunk
 from .events import End, Token
-from .llm.base import REASONING, TEXT
-from .models import Generation, Message, TokenChunk
 
 END_FIELDS = ("status", "last_seq", "finish_reason", "interrupt_reason", "error", "usage")
 

@@ -13,7 +13,7 @@ subscriber ever sees an end that the database does not have.
 
 The same run serves both modes (CHAT_RUNNER). In-process, the web process that
 took the POST starts it. In worker mode, a worker process claims the queued
-generation (chat.workers) and starts it after its persisted tokens; it then
+generation (chat.streaming.workers) and starts it after its persisted tokens; it then
 publishes each token only once it is persisted, so a worker that dies takes
 no token a client saw with it, and the next run goes on from exactly where
 every client is. A worker that stops hands its runs on instead of ending them.
@@ -22,34 +22,39 @@ every client is. A worker that stops hands its runs on instead of ending them.
 import asyncio
 import contextvars
 import logging
-import os
-import socket
-import sys
 import time
-import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, transaction
 from django.db.models import DateTimeField, F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .actions.ends import generation_end_write, generation_ended
-from .actions.queue import may_hand_on, queue_notify
+from ..actions.ends import generation_end_write, generation_ended
+from ..actions.queue import queue_notify
+from ..db import db_work
+from ..llm import (
+    REASONING,
+    TEXT,
+    ChatMessage,
+    Delta,
+    Finish,
+    Provider,
+    ProviderError,
+    get_provider,
+)
+from ..models import Generation, Message, TokenChunk
 from .answers import AnswerParts
-from .db import db_work
-from .events import Alive, Cancel, End, Token
+from .events import Cancel, End, Token
+from .heartbeat import ensure_heartbeat
 from .hub import Hub, control_group, get_hub, stream_group
 from .jsonstream import document_error
-from .llm import REASONING, TEXT, ChatMessage, Delta, Finish, Provider, ProviderError, get_provider
-from .models import Generation, Message, TokenChunk
+from .registry import WORKER_ID, register
+from .shutdown import install_shutdown_hook
 from .writer import get_writer, insert_chunks
 
 logger = logging.getLogger(__name__)
-
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
 
 @dataclass
 class _Fault:
@@ -426,13 +431,6 @@ class GenerationRun:
                     return
 
 
-# --- The process's runs ---------------------------------------------------
-
-_runs: dict[uuid.UUID, GenerationRun] = {}
-_heartbeat_task: asyncio.Task | None = None
-shutting_down = False
-
-
 def start_generation(
     generation: Generation,
     messages: list[ChatMessage],
@@ -446,137 +444,13 @@ def start_generation(
     `prefix` is the answer so far, for a generation already recorded as
     running here (a new one, or one claimed after `after_seq`).
     """
-    global _heartbeat_task
     install_shutdown_hook()
     provider = get_provider(generation.provider, model=generation.model, variant=generation.variant)
     run = GenerationRun(generation, provider, messages, hub or get_hub(), prefix=prefix, after_seq=after_seq)
-    loop = asyncio.get_running_loop()
     # A fresh context: the run must not inherit the request's thread-sensitive context, nor
-    # keep what the request stored in it; so the callback, which would copy the request's.
+    # keep what the request stored in it.
     context = contextvars.Context()
-    run.task = loop.create_task(run.run(), context=context)
-    generation_id = generation.id  # Not the row: the callback would keep it, and all it caches, for the run's life.
-    _runs[generation_id] = run
-    run.task.add_done_callback(lambda task: _runs.pop(generation_id, None), context=context)
-    if _heartbeat_task is None or _heartbeat_task.done():
-        _heartbeat_task = loop.create_task(heartbeat_loop(), context=contextvars.Context())
+    run.task = asyncio.get_running_loop().create_task(run.run(), context=context)
+    register(run, context)
+    ensure_heartbeat()
     return run
-
-
-def local_run(generation_id) -> GenerationRun | None:
-    return _runs.get(generation_id)
-
-
-def local_generation_ids() -> list:
-    """The generations this process runs: alive, whatever their heartbeat says."""
-    return list(_runs)
-
-
-async def heartbeat_loop() -> None:
-    """Refresh the heartbeat of this process's runs; stop those cancelled or ended elsewhere."""
-    while _runs:
-        await asyncio.sleep(settings.CHAT_HEARTBEAT_S)
-        runs = list(_runs.values())
-        try:
-            stop = await db_work(beat)(runs)
-        except Exception:
-            logger.exception("heartbeat failed")
-            continue
-        for run in runs:
-            if run.generation_id in stop:
-                run.request_stop(Generation.Status.CANCELLED)
-            elif run.seq == run.beat_seq and run.end is None and run.hub.cross_process:
-                # Quiet: tell followers elsewhere that it lives, so they need not ask the database.
-                await run.hub.publish(run.group, Alive(run.persisted_seq if run.durable_first else run.seq))
-            run.beat_seq = run.seq
-
-
-def beat(runs: list[GenerationRun]) -> set:
-    """Refresh heartbeats and progress counters in one statement; return the runs to stop.
-
-    Those are the ones flagged for cancelling, and the ones no longer ours:
-    ended by the reaper (it thought us dead) or an operator, or handed on.
-    """
-    close_old_connections()
-    if not runs:
-        return set()  # They all ended during the sleep.
-    cancel_requested = record_progress(runs)
-    return {
-        run.generation_id
-        for run in runs
-        if run.task and not run.task.done() and cancel_requested.get(run.generation_id, True)
-    }
-
-
-def record_progress(runs: list[GenerationRun]) -> dict:
-    """One UPDATE for every run: its heartbeat, and how far it got (the chunks on disk may trail by one flush).
-
-    Only rows still active and ours are updated; it returns their `cancel_requested`
-    by id, so a run missing from it is no longer ours. Written as SQL: the ORM's
-    Case/When, resolved and compiled per run, cost most of an idle process's CPU
-    with 1,000 answers running.
-    """
-    meta, quote = Generation._meta, connection.ops.quote_name
-    column = {name: quote(meta.get_field(name).column) for name in (
-        "id", "heartbeat_at", "last_seq", "token_count", "first_token_at", "status", "worker", "cancel_requested"
-    )}
-    prep_pk = meta.pk.get_db_prep_value
-    prep_time = meta.get_field("heartbeat_at").get_db_prep_value
-    ids = [prep_pk(run.generation_id, connection) for run in runs]
-    whens = " ".join(["WHEN %s THEN %s"] * len(runs))
-    sets = [f"{column['heartbeat_at']} = %s", f"{column['last_seq']} = CASE {column['id']} {whens} END"]
-    params = [prep_time(timezone.now(), connection)]
-    params += [value for pk, run in zip(ids, runs) for value in (pk, run.seq)]
-    sets.append(f"{column['token_count']} = CASE {column['id']} {whens} END")
-    params += [value for pk, run in zip(ids, runs) for value in (pk, run.token_count)]
-    started = [(pk, run.first_token_at) for pk, run in zip(ids, runs) if run.first_token_at]
-    if started:
-        first = " ".join(["WHEN %s THEN %s"] * len(started))
-        sets.append(
-            f"{column['first_token_at']} = COALESCE({column['first_token_at']}, CASE {column['id']} {first} END)"
-        )
-        params += [value for pk, at in started for value in (pk, prep_time(at, connection))]
-    active = list(Generation.ACTIVE_STATUSES)
-    sql = (
-        f"UPDATE {quote(meta.db_table)} SET {', '.join(sets)} WHERE {column['id']} IN ({', '.join(['%s'] * len(ids))})"
-        f" AND {column['status']} IN ({', '.join(['%s'] * len(active))}) AND {column['worker']} = %s"
-        f" RETURNING {column['id']}, {column['cancel_requested']}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *ids, *active, WORKER_ID])
-        return {meta.pk.to_python(pk): bool(cancel) for pk, cancel in cursor.fetchall()}
-
-
-async def shutdown_runs(timeout: float = 10.0) -> None:
-    """Stop every run after flushing what it has: handed on (worker mode, CHAT_AUTO_CONTINUE), else interrupted."""
-    global shutting_down
-    shutting_down = True
-    runs = list(_runs.values())
-    for run in runs:
-        if may_hand_on(run.runs):
-            run.request_stop(HAND_ON.status)
-        else:
-            run.request_stop(Generation.Status.INTERRUPTED, Generation.InterruptReason.SERVER_SHUTDOWN)
-    if runs:
-        logger.info("shutting down: stopping %d generation(s)", len(runs))
-        await asyncio.wait([run.task for run in runs], timeout=timeout)
-
-
-_hook_installed = False
-
-
-def install_shutdown_hook() -> None:
-    """Under Daphne (Twisted), stop the runs before the reactor stops.
-
-    Daphne does not speak the ASGI lifespan protocol; servers that do (uvicorn)
-    call `shutdown_runs` through the lifespan handler in project/asgi.py.
-    """
-    global _hook_installed
-    if _hook_installed or "twisted.internet.reactor" not in sys.modules:
-        return
-    from twisted.internet import defer, reactor
-
-    reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(shutdown_runs()))
-    )
-    _hook_installed = True

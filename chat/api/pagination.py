@@ -4,7 +4,7 @@ import base64
 import binascii
 import json
 
-from .errors import ApiError
+from ..errors import ApiError
 
 # Postgres and SQLite both store ids as signed 64-bit integers.
 MAX_ID = 2**63 - 1

@@ -13,15 +13,18 @@ from django.db.models import Exists, OuterRef, Q
 from django.http import Http404, StreamingHttpResponse
 from ninja import Header, Path, Query, Router
 
-from . import actions
-from .admission import get_admission
-from .answers import persisted_answer
+from .. import actions
+from ..db import db_work
+from ..errors import ApiError
+from ..llm.catalog import chat_models
+from ..models import Conversation, Generation, Message
+from ..server.admission import get_admission
+from ..streaming.answers import persisted_answer
+from ..streaming.jsonstream import InvalidJson, parse_document
+from ..streaming.sse import encode
+from ..transports.common import parse_coalesce_s
+from ..transports.sse import generation_stream_response
 from .auth import atoken_issue, token_revoke
-from .db import db_work
-from .errors import ApiError
-from .jsonstream import InvalidJson, parse_document
-from .llm.catalog import chat_models
-from .models import Conversation, Generation, Message
 from .pagination import MAX_ID, decode_cursor, encode_cursor, valid_id
 from .schemas import (
     ConversationIn,
@@ -38,9 +41,6 @@ from .schemas import (
     TokenIn,
     TokenOut,
 )
-from .sse import encode
-from .transports.common import parse_coalesce_s
-from .transports.sse import generation_stream_response
 
 router = Router()
 

@@ -7,8 +7,8 @@ encoding is computed once per event, not once per client.
 import json
 from dataclasses import dataclass, field
 
+from ..llm.base import TEXT
 from . import sse
-from .llm.base import TEXT
 
 END_EVENT_NAMES = {
     "complete": "done",

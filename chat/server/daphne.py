@@ -1,6 +1,6 @@
 """Daphne's end of the process: exit as soon as its reactor has stopped.
 
-Under Daphne, a before-shutdown trigger (`chat.runner.install_shutdown_hook`)
+Under Daphne, a before-shutdown trigger (`chat.streaming.shutdown.install_shutdown_hook`)
 stops the running answers and records them. After that nothing is left to do,
 but the interpreter's own finalisation then garbage-collects the coroutines of
 the connections Daphne killed, and on CPython 3.11 that crashed the process

@@ -20,13 +20,19 @@ from contextlib import aclosing
 
 from django.conf import settings
 
-from . import runner
-from .answers import answer_through, load_end, persisted_tokens, replay_state, text_through
-from .db import db_work
+from ..db import db_work
+from ..llm.base import TEXT
+from . import registry
+from .answers import (
+    answer_through,
+    load_end,
+    persisted_tokens,
+    replay_state,
+    text_through,
+)
 from .events import KEEPALIVE, Alive, End, Json, Keepalive, Snapshot, Token
 from .hub import Hub, get_hub, stream_group
 from .jsonstream import JsonSnapshots
-from .llm.base import TEXT
 
 Event = Token | Json | End | Keepalive
 
@@ -63,7 +69,7 @@ class Follow:
         self.idle_check_s = settings.CHAT_STREAM_IDLE_CHECK_S
         self.keepalive_s = settings.CHAT_STREAM_KEEPALIVE_S
         self.flush_interval_s = settings.CHAT_FLUSH_INTERVAL_S
-        self.run: runner.GenerationRun | None = None
+        self.run = None  # The run followed, when this process runs the generation (its interface: runner.py).
 
     async def events(self) -> AsyncIterator[Event]:
         """The events one at a time."""
@@ -122,7 +128,7 @@ class Follow:
         """Replay, then tail: the tokens after the client's position, then the end, in batches."""
         hub = self.hub or get_hub()
         loop = asyncio.get_running_loop()
-        run = runner.local_run(self.generation_id)
+        run = registry.local_run(self.generation_id)
         run_live = run is not None and run.end is None
         # Our own live run hands its follower everything, so no other process's tokens are needed
         # (if a shutdown hands the run on, the follower catches up from the database, as after any silence).

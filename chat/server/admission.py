@@ -27,7 +27,7 @@ from contextlib import contextmanager
 
 from django.conf import settings
 
-from .errors import ApiError
+from ..errors import ApiError
 
 logger = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from . import actions
-from .answers import AnswerParts, persisted_answer
-from .models import Generation, StreamConnection
-from .reaper import orphans
+from .. import actions
+from ..models import Generation, StreamConnection
+from ..streaming.answers import AnswerParts, persisted_answer
+from ..streaming.reaper import orphans
 
 # The detail page shows at most this many chunks of a long generation's timeline.
 TIMELINE_MAX_CHUNKS = 1000

@@ -3,15 +3,15 @@
 import csp.middleware
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.conf import settings
-from django.core import checks
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
+from django.core import checks
 from django.http import JsonResponse
 from django.middleware import clickjacking, common, csrf, security
 from django.utils.decorators import sync_and_async_middleware
 
-from .errors import error_body
+from ..errors import error_body
 
 
 @sync_and_async_middleware

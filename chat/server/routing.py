@@ -9,9 +9,9 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 from django.urls import path, re_path
 
-from .auth import parse_bearer, user_for_token
-from .errors import error_body
-from .transports.ws import GenerationConsumer
+from ..api.auth import parse_bearer, user_for_token
+from ..errors import error_body
+from ..transports.ws import GenerationConsumer
 
 # Offer this subprotocol beside `bearer.<token>` and the server picks it, so the
 # token is not echoed back in the handshake response.

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.utils.html import escape
 
-from .errors import error_body
+from ..errors import error_body
 
 
 class AxesBackend(AxesStandaloneBackend):

@@ -28,11 +28,11 @@ from django_eventstream.channelmanager import ChannelManagerBase
 from django_eventstream.event import Event
 from django_eventstream.storage import DjangoModelStorage
 
-from .admission import get_admission
-from .auth import request_user
-from .db import db_work
-from .errors import ApiError, error_body
-from .models import Conversation, Generation
+from ..api.auth import request_user
+from ..db import db_work
+from ..errors import ApiError, error_body
+from ..models import Conversation, Generation
+from ..server.admission import get_admission
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The orphan reaper: end the generations whose process died.
 
-Each process heartbeats the generations it runs (chat.runner). A generation
+Each process heartbeats the generations it runs (chat.streaming.runner). A generation
 still `queued` or `streaming` whose heartbeat (or, if it never had one, its
 creation) is older than CHAT_HEARTBEAT_STALE_S has lost its worker: it was
 killed, or its machine died. The reaper ends it `interrupted` / `worker_lost`,
@@ -29,13 +29,13 @@ from django.db import close_old_connections
 from django.db.models import Q
 from django.utils import timezone
 
-from . import runner
-from .actions import generation_end_orphan, stale_before, stale_heartbeat
-from .actions.ends import generations_ended
-from .actions.queue import generation_hand_on, may_hand_on
-from .db import db_work
-from .handler import ASGIHandler
-from .models import Generation
+from ..actions import generation_end_orphan, stale_before, stale_heartbeat
+from ..actions.ends import generations_ended
+from ..actions.queue import generation_hand_on, may_hand_on
+from ..db import db_work
+from ..models import Generation
+from ..server.handler import ASGIHandler
+from . import registry
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def reap_orphans(*, exclude=()) -> list[Generation]:
 
 async def reap_and_announce() -> list[Generation]:
     """Reap the orphans not run by this process, and tell their followers."""
-    reaped = await db_work(reap_orphans)(exclude=runner.local_generation_ids())
+    reaped = await db_work(reap_orphans)(exclude=registry.local_generation_ids())
     await generations_ended(reaped)
     return reaped
 
@@ -165,7 +165,7 @@ async def start_on_first_request(sender, **kwargs) -> None:
     request_started.disconnect(sender=ASGIHandler, dispatch_uid=DISPATCH_UID)
 
 
-DISPATCH_UID = "chat.reaper.start_on_first_request"
+DISPATCH_UID = "chat.streaming.reaper.start_on_first_request"
 
 
 def start_with_first_request() -> None:

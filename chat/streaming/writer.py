@@ -15,8 +15,9 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
-from .db import db_work
-from .models import Generation, TokenChunk
+from ..db import db_work
+from ..models import Generation, TokenChunk
+from .registry import WORKER_ID
 
 logger = logging.getLogger(__name__)
 
@@ -158,8 +159,6 @@ def insert_chunks(chunks: list[TokenChunk]) -> None:
 
 
 def owned_generations(ids) -> set:
-    from .runner import WORKER_ID
-
     owned = Generation.objects.filter(pk__in=ids, status=Generation.Status.STREAMING, worker=WORKER_ID)
     if connection.vendor != "postgresql":
         return set(owned.values_list("pk", flat=True))
