@@ -95,7 +95,7 @@ async def test_each_refusal_is_its_own_error_with_the_servers_code(start_server)
 
 
 def test_a_503_carries_its_code_and_retry_after():
-    """The server's overload answer (chat/admission.py), as it sends it."""
+    """The server's overload answer (chat/server/admission.py), as it sends it."""
     response = httpx.Response(
         503,
         headers={"Retry-After": "5"},
