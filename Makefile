@@ -9,10 +9,12 @@ PORT ?= 8000
 
 .PHONY: install run serve test chaos system-deps migrate bench bench-capacity bench-capacity-quick clean vendor
 
-$(STAMP): pyproject.toml
+# The Python client (clients/python) installs beside the server, editable, with its
+# WebSocket and terminal-rendering extras: its tests and the chaos suite drive it.
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e 'clients/python[ws,rich]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -38,11 +40,13 @@ run: migrate
 	$(LOCAL_ENV) $(BIN)/daphne $(DAPHNE_FLAGS) -b $(HOST) -p $(PORT) project.asgi:application
 
 # Debian packages the tests use: Chromium for the browser tests, nginx for the
-# proxy phase of the transport benchmark. Installed when we can (root).
+# proxy phase of the transport benchmark, iproute2 for the network-switch tests'
+# namespaces. Installed when we can (root).
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -1,16 +1,22 @@
 """Chaos: random connection cuts and a kill -9 under load, on SQLite and PostgreSQL.
 
+Every client is the project's Python client (clients/python, chat_client), as an
+app would use it: it resumes by the last event id, detects stalls and falls back
+by its own rules; the test only counts and checks.
+
 Cuts: many generations at once, followed over SSE and WebSocket through the
 fault proxy, which aborts a random share of the live connections every few
-tens of milliseconds. Every client resumes from the last id it saw and must end
-with exactly the stored text, its ids strictly increasing (nothing duplicated)
-and reaching the stored last_seq (nothing lost).
+tens of milliseconds. Every client must end with exactly the stored text,
+having been sent no token twice (nothing duplicated) and reaching the stored
+last_seq (nothing lost).
 
 Kill -9: the server dies mid-answer with many generations running, and a new
-one starts on the same database. Every generation must end `interrupted` /
-`worker_lost`, with a stored text equal to its stored tokens, and have lost at
-most CHAT_MAX_UNWRITTEN_TOKENS of the tokens that clients had already been sent:
-a run that far ahead of the database waits for it, however slow the writes.
+one starts on the same database, behind the same address. Every generation
+must end `interrupted` / `worker_lost`, with a stored text equal to its stored
+tokens, and have lost at most CHAT_MAX_UNWRITTEN_TOKENS of the tokens that
+clients had already been sent: a run that far ahead of the database waits for
+it, however slow the writes. The clients ride through the kill and end with
+exactly the stored text (a snapshot corrects the tokens that were never stored).
 
 Sizes come from the environment: CHAT_CHAOS_CUTS (100 in `make test`, 1000 in
 `make chaos`) and CHAT_CHAOS_SECONDS, the time bound of the cut phase (60).
@@ -18,7 +24,6 @@ Figures are in docs/deploy.md, "Reliability tests".
 """
 
 import asyncio
-import json
 import os
 import random
 import signal
@@ -26,10 +31,8 @@ import time
 
 import httpx
 import pytest
-from httpx_sse import aconnect_sse
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from chat_client import AsyncChatClient, Config, Token
 from tests.support.api import issue_token
 from tests.support.proxy import FaultProxy
 from tests.support.server import LiveServer
@@ -37,10 +40,12 @@ from tests.support.server import LiveServer
 CUTS = int(os.environ.get("CHAT_CHAOS_CUTS", "100"))
 SECONDS = float(os.environ.get("CHAT_CHAOS_SECONDS", "60"))
 SEED = int(os.environ.get("CHAT_CHAOS_SEED", str(random.randrange(2**32))))
-TERMINAL = {"done", "interrupted", "failed", "cancelled"}
 # Answers of about 120 tokens at 100 tokens/s: each is cut several times.
 PACED = {"CHAT_SIMULATED_TOKENS_PER_S": "100", "CHAT_SIMULATED_POINTS": "6", "CHAT_SIMULATED_MAX_TOKENS": "400"}
 GENERATIONS_PER_ROUND = 16
+# Resume at once, and never fall back: under cuts every 10-60 ms a few attempts in a row may fail
+# before a token, and each client must get its answer by resuming, which is what this suite tests.
+RESUMING = Config(stall_s=30, backoff_base_s=0.01, backoff_cap_s=0.05, max_failed_attempts=10**6)
 
 
 class ChaosProxy(FaultProxy):
@@ -57,75 +62,19 @@ class ChaosProxy(FaultProxy):
         return self._call(cut())
 
 
-class Follower:
-    """One client following one generation to its end, resuming after every cut; checks as it goes."""
-
-    def __init__(self, generation_id: str, transport: str):
-        self.generation_id = generation_id
-        self.transport = transport
-        self.text = ""
-        self.last_id = 0
-        self.end: dict | None = None
-        self.connections = 0
-
-    def on_event(self, kind: str, event_id: int, data: dict) -> None:
-        if kind == "snapshot":
-            assert event_id >= self.last_id, (self.generation_id, kind, event_id, self.last_id)
-            self.text = data["text"]
-        elif kind == "token":
-            assert event_id > self.last_id, f"{self.generation_id}: id {event_id} after {self.last_id} (a duplicate)"
-            self.text += data["text"]
-        elif kind in TERMINAL:
-            assert event_id >= self.last_id
-            self.end = {"type": kind, **data}
-        else:
-            return
-        self.last_id = event_id
-
-    async def follow(self, base_url: str, token: str, deadline: float) -> None:
-        while self.end is None:
-            assert time.monotonic() < deadline, f"{self.transport} follower of {self.generation_id} never ended"
-            self.connections += 1
-            try:
-                await (self.sse if self.transport == "sse" else self.ws)(base_url, token)
-            except (httpx.TransportError, ConnectionClosed, InvalidHandshake, OSError, asyncio.TimeoutError):
-                await asyncio.sleep(0.01)  # cut: resume from last_id
-
-    async def sse(self, base_url: str, token: str) -> None:
-        headers = {"Authorization": f"Bearer {token}", "Last-Event-ID": str(self.last_id)}
-        async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(30.0)) as http:
-            async with aconnect_sse(http, "GET", f"/api/generations/{self.generation_id}/stream", headers=headers) as source:
-                assert source.response.status_code == 200, await source.response.aread()
-                async for event in source.aiter_sse():
-                    if event.id and event.data:
-                        self.on_event(event.event, int(event.id), json.loads(event.data))
-                    if self.end is not None:
-                        return
-
-    async def ws(self, base_url: str, token: str) -> None:
-        url = base_url.replace("http://", "ws://") + f"/ws/generations/{self.generation_id}/?last_event_id={self.last_id}"
-        async with connect(url, subprotocols=["llm-stream.v1", f"bearer.{token}"], origin=base_url, open_timeout=30) as ws:
-            async for message in ws:
-                frame = json.loads(message)
-                assert frame["type"] != "error", frame
-                if "id" in frame:
-                    self.on_event(frame["type"], frame["id"], frame)
-                if self.end is not None:
-                    return
-
-
 async def start_generation(http: httpx.AsyncClient, conversation_id: int) -> str:
     response = await http.post(f"/api/conversations/{conversation_id}/messages", json={"content": "Tell me about resumable streams", "stream": True})
     assert response.status_code == 201, response.text
     return response.json()["generation"]["id"]
 
 
-async def assert_exactly_stored(http: httpx.AsyncClient, followers: list[Follower]) -> None:
+async def assert_exactly_stored(http: httpx.AsyncClient, followers) -> None:
     for follower in followers:
         stored = (await http.get(f"/api/generations/{follower.generation_id}")).json()
-        assert follower.end["type"] == "done" and stored["status"] == "complete", (follower.end, stored["status"])
+        assert follower.end.status == "complete" == stored["status"] and not follower.end.fallback, (follower.end, stored["status"])
         assert follower.text == stored["text"], f"{follower.transport} {follower.generation_id}: text differs"
-        assert follower.last_id == stored["last_seq"], (follower.last_id, stored["last_seq"])
+        assert follower.last_event_id == stored["last_seq"], (follower.last_event_id, stored["last_seq"])
+        assert follower.duplicates == 0, f"{follower.transport} {follower.generation_id}: {follower.duplicates} tokens sent twice"
 
 
 @pytest.mark.timeout(SECONDS + 240)
@@ -134,16 +83,18 @@ async def test_random_cuts_over_sse_and_websocket(start_server, backend):
     token = await issue_token(server.url, "alice")
     rng = random.Random(SEED)
     started = time.monotonic()
-    followed, rounds = 0, 0
+    followed, rounds, connections = 0, 0, 0
     with ChaosProxy(server.port) as proxy:
-        async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
+        async with (
+            httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http,
+            AsyncChatClient(proxy.url, token, config=RESUMING) as client,
+        ):
             conversation_id = (await http.post("/api/conversations", json={"title": "chaos"})).json()["id"]
             while proxy.cuts < CUTS and time.monotonic() - started < SECONDS:
                 rounds += 1
                 ids = [await start_generation(http, conversation_id) for _ in range(GENERATIONS_PER_ROUND)]
-                followers = [Follower(gid, "sse" if n % 2 else "ws") for n, gid in enumerate(ids)]
-                deadline = time.monotonic() + 120
-                tasks = [asyncio.create_task(f.follow(proxy.url, token, deadline)) for f in followers]
+                followers = [client.follow(gid, transport="sse" if n % 2 else "ws") for n, gid in enumerate(ids)]
+                tasks = [asyncio.create_task(asyncio.wait_for(f.collect(), 120)) for f in followers]
                 while not all(task.done() for task in tasks):
                     await asyncio.sleep(rng.uniform(0.01, 0.06))
                     if proxy.cuts < CUTS:
@@ -151,9 +102,11 @@ async def test_random_cuts_over_sse_and_websocket(start_server, backend):
                 await asyncio.gather(*tasks)
                 await assert_exactly_stored(http, followers)
                 followed += len(followers)
+                connections += sum(f.attempts for f in followers)
     elapsed = time.monotonic() - started
     print(
-        f"\nchaos {backend}: {proxy.cuts} cuts over {followed} generations in {rounds} rounds, {elapsed:.1f} s, seed {SEED}"
+        f"\nchaos {backend}: {proxy.cuts} cuts over {followed} generations in {rounds} rounds "
+        f"({connections} connections), {elapsed:.1f} s, seed {SEED}"
     )
     assert proxy.cuts >= min(CUTS, 20), f"only {proxy.cuts} cuts in {elapsed:.0f} s"
 
@@ -177,17 +130,16 @@ CRASH = {
 }
 
 
-async def watch(base_url: str, token: str, generation_id: str, seen: dict) -> None:
-    """Follow a generation live, remembering the last id the server sent; ends when the server dies."""
-    headers = {"Authorization": f"Bearer {token}"}
-    try:
-        async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(30.0)) as http:
-            async with aconnect_sse(http, "GET", f"/api/generations/{generation_id}/stream", headers=headers) as source:
-                async for event in source.aiter_sse():
-                    if event.event == "token":
-                        seen[generation_id] = int(event.id)
-    except (httpx.TransportError, OSError):
-        pass
+# Riding through the kill: the server is gone for a while (the restart), so the clients keep
+# trying with short waits; any of the client's ways to the stored text is fine here.
+RIDING = Config(stall_s=5, backoff_base_s=0.05, backoff_cap_s=0.5, fallback_poll_s=0.2)
+
+
+async def ride(stream, seen: dict) -> None:
+    """Follow a generation through the kill, remembering the last token id it was sent."""
+    async for event in stream:
+        if isinstance(event, Token):
+            seen[stream.generation_id] = max(event.seq, seen.get(stream.generation_id, 0))
 
 
 @pytest.mark.timeout(240)
@@ -195,57 +147,42 @@ async def test_kill_9_mid_answer_under_load(start_server, backend, tmp_path):
     server = start_server(backend, fresh=True, **CRASH)
     token = await issue_token(server.url, "alice")
     seen: dict[str, int] = {}
-    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
-        conversation_id = (await http.post("/api/conversations", json={"title": "crash"})).json()["id"]
-        ids = [await start_generation(http, conversation_id) for _ in range(KILLED_GENERATIONS)]
-        watchers = [asyncio.create_task(watch(server.url, token, gid, seen)) for gid in ids]
-        deadline = time.monotonic() + 60
-        while not (len(seen) == len(ids) and min(seen.values()) >= 20):
-            assert time.monotonic() < deadline, f"only {len(seen)} of {len(ids)} generations streaming"
-            await asyncio.sleep(0.05)
-    server.stop(signal.SIGKILL)
-    await asyncio.gather(*watchers)
+    with FaultProxy(server.port) as proxy:  # the address the clients know, before and after the restart
+        async with AsyncChatClient(proxy.url, token, config=RIDING) as client:
+            conversation_id = (await client.create_conversation("crash"))["id"]
+            ids = [(await client.post_message(conversation_id, "Tell me about resumable streams"))["generation"]["id"] for _ in range(KILLED_GENERATIONS)]
+            riders = [client.follow(gid) for gid in ids]
+            tasks = [asyncio.create_task(ride(stream, seen)) for stream in riders]
+            deadline = time.monotonic() + 60
+            while not (len(seen) == len(ids) and min(seen.values()) >= 20):
+                assert time.monotonic() < deadline, f"only {len(seen)} of {len(ids)} generations streaming"
+                await asyncio.sleep(0.05)
+            server.stop(signal.SIGKILL)
 
-    restarted = LiveServer(database_url=server.database_url, env=server.env, workdir=tmp_path).start()
-    try:
-        async with httpx.AsyncClient(base_url=restarted.url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
-            ended = {}
-            deadline = time.monotonic() + 90  # A bound on liveness, generous for a busy machine.
-            while len(ended) < len(ids):
-                assert time.monotonic() < deadline, f"{len(ids) - len(ended)} generations never ended after the restart"
-                for gid in ids:
-                    if gid not in ended:
-                        generation = (await http.get(f"/api/generations/{gid}")).json()
-                        if generation["status"] not in ("queued", "streaming"):
-                            ended[gid] = generation
-                await asyncio.sleep(0.2)
-
-            lost = {}
-            messages = (await http.get(f"/api/conversations/{conversation_id}/messages", params={"limit": 200})).json()["items"]
-            contents = {m["generation"]["id"]: m["content"] for m in messages if m["role"] == "assistant"}
-            for gid, generation in ended.items():
-                assert (generation["status"], generation["reason"]) == ("interrupted", "worker_lost"), generation
-                replay = await read_replay(http, gid)
-                assert replay == generation["text"] == contents[gid], f"{gid}: message, tokens and replay differ"
-                lost[gid] = seen[gid] - generation["last_seq"]
-    finally:
-        restarted.stop()
+            restarted = LiveServer(database_url=server.database_url, env=server.env, workdir=tmp_path).start()
+            proxy.target = ("127.0.0.1", restarted.port)
+            try:
+                await asyncio.wait_for(asyncio.gather(*tasks), 120)  # A bound on liveness, generous for a busy machine.
+                async with AsyncChatClient(restarted.url, token) as direct:
+                    ended = {gid: await direct.generation(gid) for gid in ids}
+                    messages = await direct.messages(conversation_id)
+                    contents = {m["generation"]["id"]: m["content"] for m in messages if m["role"] == "assistant"}
+                    lost, fell_back = {}, 0
+                    for stream in riders:
+                        generation = ended[stream.generation_id]
+                        assert (generation["status"], generation["reason"]) == ("interrupted", "worker_lost"), generation
+                        replay = await direct.follow(stream.generation_id, last_event_id=0).collect()
+                        assert replay.text == generation["text"] == contents[stream.generation_id], f"{stream.generation_id}: message, tokens and replay differ"
+                        assert stream.text == generation["text"], f"{stream.generation_id}: the client does not show the stored text"
+                        assert (stream.end.status, stream.end.reason) == ("interrupted", "worker_lost")
+                        lost[stream.generation_id] = seen[stream.generation_id] - generation["last_seq"]
+                        fell_back += stream.end.fallback
+            finally:
+                restarted.stop()
     assert max(lost.values()) <= UNWRITTEN, f"tokens sent before the kill then lost: {sorted(lost.values())} (at most {UNWRITTEN})"
     print(
         f"\nkill -9 {backend}: {len(ids)} generations ended interrupted/worker_lost; tokens lost per generation "
         f"max {max(lost.values())}, mean {sum(lost.values()) / len(lost):.2f} (at most {UNWRITTEN}); "
-        f"tokens sent before the kill: {sum(seen.values())}"
+        f"tokens sent before the kill: {sum(seen.values())}; every client shows the stored text "
+        f"({len(ids) - fell_back} by the stream, {fell_back} by the fallback)"
     )
-
-
-async def read_replay(http: httpx.AsyncClient, generation_id: str) -> str:
-    text = ""
-    async with aconnect_sse(http, "GET", f"/api/generations/{generation_id}/stream", headers={"Last-Event-ID": "0"}) as source:
-        async for event in source.aiter_sse():
-            if event.event == "snapshot":
-                text = json.loads(event.data)["text"]
-            elif event.event == "token":
-                text += json.loads(event.data)["text"]
-            elif event.event in TERMINAL:
-                break
-    return text

@@ -204,17 +204,21 @@ def restore_sigint() -> None:
 class LiveServer:
     """Daphne (or uvicorn) serving project.asgi on a free port of 127.0.0.1."""
 
-    def __init__(self, *, database_url: str, env: dict, workdir: Path, server: str = "daphne"):
+    def __init__(
+        self, *, database_url: str, env: dict, workdir: Path, server: str = "daphne", listener: socket.socket | None = None
+    ):
+        """`listener`: a listening socket to serve instead of a new one on 127.0.0.1 (Daphne only),
+        such as one made in a network namespace (tests/support/netns.py)."""
         self.kind = server
         self.command = list(SERVER_COMMANDS[server])
         self.database_url = database_url
         self.env = {**os.environ, **TEST_ENV, **env, "DATABASE_URL": database_url}
-        self.listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+        self.listener = listener or socket.create_server(("127.0.0.1", 0), backlog=512)
         # Twisted requires an adopted socket to be non-blocking: on a blocking one its
         # accept loop would block the whole server until the next connection came.
         self.listener.setblocking(False)
-        self.port = self.listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        host, self.port = self.listener.getsockname()[:2]
+        self.url = f"http://{host}:{self.port}"
         # Unique: a port freed by a stopped server may be handed out again.
         self.log_path = workdir / f"{server}-{self.port}-{uuid.uuid4().hex[:6]}.log"
         self.process: subprocess.Popen | None = None
