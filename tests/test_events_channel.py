@@ -106,6 +106,11 @@ async def test_a_second_device_sees_chats_and_answers(server):
             assert data["user_message_id"] == generation["user_message_id"]
             assert data["assistant_message_id"] == generation["assistant_message_id"]
             assert json.loads(started.data)["status"] in ("queued", "streaming")
+            assert (data["parts"], json.loads(started.data)["parts"]) == (["text"], [])
+
+            thought = await browser.ask(PROMPT, conversation_id=conversation_id, model="simulated-reasoning")
+            ended = await channel.wait_for(lambda n, d: n == "generation.completed" and d["generation_id"] == thought["id"])
+            assert json.loads(ended.data)["parts"] == ["reasoning", "text"]
 
             cancelled_one = await browser.ask("Another question, to cancel", conversation_id=conversation_id)
             await browser.post(f"/api/generations/{cancelled_one['id']}/cancel")

@@ -40,7 +40,9 @@ def generation_end_write(generations: QuerySet, end: End, answer: AnswerParts, *
     Message.objects.filter(pk=row["assistant_message_id"]).update(
         content=answer.text, reasoning=answer.reasoning, updated_at=now
     )
-    ended = {**row, "status": end.status, "finish_reason": end.finish_reason, "interrupt_reason": end.reason}
+    ended = {
+        **row, "status": end.status, "finish_reason": end.finish_reason, "interrupt_reason": end.reason, "parts": answer.parts
+    }
     transaction.on_commit(partial(live.publish_generation, ended, owner_id))
     return True
 

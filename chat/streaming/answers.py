@@ -39,6 +39,11 @@ class AnswerParts:
             (reasoning if token.part == REASONING else text).append(token.text)
         return AnswerParts("".join(text), "".join(reasoning))
 
+    @property
+    def parts(self) -> list[str]:
+        """The kinds of part the answer has, in the order a reader shows them."""
+        return [part for part, text in ((REASONING, self.reasoning), (TEXT, self.text)) if text]
+
     def endswith(self, tail: "AnswerParts") -> bool:
         return self.text.endswith(tail.text) and self.reasoning.endswith(tail.reasoning)
 

@@ -155,6 +155,8 @@ def generation_data(row: dict) -> dict:
         "reason": row["interrupt_reason"],
         "user_message_id": row["user_message_id"],
         "assistant_message_id": row["assistant_message_id"],
+        # Once ended, which parts the stored answer has (["reasoning", "text"]): a client knows what to fetch.
+        "parts": row.get("parts", []),
         "stream_url": f"/api/generations/{row['id']}/stream",
         "ws_url": f"/ws/generations/{row['id']}/",
     }
