@@ -7,7 +7,9 @@ from django.core import checks
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
-from django.http import JsonResponse
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.http import JsonResponse, UnreadablePostError
+from django.http.multipartparser import MultiPartParserError
 from django.middleware import clickjacking, common, csrf, security
 from django.utils.decorators import sync_and_async_middleware
 
@@ -34,6 +36,48 @@ def method_not_allowed_middleware(get_response):
 
         def middleware(request):
             return reshape(request, get_response(request))
+
+    return middleware
+
+
+FORM_CONTENT_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+@sync_and_async_middleware
+def form_body_middleware(get_response):
+    """A form body that does not parse as its Content-Type says is a 400 here, before any view reads it.
+
+    The JSON API takes no form bodies at all. Later readers of `request.POST` (the CSRF check, django-axes counting a failed
+    login) then get the parsed form: a malformed one can no longer make them raise,
+    which once let a failed login go uncounted.
+    """
+
+    def refusal(request):
+        if request.method not in ("POST", "PUT", "PATCH") or request.content_type not in FORM_CONTENT_TYPES:
+            return None
+        if request.path.startswith("/api/"):
+            message = f"The API reads JSON bodies, not {request.content_type}: send Content-Type: application/json."
+            return JsonResponse(error_body("malformed_body", message), status=400)
+        try:
+            request.body  # noqa: B018 - kept, so that the form parser and any later reader share it
+            request.POST  # noqa: B018 - parsed (and cached) now
+        except RequestDataTooBig:
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            return JsonResponse(error_body("body_too_large", f"The request body is larger than {limit} bytes."), status=413)
+        except (MultiPartParserError, SuspiciousOperation, UnreadablePostError) as error:
+            message = f"The body is not valid {request.content_type}: {error}"
+            return JsonResponse(error_body("malformed_body", message), status=400)
+        return None
+
+    if iscoroutinefunction(get_response):
+
+        async def middleware(request):
+            return refusal(request) or await get_response(request)
+
+    else:
+
+        def middleware(request):
+            return refusal(request) or get_response(request)
 
     return middleware
 

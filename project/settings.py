@@ -66,6 +66,8 @@ MIDDLEWARE = [
     "chat.middleware.CSPMiddleware",
     "chat.middleware.SessionMiddleware",
     "chat.middleware.CommonMiddleware",
+    # Before anything reads request.POST: a form body that does not parse is a 400.
+    "chat.middleware.form_body_middleware",
     "chat.middleware.CsrfViewMiddleware",
     "chat.middleware.AuthenticationMiddleware",
     "chat.middleware.MessageMiddleware",
@@ -146,18 +148,26 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # --- Security ------------------------------------------------------------------
 
 # Login throttling (django-axes) on every login path: /accounts/login/, the
-# admin's and POST /api/auth/token. Failures count per username and address
-# together, so an attacker elsewhere cannot lock the user's own device out;
+# admin's and POST /api/auth/token (chat/lockout.py). Failures count per
+# username and address together, so an attacker elsewhere cannot lock the
+# user's own device out, and per address across usernames with a higher limit;
 # they are stored in the database, shared by every process.
-AUTHENTICATION_BACKENDS = ["chat.lockout.AxesBackend", "django.contrib.auth.backends.ModelBackend"]
+AUTHENTICATION_BACKENDS = ["chat.lockout.AxesBackend", "chat.lockout.PasswordBackend"]
+AXES_HANDLER = "chat.lockout.LoginThrottle"
+AXES_CLIENT_IP_CALLABLE = "chat.lockout.client_address"
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_FAILURE_LIMIT = env_int("CHAT_LOGIN_FAILURE_LIMIT", 10)
+# Failed logins from one address (an IPv6 /64) across usernames; 0 = no such limit.
+CHAT_LOGIN_ADDRESS_FAILURE_LIMIT = env_int("CHAT_LOGIN_ADDRESS_FAILURE_LIMIT", 50)
+# A username that logged in from an address this recently is held only by its own limit there.
+CHAT_LOGIN_KNOWN_ADDRESS_DAYS = env_float("CHAT_LOGIN_KNOWN_ADDRESS_DAYS", 30)
 AXES_COOLOFF_TIME = timedelta(seconds=env_float("CHAT_LOGIN_COOLOFF_S", 15 * 60))
 AXES_RESET_ON_SUCCESS = True
 # Attempts during a lockout do not extend it, so Retry-After (the cool-off) holds.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
-# Failures are kept (AccessAttempt); a row per successful login is not.
-AXES_DISABLE_ACCESS_LOG = True
+# A row per successful login (AccessLog): the addresses each username is known at.
+# `manage.py axes_reset_logs --age 30` drops the old ones.
+AXES_DISABLE_ACCESS_LOG = False
 AXES_LOCKOUT_CALLABLE = "chat.lockout.lockout_response"
 # The address is REMOTE_ADDR: behind a proxy, run the server with --proxy-headers (docs/deploy.md).
 
