@@ -83,7 +83,8 @@ conformance: install conformance-deps
 
 # A deployment on one machine (docs/deploy.md, "Processes"), from the Procfile with
 # honcho: nginx on 127.0.0.1:8000, uvicorn × WEB_CONCURRENCY, run_generations × WORKERS,
-# against PostgreSQL and Redis (CHAT_RUNNER=workers). `make run` needs neither.
+# against PostgreSQL and Redis (CHAT_RUNNER=workers). `make run` needs neither. It makes
+# no account (a deployment never gets a known password): `manage.py createsuperuser`.
 WORKERS ?= 2
 WEB_CONCURRENCY ?= 2
 SERVE_ENV = $(LOCAL_ENV) CHAT_RUNNER=workers WEB_CONCURRENCY=$(WEB_CONCURRENCY) PATH="$(CURDIR)/$(BIN):$$PATH" \
@@ -93,7 +94,6 @@ serve: install $(KEY_FILE)
 	mkdir -p $(VENV)/nginx/temp
 	$(SERVE_ENV) $(BIN)/python deploy/ensure_database.py
 	$(SERVE_ENV) $(BIN)/python manage.py migrate --noinput
-	$(SERVE_ENV) $(BIN)/python manage.py create_demo_user
 	$(SERVE_ENV) $(BIN)/honcho start -f Procfile -c worker=$(WORKERS)
 
 bench: install
