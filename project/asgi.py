@@ -17,17 +17,21 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chat.db import SharedDatabaseThreads  # noqa: E402
 from chat.lifespan import lifespan_app  # noqa: E402
+from chat.logs import LogUnhandled  # noqa: E402
 from chat.routing import OriginValidator, TokenAuthMiddleware, websocket_urlpatterns  # noqa: E402
 
-application = SharedDatabaseThreads(
-    ProtocolTypeRouter(
-        {
-            "http": django_asgi_app,
-            # The origin check stops other sites from riding a logged-in browser's session cookie.
-            "websocket": OriginValidator(
-                AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
-            ),
-            "lifespan": lifespan_app,
-        }
+# Outermost: whatever escapes the rest is logged with its method and path (chat/logs.py).
+application = LogUnhandled(
+    SharedDatabaseThreads(
+        ProtocolTypeRouter(
+            {
+                "http": django_asgi_app,
+                # The origin check stops other sites from riding a logged-in browser's session cookie.
+                "websocket": OriginValidator(
+                    AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+                ),
+                "lifespan": lifespan_app,
+            }
+        )
     )
 )

@@ -218,12 +218,24 @@ CONTENT_SECURITY_POLICY = {
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 
+# Errors go to the console whatever DEBUG is: every unhandled one with its
+# traceback, method and path (chat/logs.py), never a body or a credential.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {"chat": {"handlers": ["console"], "level": os.environ.get("CHAT_LOG_LEVEL", "INFO")}},
+    "filters": {"request_method": {"()": "chat.logs.RequestMethod"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "request": {"format": "%(asctime)s %(levelname)s %(name)s %(method)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "request_console": {"class": "logging.StreamHandler", "formatter": "request", "filters": ["request_method"]},
+    },
+    "loggers": {
+        "chat": {"handlers": ["console"], "level": os.environ.get("CHAT_LOG_LEVEL", "INFO")},
+        "django.request": {"handlers": ["request_console"], "level": "ERROR", "propagate": False},
+    },
 }
 
 # --- Chat streaming -------------------------------------------------------
