@@ -22,7 +22,7 @@ from .errors import ApiError
 from .jsonstream import InvalidJson, parse_document
 from .llm.catalog import chat_models
 from .models import Conversation, Generation, Message
-from .pagination import MAX_ID, decode_cursor, encode_cursor, valid_id
+from .pagination import MAX_ID, decode_cursor, encode_cursor, valid_id, valid_time
 from .schemas import (
     ConversationIn,
     ConversationOut,
@@ -185,13 +185,7 @@ async def list_conversations(
         conversations = conversations.filter(Q(title__icontains=q) | Exists(matching_message))
     if cursor:
         updated_at, last_id = decode_cursor(cursor, "c", 2)
-        try:
-            updated_at = datetime.fromisoformat(updated_at)
-        except (TypeError, ValueError):
-            updated_at = None
-        if updated_at is None or updated_at.tzinfo is None:
-            raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out for this list.", "cursor")
-        last_id = valid_id(last_id)
+        updated_at, last_id = valid_time(updated_at), valid_id(last_id)
         conversations = conversations.filter(Q(updated_at__lt=updated_at) | Q(updated_at=updated_at, id__lt=last_id))
     rows = [c async for c in conversations[: limit + 1]]
     next_cursor = None

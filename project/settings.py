@@ -68,6 +68,7 @@ MIDDLEWARE = [
     "chat.middleware.CommonMiddleware",
     # Before anything reads request.POST: a form body that does not parse is a 400.
     "chat.middleware.form_body_middleware",
+    "chat.middleware.admin_query_middleware",
     "chat.middleware.CsrfViewMiddleware",
     "chat.middleware.AuthenticationMiddleware",
     "chat.middleware.MessageMiddleware",
