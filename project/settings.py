@@ -356,7 +356,8 @@ CHAT_OVERLOAD_LAG_MS = env_float("CHAT_OVERLOAD_LAG_MS", 250)
 CHAT_OVERLOAD_START_MS = env_float("CHAT_OVERLOAD_START_MS", 2000)
 # Answers being generated at once per user (queued or streaming); one more is a 429. 0 = no limit.
 CHAT_MAX_ACTIVE_GENERATIONS_PER_USER = env_int("CHAT_MAX_ACTIVE_GENERATIONS_PER_USER", 10)
-# Request bodies larger than this are refused with 413 (Django's own limit, set here).
+# Request bodies larger than this are refused with 413, from Content-Length before a byte is read
+# (chat/handler.py); Durable Streams appends too, so DURABLE_MAX_APPEND_BYTES is at most this.
 CHAT_MAX_BODY_BYTES = env_int("CHAT_MAX_BODY_BYTES", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = CHAT_MAX_BODY_BYTES
 # An Idempotency-Key is remembered this long (a day covers any sane retry schedule).

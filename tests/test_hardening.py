@@ -2,12 +2,14 @@
 
 import base64
 import json
+import socket
 
 import httpx
 import pytest
 
 from tests.support.api import issue_token
 from tests.support.operator import operator_client
+from tests.support.server import LiveServer
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -41,3 +43,42 @@ async def test_admin_nul_in_a_filter_is_a_400(server):
         assert response.status_code == 400, (query, response.status_code)
     assert (await operator.http.get("/admin/auth/user/?q=%00")).status_code == 400
     assert (await operator.http.get("/admin/chat/generation/?status__exact=complete")).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def uvicorn(database_templates, tmp_path_factory):
+    """uvicorn, which hands a body to the app as it arrives (Daphne reads it whole first), with a 2,000-byte limit."""
+    server = LiveServer(
+        database_url=database_templates.fresh("sqlite"), env={"CHAT_MAX_BODY_BYTES": "2000"},
+        workdir=tmp_path_factory.mktemp("uvicorn"), server="uvicorn",
+    ).start()
+    yield server
+    server.stop()
+
+
+def status_line(sock: socket.socket) -> bytes:
+    return sock.makefile("rb").readline()
+
+
+@pytest.mark.parametrize("path", ["/api/auth/token", "/ds/v1/stream/big", "/accounts/login/"])
+def test_body_over_the_limit_is_refused_before_it_is_read(uvicorn, path):
+    """Bodies were read in full before the 413: a declared Content-Length over the limit is refused before a byte of it is sent."""
+    with socket.create_connection(("127.0.0.1", uvicorn.port), timeout=30) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {100 * 1024 * 1024}\r\n\r\n".encode()
+        )
+        assert status_line(sock).startswith(b"HTTP/1.1 413 "), "answered with no body sent"
+
+
+def test_chunked_body_is_refused_at_the_limit(uvicorn):
+    """A body without a length was read to its end before the 413: reading now stops at the limit."""
+    with socket.create_connection(("127.0.0.1", uvicorn.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /api/auth/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        chunk = b"x" * 1000
+        for _ in range(3):  # 3,000 bytes, then the body never ends.
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        assert status_line(sock).startswith(b"HTTP/1.1 413 ")
