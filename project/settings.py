@@ -216,6 +216,9 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# A new password revokes the user's bearer tokens (chat/auth.py), whichever way it was set.
+AUTH_PASSWORD_VALIDATORS = [{"NAME": "chat.auth.RevokeTokensOnPasswordChange"}]
+
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 

@@ -23,15 +23,27 @@ FAST = {
     "CHAT_SIMULATED_TOKENS_PER_S": "2000",
     "CHAT_SIMULATED_MAX_TOKENS": "12",
     "CHAT_SIMULATED_FIRST_TOKEN_DELAY_S": "0",
-    # Fuzzed logins fail by the hundred; test_auth.py covers that limit.
-    "CHAT_AUTH_FAILURES_PER_MIN": "1000000",
+    # Fuzzed logins fail by the hundred; test_login_throttle.py covers the limits.
+    "CHAT_LOGIN_FAILURE_LIMIT": "1000000",
+    "CHAT_LOGIN_ADDRESS_FAILURE_LIMIT": "0",
 }
 
 
-def issue_token(server) -> str:
-    response = httpx.post(f"{server.url}/api/auth/token", json={"username": "alice", "password": USERS["alice"]})
+def issue_token(server, username: str = "alice") -> str:
+    response = httpx.post(f"{server.url}/api/auth/token", json={"username": username, "password": USERS[username]})
     response.raise_for_status()
     return response.json()["token"]
+
+
+# These revoke the token they are sent with, or all of its user's: each case sends a fresh one of bob's.
+SELF_REVOKING = {"DELETE /api/auth/token", "DELETE /api/auth/tokens", "DELETE /api/auth/tokens/{token_id}"}
+# Stands for "the id of the token this case is sent with" in the positive cases' path parameters.
+OWN_TOKEN_ID = 1
+
+
+def own_token_id(server, bearer: str) -> int:
+    tokens = httpx.get(f"{server.url}/api/auth/tokens", headers={"Authorization": f"Bearer {bearer}"}).json()
+    return next(token["id"] for token in tokens if token["current"])
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +59,8 @@ def live_api(start_server):
         headers=headers,
         timeout=30,
     ).json()
-    return server, token, {"conversation_id": conversation["id"], "generation_id": answer["generation"]["id"]}
+    real_ids = {"conversation_id": conversation["id"], "generation_id": answer["generation"]["id"], "token_id": OWN_TOKEN_ID}
+    return server, token, real_ids
 
 
 @pytest.mark.timeout(300)
@@ -81,7 +94,9 @@ def test_api_conforms_to_its_spec(live_api, mode):
         )
         def exercise(case):
             # Revoking must not revoke the token every other case uses.
-            bearer = issue_token(server) if case.operation.label == "DELETE /api/auth/token" else token
+            bearer = issue_token(server, "bob") if case.operation.label in SELF_REVOKING else token
+            if (case.path_parameters or {}).get("token_id") == OWN_TOKEN_ID:
+                case.path_parameters["token_id"] = own_token_id(server, bearer)
             # A cursor is opaque: the spec cannot tell a given-out one from any other string; nor can it
             # say which ids are answers in the conversation, as a parent_id must be.
             opaque = (case.query or {}).get("cursor") or "parent_id" in (case.body if isinstance(case.body, dict) else {})
