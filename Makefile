@@ -52,9 +52,13 @@ system-deps:
 	fi
 
 # The chaos suite at full size: 1,000 random connection cuts per database, then
-# kill -9 under load (tests/test_chaos.py; `make test` runs it with 100 cuts).
+# kill -9 under load (tests/test_chaos.py; `make test` runs it with 100 cuts);
+# then the fuzz suite (hypothesis, schemathesis) at 1,000 examples per property
+# against SQLite and PostgreSQL (`make test` runs 25-60).
+FUZZ_MODULES := tests/test_input_fuzz.py tests/test_fuzz_durable.py tests/test_fuzz_ws_frames.py tests/test_openapi.py
 chaos: install
 	CHAT_CHAOS_CUTS=1000 CHAT_CHAOS_SECONDS=240 $(BIN)/python -m pytest tests/test_chaos.py -s $(PYTEST_ARGS)
+	CHAT_FUZZ_EXAMPLES=1000 $(BIN)/python -m pytest -n 2 --dist loadgroup $(FUZZ_MODULES) $(PYTEST_ARGS)
 
 # Tests run in parallel, a module per worker (tests/conftest.py); they mostly wait
 # on servers, so more workers than cores pays. PYTEST_WORKERS=0 runs them serially.

@@ -1,11 +1,13 @@
-"""Schemathesis against the spec the server serves: no server errors, and answers that match the spec.
+"""Schemathesis against the spec the server serves, on every backend: no server errors, and answers that match the spec.
 
 Bounded: at most MAX_EXAMPLES generated requests per operation (plus the
-explicit examples and negative cases), each answered by a server whose
-simulated model is fast, and the whole run under a time limit.
+explicit examples and negative cases; CHAT_FUZZ_EXAMPLES raises it, as `make
+chaos` does), each answered by a server whose simulated model is fast, and
+the whole run under a time limit.
 """
 
 import json
+import os
 
 import httpx
 import pytest
@@ -17,7 +19,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.support.server import USERS
 
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = int(os.environ.get("CHAT_FUZZ_EXAMPLES", "25"))
 # Fast, short answers: the non-streaming fallback waits for them.
 FAST = {
     "CHAT_SIMULATED_TOKENS_PER_S": "2000",
@@ -46,10 +48,10 @@ def own_token_id(server, bearer: str) -> int:
     return next(token["id"] for token in tokens if token["current"])
 
 
-@pytest.fixture(scope="module")
-def live_api(start_server):
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def live_api(request, start_server):
     """A fast server, alice's token, and ids of a conversation and a finished generation of hers."""
-    server = start_server("sqlite", **FAST)
+    server = start_server(request.param, **FAST)
     token = issue_token(server)
     headers = {"Authorization": f"Bearer {token}"}
     conversation = httpx.post(f"{server.url}/api/conversations", json={"title": "fuzzed"}, headers=headers).json()
@@ -63,7 +65,7 @@ def live_api(start_server):
     return server, token, real_ids
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(300 + 12 * MAX_EXAMPLES)
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_api_conforms_to_its_spec(live_api, mode):
     """Every operation, with valid (positive) and invalid (negative) input, authenticated as alice.
