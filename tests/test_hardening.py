@@ -7,6 +7,7 @@ import socket
 import httpx
 import pytest
 
+from chat.logs import LogUnhandled
 from tests.support.api import issue_token
 from tests.support.operator import operator_client
 from tests.support.server import LiveServer
@@ -82,3 +83,16 @@ def test_chunked_body_is_refused_at_the_limit(uvicorn):
         for _ in range(3):  # 3,000 bytes, then the body never ends.
             sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         assert status_line(sock).startswith(b"HTTP/1.1 413 ")
+
+
+async def test_errors_escaping_django_are_logged_with_method_and_path(caplog):
+    """An error outside a view (a WebSocket consumer, a streaming body) left no line saying which request it was."""
+
+    async def failing_app(scope, receive, send):
+        raise RuntimeError("boom")
+
+    scope = {"type": "websocket", "path": "/ws/generations/x/", "query_string": b"access_token=chat_secret"}
+    with pytest.raises(RuntimeError):
+        await LogUnhandled(failing_app)(scope, None, None)
+    assert "unhandled error in WEBSOCKET /ws/generations/x/" in caplog.text
+    assert "RuntimeError: boom" in caplog.text and "chat_secret" not in caplog.text
