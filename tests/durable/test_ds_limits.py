@@ -4,6 +4,7 @@ Each regression test is named after what broke. The PostgreSQL ones ran into
 its column limits (DataError), which SQLite does not enforce.
 """
 
+import asyncio
 import json
 import uuid
 
@@ -12,7 +13,7 @@ import pytest
 
 from tests.durable.ds_support import DS
 from tests.support.api import issue_token
-from tests.support.server import query
+from tests.support.server import TEST_ENV, manage, query
 
 QUOTAS = {
     "DURABLE_MAX_STREAMS_PER_USER": "3",
@@ -193,3 +194,16 @@ async def test_unhandled_errors_are_logged_with_method_and_path(start_server):
     assert "Traceback" in log and "no such table: durable_stream" in log
     assert f"PUT Internal Server Error: {path}" in log
     assert token not in log and secret_body.decode() not in log
+
+
+async def test_retention_frees_the_bytes_it_drops(limited):
+    """Messages dropped by retention no longer count toward their owner's byte quota."""
+    server, alice, bob = limited
+    path = new_path()
+    assert (await alice.put(path, headers={"Content-Type": "text/plain"}, content=b"a" * 900)).status_code == 201
+    assert_refused(await alice.post(path, headers={"Content-Type": "text/plain"}, content=b"b" * 200), 413, "storage_quota_exceeded")
+    env = {**TEST_ENV, "DATABASE_URL": server.database_url, "DURABLE_RETENTION_DAYS": "1e-9"}
+    await asyncio.to_thread(manage, "prune_durable_streams", env=env)
+    assert (await alice.post(path, headers={"Content-Type": "text/plain"}, content=b"b" * 200)).status_code == 204
+    (row,) = query(server.database_url, "SELECT stored_bytes FROM durable_stream WHERE path = %s", path.removeprefix(f"{DS}/"))
+    assert row["stored_bytes"] == 200
