@@ -23,7 +23,7 @@ def decode_cursor(raw: str, kind: str, length: int) -> list:
             return parts[1:]
     except (ValueError, binascii.Error, UnicodeDecodeError):
         pass
-    raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out for this list.", "cursor")
+    raise invalid_cursor()
 
 
 def invalid_cursor() -> ApiError:
