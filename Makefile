@@ -56,9 +56,13 @@ system-deps:
 	fi
 
 # The chaos suite at full size: 1,000 random connection cuts per database, then
-# kill -9 under load (tests/test_chaos.py; `make test` runs it with 100 cuts).
+# kill -9 under load (tests/test_chaos.py; `make test` runs it with 100 cuts);
+# then the fuzz suite (hypothesis, schemathesis) at 1,000 examples per property
+# against SQLite and PostgreSQL (`make test` runs 25-60).
+FUZZ_MODULES := tests/test_input_fuzz.py tests/test_fuzz_durable.py tests/test_fuzz_ws_frames.py tests/test_openapi.py
 chaos: install
 	CHAT_CHAOS_CUTS=1000 CHAT_CHAOS_SECONDS=240 $(BIN)/python -m pytest tests/test_chaos.py -s $(PYTEST_ARGS)
+	CHAT_FUZZ_EXAMPLES=1000 $(BIN)/python -m pytest -n 2 --dist loadgroup $(FUZZ_MODULES) $(PYTEST_ARGS)
 
 # Tests run in parallel, a module per worker (tests/conftest.py); they mostly wait
 # on servers, so more workers than cores pays. PYTEST_WORKERS=0 runs them serially.
@@ -102,7 +106,8 @@ conformance: install conformance-deps
 
 # A deployment on one machine (docs/deploy.md, "Processes"), from the Procfile with
 # honcho: nginx on 127.0.0.1:8000, uvicorn × WEB_CONCURRENCY, run_generations × WORKERS,
-# against PostgreSQL and Redis (CHAT_RUNNER=workers). `make run` needs neither.
+# against PostgreSQL and Redis (CHAT_RUNNER=workers). `make run` needs neither. It makes
+# no account (a deployment never gets a known password): `manage.py createsuperuser`.
 WORKERS ?= 2
 WEB_CONCURRENCY ?= 2
 SERVE_ENV = $(LOCAL_ENV) CHAT_RUNNER=workers WEB_CONCURRENCY=$(WEB_CONCURRENCY) PATH="$(CURDIR)/$(BIN):$$PATH" \
@@ -112,7 +117,6 @@ serve: install $(KEY_FILE)
 	mkdir -p $(VENV)/nginx/temp
 	$(SERVE_ENV) $(BIN)/python deploy/ensure_database.py
 	$(SERVE_ENV) $(BIN)/python manage.py migrate --noinput
-	$(SERVE_ENV) $(BIN)/python manage.py create_demo_user
 	$(SERVE_ENV) $(BIN)/honcho start -f Procfile -c worker=$(WORKERS)
 
 bench: install

@@ -11,6 +11,14 @@ DEFAULTS = {
     "DURABLE_SSE_MAX_S": 60.0,
     # One append's body; larger ones get a 413.
     "DURABLE_MAX_APPEND_BYTES": 1024 * 1024,
+    # Messages one JSON append may add (an array's items); more is a 413. One message is one row:
+    # a 1 MiB array of zeros was 524,000 rows, whose insert held SQLite's write lock for 14 s.
+    "DURABLE_MAX_MESSAGES_PER_APPEND": 1000,
+    # Brackets a JSON message may nest; deeper is a 400 (the parser recurses).
+    "DURABLE_MAX_JSON_DEPTH": 64,
+    # Per user, across their streams of the general namespace: past either, a 403 (streams) or 413 (bytes).
+    "DURABLE_MAX_STREAMS_PER_USER": 100,
+    "DURABLE_MAX_BYTES_PER_USER": 64 * 1024 * 1024,
     # A catch-up response stops after the message that crosses this many bytes.
     "DURABLE_READ_CHUNK_BYTES": 1024 * 1024,
     # `manage.py prune_durable_streams` drops messages older than this (0: keep all).

@@ -19,6 +19,8 @@ class Stream(models.Model):
     touched_at = models.DateTimeField(default=timezone.now)
     # Messages are numbered 1, 2, ...; `tail` is the last one's number (0: none yet).
     tail = models.BigIntegerField(default=0)
+    # The sizes of its stored messages, summed: what counts toward the owner's DURABLE_MAX_BYTES_PER_USER.
+    stored_bytes = models.BigIntegerField(default=0)
     # Messages up to this number were dropped by retention: reading from before it is a 410.
     pruned_through = models.BigIntegerField(default=0)
     last_stream_seq = models.CharField(max_length=255, blank=True, default="")

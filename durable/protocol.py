@@ -18,7 +18,7 @@ OFFSET_WIDTH = 16
 # A generation's terminal message sits after its last token: "<last_seq>_end"
 # sorts after "<last_seq>" and before "<last_seq + 1>".
 END_SUFFIX = "_end"
-_OFFSET = re.compile(r"(\d{1,16})(_end)?")
+_OFFSET = re.compile(r"([0-9]{1,16})(_end)?")  # ASCII digits only: int() would also read "１".
 
 # Cursors count 20 s intervals from 2024-10-09T00:00:00Z (protocol 10.1).
 CURSOR_EPOCH_S = 1728432000
@@ -70,7 +70,7 @@ def parse_offset(query) -> Offset | None:
 def response_cursor(client_cursor: str | None) -> str:
     """The cursor for a live response: the current interval, always past the client's (protocol 10.1)."""
     current = int((time.time() - CURSOR_EPOCH_S) // CURSOR_INTERVAL_S)
-    if client_cursor and client_cursor.isdigit() and len(client_cursor) < 20 and int(client_cursor) >= current:
+    if client_cursor and client_cursor.isascii() and client_cursor.isdigit() and len(client_cursor) < 20 and int(client_cursor) >= current:
         jitter_s = random.randint(1, CURSOR_JITTER_MAX_S)
         return str(int(client_cursor) + max(1, math.ceil(jitter_s / CURSOR_INTERVAL_S)))
     return str(current)

@@ -6,12 +6,13 @@ the idempotent producer check and the append commit together (protocol 5.2.1).
 """
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q
+from django.db.models import F, Max, Q, Sum
 from django.utils import timezone
 
 from durable.conf import setting
@@ -83,16 +84,56 @@ def live(queryset, at: datetime | None = None):
     return stream
 
 
-def split_json(body: bytes, *, allow_empty: bool) -> list[bytes]:
-    """A JSON append's messages: an array is flattened one level (protocol 9.1.2); each stored compact."""
+# A JSON string (escapes included) in a body, matched in linear time; what is left holds the brackets.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+
+
+def nesting_exceeds(body: bytes, limit: int) -> bool:
+    """Whether the JSON text nests brackets deeper than `limit`, found without parsing it."""
+    depth = 0
+    for byte in _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS):
+        depth += 1 if byte in b"[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def not_json(constant: str):
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def json_messages(body: bytes, *, allow_empty: bool) -> list[bytes]:
+    """A JSON append's messages: an array is flattened one level (protocol 9.1.2); each stored compact.
+
+    Refused: what is not JSON (NaN and Infinity included) or not Unicode (a lone
+    surrogate escape), nesting past DURABLE_MAX_JSON_DEPTH, and more messages
+    than DURABLE_MAX_MESSAGES_PER_APPEND.
+    """
+    depth = setting("DURABLE_MAX_JSON_DEPTH")
+    if nesting_exceeds(body, depth):
+        raise ProtocolError(400, "json_too_deep", f"The JSON nests deeper than {depth} levels.")
     try:
-        value = json.loads(body)
+        value = json.loads(body, parse_constant=not_json)
     except (UnicodeDecodeError, ValueError) as error:
         raise ProtocolError(400, "invalid_json", f"The body is not valid JSON: {error}.") from None
     values = value if isinstance(value, list) else [value]
     if not values and not allow_empty:
         raise ProtocolError(400, "empty_json_array", "An append of an empty JSON array adds nothing; send at least one message.")
-    return [json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode() for item in values]
+    most = setting("DURABLE_MAX_MESSAGES_PER_APPEND")
+    if len(values) > most:
+        raise ProtocolError(413, "too_many_messages", f"An append may add at most {most} messages; this one has {len(values)}.")
+    try:
+        return [json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode() for item in values]
+    except UnicodeEncodeError:
+        raise ProtocolError(400, "invalid_json", "The body has a lone surrogate escape: \\ud800-\\udfff come in pairs.") from None
+
+
+def messages_of(body: bytes, content_type: str, *, allow_empty: bool) -> list[bytes]:
+    """What an append (or a create's initial body) adds: JSON's messages, or the body as one message."""
+    if not body:
+        return []
+    return json_messages(body, allow_empty=allow_empty) if is_json(content_type) else [body]
 
 
 def add_messages(stream: Stream, data: list[bytes]) -> None:
@@ -102,6 +143,37 @@ def add_messages(stream: Stream, data: list[bytes]) -> None:
         for i, item in enumerate(data, start=1)
     )
     stream.tail += len(data)
+    stream.stored_bytes += sum(len(item) for item in data)
+
+
+# --- Per-user quotas ---------------------------------------------------------------
+
+
+def check_stream_quota(owner_id: int, at: datetime | None) -> None:
+    """A 403 when the user has DURABLE_MAX_STREAMS_PER_USER streams (expired ones are dropped first)."""
+    most = setting("DURABLE_MAX_STREAMS_PER_USER")
+    streams = Stream.objects.filter(owner_id=owner_id)
+    if not most or streams.count() < most:
+        return
+    now = at or timezone.now()
+    expired = [s.pk for s in streams.filter(Q(ttl_s__isnull=False) | Q(expires_at__isnull=False)) if s.is_expired(now)]
+    Stream.objects.filter(pk__in=expired).delete()
+    if streams.count() >= most:
+        raise ProtocolError(403, "too_many_streams", f"You have {most} streams, the most allowed; delete one first.")
+
+
+def check_bytes_quota(owner_id: int, adding: list[bytes]) -> None:
+    """A 413 when the messages would take the user's stored bytes past DURABLE_MAX_BYTES_PER_USER."""
+    most = setting("DURABLE_MAX_BYTES_PER_USER")
+    size = sum(len(item) for item in adding)
+    if not most or not size:
+        return
+    stored = Stream.objects.filter(owner_id=owner_id).aggregate(n=Sum("stored_bytes"))["n"] or 0
+    if stored + size > most:
+        raise ProtocolError(
+            413, "storage_quota_exceeded",
+            f"Your streams hold {stored} bytes; {size} more would pass the {most} allowed. Delete a stream first.",
+        )
 
 
 def closed_headers(stream: Stream) -> dict:
@@ -120,6 +192,7 @@ def _create(
     owner_id, path, *, content_type, ttl_s, expires_at, closed, body, at: datetime | None = None
 ) -> tuple[Stream, bool]:
     """Create the stream, or return the existing one if its configuration matches (else a 409)."""
+    messages = messages_of(body, content_type, allow_empty=True)  # Parsed before any lock is taken.
     for _ in range(2):
         try:
             with transaction.atomic():
@@ -136,13 +209,14 @@ def _create(
                             409, "stream_exists", "A stream exists at this path with another content type, TTL, expiry or closure."
                         )
                     return existing, False
-                messages = split_json(body, allow_empty=True) if body and is_json(content_type) else [body] if body else []
+                check_stream_quota(owner_id, at)
+                check_bytes_quota(owner_id, messages)
                 stream = Stream.objects.create(
                     owner_id=owner_id, path=path, content_type=content_type, ttl_s=ttl_s, expires_at=expires_at, closed=closed
                 )
                 if messages:
                     add_messages(stream, messages)
-                    stream.save(update_fields=["tail"])
+                    stream.save(update_fields=["tail", "stored_bytes"])
                 return stream, True
         except IntegrityError:
             continue  # Created by a concurrent PUT: compare with that one.
@@ -179,6 +253,12 @@ def _save_producer(stream: Stream, state: Producer | None, claim: ProducerClaim)
 def _append(
     owner_id, path, *, content_type, body, stream_seq, claim: ProducerClaim | None, close, at: datetime | None = None
 ) -> Outcome:
+    # Parsed as the request says before the stream's row is locked; the stream's own answers
+    # (gone, closed, another content type) come before the body's faults.
+    try:
+        messages, refusal = messages_of(body, content_type, allow_empty=False), None
+    except ProtocolError as error:
+        messages, refusal = [], error
     with transaction.atomic():
         stream = live(Stream.objects.select_for_update().filter(owner_id=owner_id, path=path), at)
         if stream is None:
@@ -203,8 +283,11 @@ def _append(
             raise ProtocolError(
                 409, "stream_seq_conflict", f"Stream-Seq {stream_seq!r} is not after the last one, {stream.last_stream_seq!r}."
             )
+        if refusal is not None:
+            raise refusal
         if body:
-            add_messages(stream, split_json(body, allow_empty=False) if is_json(stream.content_type) else [body])
+            check_bytes_quota(owner_id, messages)
+            add_messages(stream, messages)
             if stream_seq is not None:
                 stream.last_stream_seq = stream_seq
         if claim is not None:
@@ -213,7 +296,7 @@ def _append(
             stream.closed = True
             stream.closed_by = claim.as_json() if claim else None
         stream.touched_at = timezone.now()
-        stream.save(update_fields=["tail", "last_stream_seq", "closed", "closed_by", "touched_at"])
+        stream.save(update_fields=["tail", "stored_bytes", "last_stream_seq", "closed", "closed_by", "touched_at"])
     headers = {STREAM_NEXT_OFFSET: encode_offset(stream.tail), **producer_headers}
     if close:
         headers[STREAM_CLOSED] = "true"
@@ -273,7 +356,9 @@ def prune(now, retention_cutoff) -> tuple[int, int]:
     if retention_cutoff is not None:
         with transaction.atomic():
             old = StreamMessage.objects.filter(created_at__lt=retention_cutoff)
-            for stream_id, last in old.values("stream_id").annotate(last=Max("seq")).values_list("stream_id", "last"):
+            per_stream = old.values("stream_id").annotate(last=Max("seq"), size=Sum("size"))
+            for stream_id, last, size in per_stream.values_list("stream_id", "last", "size"):
+                Stream.objects.filter(pk=stream_id).update(stored_bytes=F("stored_bytes") - size)
                 Stream.objects.filter(pk=stream_id, pruned_through__lt=last).update(pruned_through=last)
             messages = old.delete()[1].get("durable.StreamMessage", 0)
     return streams, messages

@@ -17,21 +17,25 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chat.db import SharedDatabaseThreads  # noqa: E402
 from chat.server.lifespan import lifespan_app  # noqa: E402
+from chat.server.logs import LogUnhandled  # noqa: E402
 from chat.server.routing import (  # noqa: E402
     OriginValidator,
     TokenAuthMiddleware,
     websocket_urlpatterns,
 )
 
-application = SharedDatabaseThreads(
-    ProtocolTypeRouter(
-        {
-            "http": django_asgi_app,
-            # The origin check stops other sites from riding a logged-in browser's session cookie.
-            "websocket": OriginValidator(
-                AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
-            ),
-            "lifespan": lifespan_app,
-        }
+# Outermost: whatever escapes the rest is logged with its method and path (chat/server/logs.py).
+application = LogUnhandled(
+    SharedDatabaseThreads(
+        ProtocolTypeRouter(
+            {
+                "http": django_asgi_app,
+                # The origin check stops other sites from riding a logged-in browser's session cookie.
+                "websocket": OriginValidator(
+                    AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+                ),
+                "lifespan": lifespan_app,
+            }
+        )
     )
 )

@@ -66,6 +66,9 @@ MIDDLEWARE = [
     "chat.server.middleware.CSPMiddleware",
     "chat.server.middleware.SessionMiddleware",
     "chat.server.middleware.CommonMiddleware",
+    # Before anything reads request.POST: a form body that does not parse is a 400.
+    "chat.server.middleware.form_body_middleware",
+    "chat.server.middleware.admin_query_middleware",
     "chat.server.middleware.CsrfViewMiddleware",
     "chat.server.middleware.AuthenticationMiddleware",
     "chat.server.middleware.MessageMiddleware",
@@ -146,18 +149,26 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # --- Security ------------------------------------------------------------------
 
 # Login throttling (django-axes) on every login path: /accounts/login/, the
-# admin's and POST /api/auth/token. Failures count per username and address
-# together, so an attacker elsewhere cannot lock the user's own device out;
+# admin's and POST /api/auth/token (chat/api/lockout.py). Failures count per
+# username and address together, so an attacker elsewhere cannot lock the
+# user's own device out, and per address across usernames with a higher limit;
 # they are stored in the database, shared by every process.
-AUTHENTICATION_BACKENDS = ["chat.api.lockout.AxesBackend", "django.contrib.auth.backends.ModelBackend"]
+AUTHENTICATION_BACKENDS = ["chat.api.lockout.AxesBackend", "chat.api.lockout.PasswordBackend"]
+AXES_HANDLER = "chat.api.lockout.LoginThrottle"
+AXES_CLIENT_IP_CALLABLE = "chat.api.lockout.client_address"
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_FAILURE_LIMIT = env_int("CHAT_LOGIN_FAILURE_LIMIT", 10)
+# Failed logins from one address (an IPv6 /64) across usernames; 0 = no such limit.
+CHAT_LOGIN_ADDRESS_FAILURE_LIMIT = env_int("CHAT_LOGIN_ADDRESS_FAILURE_LIMIT", 50)
+# A username that logged in from an address this recently is held only by its own limit there.
+CHAT_LOGIN_KNOWN_ADDRESS_DAYS = env_float("CHAT_LOGIN_KNOWN_ADDRESS_DAYS", 30)
 AXES_COOLOFF_TIME = timedelta(seconds=env_float("CHAT_LOGIN_COOLOFF_S", 15 * 60))
 AXES_RESET_ON_SUCCESS = True
 # Attempts during a lockout do not extend it, so Retry-After (the cool-off) holds.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
-# Failures are kept (AccessAttempt); a row per successful login is not.
-AXES_DISABLE_ACCESS_LOG = True
+# A row per successful login (AccessLog): the addresses each username is known at.
+# `manage.py axes_reset_logs --age 30` drops the old ones.
+AXES_DISABLE_ACCESS_LOG = False
 AXES_LOCKOUT_CALLABLE = "chat.api.lockout.lockout_response"
 # The address is REMOTE_ADDR: behind a proxy, run the server with --proxy-headers (docs/deploy.md).
 
@@ -205,15 +216,30 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# A new password revokes the user's bearer tokens (chat/auth.py), whichever way it was set.
+AUTH_PASSWORD_VALIDATORS = [{"NAME": "chat.api.auth.RevokeTokensOnPasswordChange"}]
+
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 
+# Errors go to the console whatever DEBUG is: every unhandled one with its
+# traceback, method and path (chat/server/logs.py), never a body or a credential.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {"chat": {"handlers": ["console"], "level": os.environ.get("CHAT_LOG_LEVEL", "INFO")}},
+    "filters": {"request_method": {"()": "chat.server.logs.RequestMethod"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "request": {"format": "%(asctime)s %(levelname)s %(name)s %(method)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "request_console": {"class": "logging.StreamHandler", "formatter": "request", "filters": ["request_method"]},
+    },
+    "loggers": {
+        "chat": {"handlers": ["console"], "level": os.environ.get("CHAT_LOG_LEVEL", "INFO")},
+        "django.request": {"handlers": ["request_console"], "level": "ERROR", "propagate": False},
+    },
 }
 
 # --- Chat streaming -------------------------------------------------------
@@ -344,7 +370,8 @@ CHAT_OVERLOAD_LAG_MS = env_float("CHAT_OVERLOAD_LAG_MS", 250)
 CHAT_OVERLOAD_START_MS = env_float("CHAT_OVERLOAD_START_MS", 2000)
 # Answers being generated at once per user (queued or streaming); one more is a 429. 0 = no limit.
 CHAT_MAX_ACTIVE_GENERATIONS_PER_USER = env_int("CHAT_MAX_ACTIVE_GENERATIONS_PER_USER", 10)
-# Request bodies larger than this are refused with 413 (Django's own limit, set here).
+# Request bodies larger than this are refused with 413, from Content-Length before a byte is read
+# (chat/handler.py); Durable Streams appends too, so DURABLE_MAX_APPEND_BYTES is at most this.
 CHAT_MAX_BODY_BYTES = env_int("CHAT_MAX_BODY_BYTES", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = CHAT_MAX_BODY_BYTES
 # An Idempotency-Key is remembered this long (a day covers any sane retry schedule).

@@ -31,8 +31,8 @@ import time
 
 import httpx
 import pytest
-
 from chat_client import AsyncChatClient, Config, Token
+
 from tests.support.api import issue_token
 from tests.support.proxy import FaultProxy
 from tests.support.server import LiveServer

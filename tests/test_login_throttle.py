@@ -7,7 +7,9 @@ pair: the user, from their own address, still logs in. Loopback has a whole
 """
 
 import asyncio
+import json
 import re
+import uuid
 from contextlib import asynccontextmanager
 
 import httpx
@@ -48,6 +50,16 @@ def assert_locked(response: httpx.Response) -> None:
 @pytest.fixture
 def throttled(start_server):
     return start_server("sqlite", fresh=True, **THROTTLED)
+
+
+@pytest.fixture(params=["daphne", "uvicorn"])
+def throttled_on(request, database_templates, tmp_path):
+    """A throttled server of each kind: the bypass was found on uvicorn."""
+    server = LiveServer(
+        database_url=database_templates.fresh("sqlite"), env=THROTTLED, workdir=tmp_path, server=request.param
+    ).start()
+    yield server
+    server.stop()
 
 
 async def test_token_endpoint_locks_the_pair_not_the_user(throttled):
@@ -116,3 +128,56 @@ async def test_lockout_is_shared_by_processes(throttled, tmp_path):
             assert_locked(await token_attempt(first, "alice", USERS["alice"]))
     finally:
         other.stop()
+
+
+# --- Issue 27 ---------------------------------------------------------------------------------
+
+# The same JSON text under form content types (refused: the API reads JSON) and under others (read as JSON).
+FORM_TYPES = ["multipart/form-data", "multipart/form-data; boundary=x", "application/x-www-form-urlencoded"]
+READ_AS_JSON = ["text/plain", "application/json; charset=utf-8", None]
+
+
+async def token_attempt_as(http: httpx.AsyncClient, content_type: str | None, username: str, password: str):
+    headers = {"Content-Type": content_type} if content_type else {}
+    body = json.dumps({"username": username, "password": password})
+    return await http.post("/api/auth/token", content=body, headers=headers)
+
+
+async def test_login_throttle_bypass_with_multipart_json(throttled_on):
+    """A multipart/form-data token request with a JSON body was a 500 that axes never counted, and the right password still won a token."""
+    async with client_from(throttled_on, "127.0.0.7") as attacker:
+        for content_type in FORM_TYPES:
+            for password in ("wrong", USERS["bob"]):
+                response = await token_attempt_as(attacker, content_type, "bob", password)
+                assert response.status_code == 400, response.text
+                # Daphne's HTTP parser (Twisted) refuses a malformed multipart body itself, with no body.
+                if response.content or throttled_on.kind == "uvicorn":
+                    assert response.json()["error"]["code"] == "malformed_body"
+        statuses = []
+        for n in range(LIMIT):
+            content_type = READ_AS_JSON[n % len(READ_AS_JSON)]
+            statuses.append((await token_attempt_as(attacker, content_type, "bob", f"guess {n}")).status_code)
+        assert statuses == [401] * (LIMIT - 1) + [429], "every failure counts, whatever the content type"
+        for content_type in FORM_TYPES + READ_AS_JSON:
+            response = await token_attempt_as(attacker, content_type, "bob", USERS["bob"])
+            assert response.status_code == (400 if content_type in FORM_TYPES else 429), (content_type, response.text)
+
+
+ADDRESS_LIMIT = 5
+
+
+async def test_login_spray_across_usernames_is_throttled_per_address(start_server):
+    """Random usernames from one address were never throttled (lockout was per username and address): a CPU-exhaustion spray."""
+    server = start_server(
+        "sqlite", fresh=True, CHAT_LOGIN_FAILURE_LIMIT="3", CHAT_LOGIN_ADDRESS_FAILURE_LIMIT=str(ADDRESS_LIMIT),
+        CHAT_LOGIN_COOLOFF_S="3600",
+    )
+    async with client_from(server, "127.0.0.8") as shared, client_from(server, "127.0.0.1") as home:
+        # Alice has logged in from the shared address (an office, a carrier's NAT) before the spray.
+        assert (await token_attempt(shared, "alice", USERS["alice"])).status_code == 201
+        spray = [(await token_attempt(shared, f"nobody-{uuid.uuid4().hex[:8]}", "guess")).status_code for _ in range(ADDRESS_LIMIT + 3)]
+        assert spray == [401] * (ADDRESS_LIMIT - 1) + [429] * 4
+        assert_locked(await token_attempt(shared, "bob", USERS["bob"]))
+
+        assert (await token_attempt(shared, "alice", USERS["alice"])).status_code == 201, "a username known at the address"
+        assert (await token_attempt(home, "bob", USERS["bob"])).status_code == 201, "another address"

@@ -1,11 +1,13 @@
-"""Schemathesis against the spec the server serves: no server errors, and answers that match the spec.
+"""Schemathesis against the spec the server serves, on every backend: no server errors, and answers that match the spec.
 
 Bounded: at most MAX_EXAMPLES generated requests per operation (plus the
-explicit examples and negative cases), each answered by a server whose
-simulated model is fast, and the whole run under a time limit.
+explicit examples and negative cases; CHAT_FUZZ_EXAMPLES raises it, as `make
+chaos` does), each answered by a server whose simulated model is fast, and
+the whole run under a time limit.
 """
 
 import json
+import os
 
 import httpx
 import pytest
@@ -17,14 +19,15 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.support.server import USERS
 
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = int(os.environ.get("CHAT_FUZZ_EXAMPLES", "25"))
 # Fast, short answers: the non-streaming fallback waits for them.
 FAST = {
     "CHAT_SIMULATED_TOKENS_PER_S": "2000",
     "CHAT_SIMULATED_MAX_TOKENS": "12",
     "CHAT_SIMULATED_FIRST_TOKEN_DELAY_S": "0",
-    # Fuzzed logins fail by the hundred; test_auth.py covers that limit.
-    "CHAT_AUTH_FAILURES_PER_MIN": "1000000",
+    # Fuzzed logins fail by the hundred; test_login_throttle.py covers the limits.
+    "CHAT_LOGIN_FAILURE_LIMIT": "1000000",
+    "CHAT_LOGIN_ADDRESS_FAILURE_LIMIT": "0",
 }
 
 
@@ -36,16 +39,27 @@ AI_SDK_CHAT = {
 }
 
 
-def issue_token(server) -> str:
-    response = httpx.post(f"{server.url}/api/auth/token", json={"username": "alice", "password": USERS["alice"]})
+def issue_token(server, username: str = "alice") -> str:
+    response = httpx.post(f"{server.url}/api/auth/token", json={"username": username, "password": USERS[username]})
     response.raise_for_status()
     return response.json()["token"]
 
 
-@pytest.fixture(scope="module")
-def live_api(start_server):
+# These revoke the token they are sent with, or all of its user's: each case sends a fresh one of bob's.
+SELF_REVOKING = {"DELETE /api/auth/token", "DELETE /api/auth/tokens", "DELETE /api/auth/tokens/{token_id}"}
+# Stands for "the id of the token this case is sent with" in the positive cases' path parameters.
+OWN_TOKEN_ID = 1
+
+
+def own_token_id(server, bearer: str) -> int:
+    tokens = httpx.get(f"{server.url}/api/auth/tokens", headers={"Authorization": f"Bearer {bearer}"}).json()
+    return next(token["id"] for token in tokens if token["current"])
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def live_api(request, start_server):
     """A fast server, alice's token, and ids of a conversation and a finished generation of hers."""
-    server = start_server("sqlite", **FAST)
+    server = start_server(request.param, **FAST)
     token = issue_token(server)
     headers = {"Authorization": f"Bearer {token}"}
     conversation = httpx.post(f"{server.url}/api/conversations", json={"title": "fuzzed"}, headers=headers).json()
@@ -57,14 +71,16 @@ def live_api(start_server):
     ).json()
     chat = httpx.post(f"{server.url}/api/ai-sdk/chat", json=AI_SDK_CHAT, headers=headers, timeout=30)
     assert chat.status_code == 200, chat.text
-    return server, token, {
+    real_ids = {
         "conversation_id": conversation["id"],
         "generation_id": answer["generation"]["id"],
         "chat_id": AI_SDK_CHAT["id"],
+        "token_id": OWN_TOKEN_ID,
     }
+    return server, token, real_ids
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(300 + 12 * MAX_EXAMPLES)
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_api_conforms_to_its_spec(live_api, mode):
     """Every operation, with valid (positive) and invalid (negative) input, authenticated as alice.
@@ -97,7 +113,9 @@ def test_api_conforms_to_its_spec(live_api, mode):
         )
         def exercise(case):
             # Revoking must not revoke the token every other case uses.
-            bearer = issue_token(server) if case.operation.label == "DELETE /api/auth/token" else token
+            bearer = issue_token(server, "bob") if case.operation.label in SELF_REVOKING else token
+            if (case.path_parameters or {}).get("token_id") == OWN_TOKEN_ID:
+                case.path_parameters["token_id"] = own_token_id(server, bearer)
             # A cursor is opaque: the spec cannot tell a given-out one from any other string; nor can it
             # say which ids are answers in the conversation, as a parent_id must be.
             # An AI SDK chat turn's new message is the last of `messages`, a user message with a text part:

@@ -9,6 +9,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests.support.api import issue_token
+from tests.support.wait import eventually_sync
 
 
 def open_ws(server, path: str, **options) -> tuple[list, int | None]:
@@ -111,3 +112,29 @@ def test_no_origin_and_no_token_is_refused(server, generation_id):
 def test_no_origin_and_a_bad_token_gets_the_401_frame(server, generation_id):
     frames, code = open_ws(server, f"/ws/generations/{generation_id}/", subprotocols=["bearer.nope"])
     assert code == 4401 and frames[-1]["error"]["code"] == "invalid_token"
+
+
+def test_deeply_nested_frame_releases_the_stream_slot(start_server):
+    """A text frame nested 100,000 deep made `receive` raise, `disconnect` never ran, and the user's stream slot was lost."""
+    server = start_server("sqlite", fresh=True, CHAT_MAX_STREAMS_PER_USER="2", CHAT_SIMULATED_TOKENS_PER_S="2")
+    token = asyncio.run(issue_token(server.url, "alice"))
+    bearer = {"Authorization": f"Bearer {token}"}
+    conversation = httpx.post(f"{server.url}/api/conversations", json={"title": "slots"}, headers=bearer).json()
+    running = httpx.post(
+        f"{server.url}/api/conversations/{conversation['id']}/messages", json={"content": "Hi", "stream": True}, headers=bearer
+    ).json()["generation"]["id"]
+    url = f"ws://127.0.0.1:{server.port}/ws/generations/{running}/"
+    options = {"subprotocols": ["llm-stream.v1", f"bearer.{token}"], "origin": server.url, "open_timeout": 30}
+
+    for _ in range(2):
+        with connect(url, **options) as ws:
+            ws.send("[" * 100_000 + "]" * 100_000)
+            frames = [json.loads(ws.recv(timeout=30)) for _ in range(3)]
+            assert any(f.get("type") == "error" and f["error"]["code"] == "invalid_message" for f in frames), frames
+
+    def both_slots_free() -> bool:
+        with connect(url, **options) as first, connect(url, **options) as second:
+            return all(json.loads(ws.recv(timeout=30))["type"] != "error" for ws in (first, second))
+
+    eventually_sync(both_slots_free, what="the user's two stream slots to be free again")
+    httpx.post(f"{server.url}/api/generations/{running}/cancel", headers=bearer)

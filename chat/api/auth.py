@@ -75,6 +75,44 @@ async def token_revoke(*, token: ApiToken) -> None:
     await ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).aupdate(revoked_at=timezone.now())
 
 
+def live_tokens(user):
+    """The user's tokens that still work: neither revoked nor expired; newest first."""
+    now = timezone.now()
+    return (
+        ApiToken.objects.filter(user=user, revoked_at__isnull=True)
+        .exclude(expires_at__lte=now)
+        .order_by("-created_at", "-id")
+    )
+
+
+async def tokens_revoke(*, user, token_id: int | None = None) -> int:
+    """Revoke one of the user's live tokens (by id), or all of them; return how many."""
+    tokens = live_tokens(user)
+    if token_id is not None:
+        tokens = tokens.filter(pk=token_id)
+    return await tokens.aupdate(revoked_at=timezone.now())
+
+
+class RevokeTokensOnPasswordChange:
+    """An AUTH_PASSWORD_VALIDATORS entry that validates nothing: its hook revokes the user's bearer tokens.
+
+    Django calls `password_changed` after any save of a new password (the admin,
+    `changepassword`, the password change page, `set_password()` then `save()`),
+    and not when it only rehashes the same password. Other browser sessions end
+    by themselves: Django checks each session's password hash on every request.
+    """
+
+    def validate(self, password, user=None):
+        pass
+
+    def get_help_text(self):
+        return ""
+
+    def password_changed(self, password, user=None):
+        if user is not None and user.pk is not None:
+            ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
 # --- Request authentication: bearer token or session ------------------------------
 
 

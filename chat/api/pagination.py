@@ -3,6 +3,7 @@
 import base64
 import binascii
 import json
+from datetime import UTC, datetime
 
 from ..errors import ApiError
 
@@ -22,10 +23,25 @@ def decode_cursor(raw: str, kind: str, length: int) -> list:
             return parts[1:]
     except (ValueError, binascii.Error, UnicodeDecodeError):
         pass
-    raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out for this list.", "cursor")
+    raise invalid_cursor()
+
+
+def invalid_cursor() -> ApiError:
+    return ApiError(400, "invalid_cursor", "cursor is not one this API gave out for this list.", "cursor")
 
 
 def valid_id(value) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ID:
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out for this list.", "cursor")
+        raise invalid_cursor()
     return value
+
+
+def valid_time(value) -> datetime:
+    """A cursor's timestamp, in UTC as the database compares it; one that is not in years 1-9999 there is a 400."""
+    try:
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is not None:
+            return moment.astimezone(UTC)
+    except (TypeError, ValueError, OverflowError):
+        pass
+    raise invalid_cursor()

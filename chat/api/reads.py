@@ -8,11 +8,10 @@ from django.db.models import Exists, OuterRef, Q
 from django.http import Http404
 
 from ..db import db_work
-from ..errors import ApiError
 from ..models import Conversation, Generation, Message
 from ..streaming.answers import persisted_answer
 from ..streaming.jsonstream import InvalidJson, parse_document
-from .pagination import decode_cursor, encode_cursor, valid_id
+from .pagination import decode_cursor, encode_cursor, valid_id, valid_time
 from .schemas import GenerationOut
 
 
@@ -87,13 +86,7 @@ async def conversation_page(user, *, q: str | None, cursor: str | None, limit: i
         conversations = conversations.filter(Q(title__icontains=q) | Exists(matching_message))
     if cursor:
         updated_at, last_id = decode_cursor(cursor, "c", 2)
-        try:
-            updated_at = datetime.fromisoformat(updated_at)
-        except (TypeError, ValueError):
-            updated_at = None
-        if updated_at is None or updated_at.tzinfo is None:
-            raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out for this list.", "cursor")
-        last_id = valid_id(last_id)
+        updated_at, last_id = valid_time(updated_at), valid_id(last_id)
         conversations = conversations.filter(Q(updated_at__lt=updated_at) | Q(updated_at=updated_at, id__lt=last_id))
     rows = [c async for c in conversations[: limit + 1]]
     next_cursor = None

@@ -8,6 +8,7 @@ from uuid import UUID
 from django.contrib.auth import aauthenticate
 from django.contrib.auth.signals import user_logged_in
 from django.core.serializers.json import DjangoJSONEncoder
+from django.http import Http404
 from ninja import Header, Path, Query, Router
 
 from .. import actions
@@ -20,7 +21,7 @@ from ..transports.ai_sdk import message_metadata, ui_message_stream_response
 from ..transports.common import resume_position
 from ..transports.sse import generation_stream_response, posted_answer_response
 from . import reads
-from .auth import atoken_issue, token_revoke
+from .auth import atoken_issue, live_tokens, token_revoke, tokens_revoke
 from .pagination import MAX_ID
 from .reads import generation_out, message_out, owned_conversation, owned_generation
 from .schemas import (
@@ -38,6 +39,7 @@ from .schemas import (
     PostedMessageOut,
     RegenerateIn,
     TokenIn,
+    TokenInfoOut,
     TokenOut,
     UIMessageOut,
     clean_title,
@@ -83,6 +85,42 @@ async def revoke_token(request):
             "Authorization",
         )
     await token_revoke(token=token)
+    return 204, None
+
+
+@router.get("/auth/tokens", response={200: list[TokenInfoOut], **errors(401)}, tags=["auth"])
+async def list_tokens(request):
+    """The user's bearer tokens that still work, newest first: name, created, last used, expiry.
+
+    A password change revokes them all (docs/mobile.md).
+    """
+    current = getattr(request, "api_token", None)
+    return [
+        {
+            "id": token.id,
+            "name": token.name,
+            "prefix": token.prefix,
+            "created_at": token.created_at,
+            "last_used_at": token.last_used_at,
+            "expires_at": token.expires_at,
+            "current": current is not None and token.pk == current.pk,
+        }
+        async for token in live_tokens(request.auth)
+    ]
+
+
+@router.delete("/auth/tokens/{token_id}", response={204: None, **errors(400, 401, 403, 404)}, tags=["auth"])
+async def revoke_one_token(request, token_id: int = Path(..., ge=1, le=MAX_ID)):
+    """Revoke one of the user's tokens (a lost phone, say); another user's is a 404."""
+    if not await tokens_revoke(user=request.auth, token_id=token_id):
+        raise Http404("No such token.")
+    return 204, None
+
+
+@router.delete("/auth/tokens", response={204: None, **errors(401, 403)}, tags=["auth"])
+async def revoke_all_tokens(request):
+    """Revoke every token of the user, the one this request uses included; browser sessions stay."""
+    await tokens_revoke(user=request.auth)
     return 204, None
 
 

@@ -67,6 +67,16 @@ class TokenOut(Schema):
     expires_at: datetime | None = Field(description="When the token stops working; null if it never expires.")
 
 
+class TokenInfoOut(Schema):
+    id: int
+    name: str = Field(description="The label given when the token was issued.")
+    prefix: str = Field(description="The key's first characters, to tell tokens apart; the key itself is never shown again.")
+    created_at: datetime
+    last_used_at: datetime | None = Field(description="To within 5 minutes; null if never used.")
+    expires_at: datetime | None
+    current: bool = Field(description="Whether this request is authenticated with this token.")
+
+
 # --- Conversations ------------------------------------------------------------------
 
 

@@ -7,7 +7,9 @@ from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
 from django.core import checks
-from django.http import JsonResponse
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.http import HttpResponseBadRequest, JsonResponse, UnreadablePostError
+from django.http.multipartparser import MultiPartParserError
 from django.middleware import clickjacking, common, csrf, security
 from django.utils.decorators import sync_and_async_middleware
 
@@ -36,6 +38,67 @@ def method_not_allowed_middleware(get_response):
             return reshape(request, get_response(request))
 
     return middleware
+
+
+def refusing(check):
+    """Middleware from `check(request)`: the response it returns, if any, refuses the request before the view."""
+
+    @sync_and_async_middleware
+    def factory(get_response):
+        if iscoroutinefunction(get_response):
+
+            async def middleware(request):
+                return check(request) or await get_response(request)
+
+        else:
+
+            def middleware(request):
+                return check(request) or get_response(request)
+
+        return middleware
+
+    factory.__doc__ = check.__doc__
+    return factory
+
+
+FORM_CONTENT_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+@refusing
+def form_body_middleware(request):
+    """A form body that does not parse as its Content-Type says is a 400 here, before any view reads it.
+
+    The JSON API takes no form bodies at all. Later readers of `request.POST`
+    (the CSRF check, django-axes counting a failed login) then get the parsed
+    form: a malformed one can no longer make them raise, which once let a
+    failed login go uncounted.
+    """
+    if request.method not in ("POST", "PUT", "PATCH") or request.content_type not in FORM_CONTENT_TYPES:
+        return None
+    if request.path.startswith("/api/"):
+        message = f"The API reads JSON bodies, not {request.content_type}: send Content-Type: application/json."
+        return JsonResponse(error_body("malformed_body", message), status=400)
+    try:
+        request.body  # noqa: B018 - kept, so that the form parser and any later reader share it
+        request.POST  # noqa: B018 - parsed (and cached) now
+    except RequestDataTooBig:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return JsonResponse(error_body("body_too_large", f"The request body is larger than {limit} bytes."), status=413)
+    except (MultiPartParserError, SuspiciousOperation, UnreadablePostError) as error:
+        message = f"The body is not valid {request.content_type}: {error}"
+        return JsonResponse(error_body("malformed_body", message), status=400)
+    return None
+
+
+@refusing
+def admin_query_middleware(request):
+    """A NUL in the admin's query string is a 400: PostgreSQL refuses it in a list's filter or search.
+
+    The admin's forms refuse NUL already (Django's ProhibitNullCharactersValidator).
+    """
+    if request.path.startswith("/admin/") and any("\x00" in key + value for key, value in request.GET.items()):
+        return HttpResponseBadRequest("A NUL character is not allowed in the query string.", content_type="text/plain")
+    return None
 
 
 # --- Django's own middleware, run on the event loop ----------------------------------------

@@ -135,10 +135,17 @@ class GenerationConsumer(AsyncWebsocketConsumer):
             await log.close()
         await self.close(code=close_code)
 
+    async def __call__(self, scope, receive, send):
+        """Release the stream slot however the connection ends, even when a handler raised and `disconnect` never ran."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.release()
+
     async def receive(self, text_data=None, bytes_data=None):
         try:
             kind = json.loads(text_data or "")["type"]
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):  # RecursionError: a frame nested too deep.
             kind = None
         if kind == "cancel" and self.generation is not None:
             # Not awaited here: cancelling waits for the end, and this consumer
@@ -151,11 +158,16 @@ class GenerationConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=dumps({"type": "error", **error_body("invalid_message", message)}))
 
     async def disconnect(self, code):
+        await self.release()
+
+    async def release(self):
+        """Stop following and give the stream slot back; once, whichever way the socket ends."""
         if self.follower and not self.follower.done():
             self.follower.cancel()
             try:
                 await self.follower
             except asyncio.CancelledError:
                 pass
-        if self.slot is not None:
-            await get_admission().close_stream(self.slot)
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            await get_admission().close_stream(slot)

@@ -107,7 +107,7 @@ def read_body(request) -> bytes:
     limit = setting("DURABLE_MAX_APPEND_BYTES")
     length = request.headers.get("Content-Length", "")
     too_large = ProtocolError(413, "payload_too_large", f"An append may carry at most {limit} bytes.")
-    if length.isdigit() and int(length) > limit:
+    if length.isascii() and length.isdigit() and int(length) > limit:
         raise too_large
     body = request.read(limit + 1)
     if len(body) > limit:
@@ -122,7 +122,7 @@ def empty(status: int = 200, content_type: str | None = None, body: bytes = b"")
     return response
 
 
-_CURSOR = re.compile(r"\d{1,19}")
+_CURSOR = re.compile(r"[0-9]{1,19}")
 
 
 def client_cursor(request) -> str | None:

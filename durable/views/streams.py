@@ -36,8 +36,11 @@ from durable.views.common import (
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _CONTENT_TYPE = re.compile(r"[\w.+-]+/[\w.+-]+(\s*;.*)?", re.ASCII)
-_TTL = re.compile(r"0|[1-9]\d{0,9}")
-_PRODUCER_NUMBER = re.compile(r"\d{1,16}")
+_TTL = re.compile(r"0|[1-9][0-9]{0,9}")
+MAX_TTL_S = 2**31 - 1  # The column is a 32-bit integer on PostgreSQL (68 years).
+_PRODUCER_NUMBER = re.compile(r"[0-9]{1,16}")
+# Content-Type and Stream-Seq are stored in 255-character columns.
+MAX_HEADER_VALUE = 255
 MAX_PRODUCER_NUMBER = 2**53 - 1  # JavaScript's largest safe integer (protocol 5.2.1)
 MAX_PATH = 512
 # generations/ holds only generations; __ds/ is the protocol's control namespace (section 6), not offered here.
@@ -75,17 +78,20 @@ def parse_expiry(request) -> tuple[int | None, datetime | None]:
     if ttl is not None and expires is not None:
         raise ProtocolError(400, "ttl_and_expiry", "Give Stream-TTL or Stream-Expires-At, not both.")
     if ttl is not None:
-        if not _TTL.fullmatch(ttl):
-            raise ProtocolError(400, "invalid_ttl", "Stream-TTL is a whole number of seconds, without sign, point or leading zeros.")
+        if not _TTL.fullmatch(ttl) or int(ttl) > MAX_TTL_S:
+            raise ProtocolError(
+                400, "invalid_ttl", f"Stream-TTL is a whole number of seconds up to {MAX_TTL_S}, without sign, point or leading zeros."
+            )
         return int(ttl), None
     if expires is not None:
         try:
             at = datetime.fromisoformat(expires)
-        except ValueError:
+            at = at.astimezone(UTC) if at.tzinfo is not None else None
+        except (ValueError, OverflowError):  # Overflow: a time past year 9999 once in UTC.
             at = None
-        if at is None or at.tzinfo is None:
-            raise ProtocolError(400, "invalid_expires_at", "Stream-Expires-At is an RFC 3339 timestamp with a time zone.")
-        return None, at.astimezone(UTC)
+        if at is None:
+            raise ProtocolError(400, "invalid_expires_at", "Stream-Expires-At is an RFC 3339 timestamp with a time zone, in years 1 to 9999.")
+        return None, at
     return None, None
 
 
@@ -93,6 +99,8 @@ async def create(request, user, path):
     if "Stream-Forked-From" in request.headers:
         raise ProtocolError(501, "forks_not_supported", "This server does not support forking streams.")
     content_type = request.headers.get("Content-Type", "").strip()
+    if len(content_type) > MAX_HEADER_VALUE:
+        raise ProtocolError(400, "invalid_content_type", f"Content-Type is at most {MAX_HEADER_VALUE} characters.")
     if not _CONTENT_TYPE.fullmatch(content_type):
         content_type = DEFAULT_CONTENT_TYPE
     ttl_s, expires_at = parse_expiry(request)
@@ -143,6 +151,8 @@ async def append(request, user, path):
     if body and not content_type:
         raise ProtocolError(400, "content_type_required", "An append with a body needs a Content-Type.")
     seq = request.headers.get("Stream-Seq")
+    if seq is not None and len(seq) > MAX_HEADER_VALUE:
+        raise ProtocolError(400, "invalid_stream_seq", f"Stream-Seq is at most {MAX_HEADER_VALUE} characters.")
     outcome = await storage.append(
         user.pk, path, content_type=content_type, body=body, stream_seq=seq, claim=claim, close=close,
         at=request.arrived_at,

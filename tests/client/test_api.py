@@ -6,7 +6,6 @@ import time
 
 import httpx
 import pytest
-
 from chat_client import (
     AsyncChatClient,
     BadRequest,
@@ -27,6 +26,7 @@ from chat_client import (
 )
 from chat_client.errors import error_from_response
 from chat_client.events import parse
+
 from tests.support.operator import admin_action, operator_client, started_id
 from tests.support.server import USERS
 from tests.support.wait import eventually

@@ -8,9 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from chat_client import ChatClient
-from chat_client.cli import EXIT_CANCELLED, EXIT_COMPLETE, EXIT_NOT_FOUND, EXIT_UNAUTHORIZED
+from chat_client.cli import (
+    EXIT_CANCELLED,
+    EXIT_COMPLETE,
+    EXIT_NOT_FOUND,
+    EXIT_UNAUTHORIZED,
+)
+
 from tests.support.server import USERS
 
 SLOW = {"CHAT_SIMULATED_TOKENS_PER_S": "40", "CHAT_SIMULATED_POINTS": "4"}

@@ -5,9 +5,21 @@ import time
 
 import httpx
 import pytest
-
-from chat_client import Config, Conflict, NotFound, ServiceUnavailable, TooManyRequests, Unauthorized
-from chat_client.errors import RETRY_AFTER_CAP_S, AttemptFailed, api_error, error_from_response, retry_after_s
+from chat_client import (
+    Config,
+    Conflict,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+)
+from chat_client.errors import (
+    RETRY_AFTER_CAP_S,
+    AttemptFailed,
+    api_error,
+    error_from_response,
+    retry_after_s,
+)
 from chat_client.retry import backoff_delay, retry_delay
 
 

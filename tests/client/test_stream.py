@@ -3,7 +3,6 @@
 import asyncio
 
 import pytest
-
 from chat_client import (
     AsyncChatClient,
     ChatClient,
@@ -16,6 +15,7 @@ from chat_client import (
     StateChange,
     Token,
 )
+
 from tests.support.proxy import FaultProxy
 from tests.support.server import USERS
 from tests.support.wait import eventually
