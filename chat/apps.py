@@ -9,7 +9,7 @@ class ChatConfig(AppConfig):
 
     def ready(self):
         from . import middleware  # noqa: F401  (registers its system check)
-        from .daphne import exit_after_reactor_stops
+        from .daphne import exit_after_reactor_stops, start_background_tasks
         from .llm.catalog import chat_models
         from .reaper import start_with_first_request
 
@@ -17,6 +17,7 @@ class ChatConfig(AppConfig):
 
         start_with_first_request()
         exit_after_reactor_stops()
+        start_background_tasks()
         # Everything loaded so far lives as long as the process: keep it out of
         # the garbage collector's full passes, which otherwise stopped every
         # stream for 70-130 ms every second or so under load (docs/performance.md).

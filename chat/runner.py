@@ -16,7 +16,9 @@ took the POST starts it. In worker mode, a worker process claims the queued
 generation (chat.workers) and starts it after its persisted tokens; it then
 publishes each token only once it is persisted, so a worker that dies takes
 no token a client saw with it, and the next run goes on from exactly where
-every client is. A worker that stops hands its runs on instead of ending them.
+every client is. A worker that stops hands its runs on instead of ending them;
+so does an in-process server that stops, and the reaper of the next one to
+start claims them and runs them here (one that was killed: `queue.rewind`).
 """
 
 import asyncio
@@ -38,7 +40,7 @@ from django.utils import timezone
 
 from . import live
 from .actions.ends import generation_ended
-from .actions.queue import may_hand_on, queue_notify
+from .actions.queue import Claimed, may_hand_on, queue_notify
 from .answers import AnswerParts
 from .db import db_work
 from .events import Alive, Cancel, End, Token
@@ -479,6 +481,14 @@ def start_generation(
     return run
 
 
+def start_claimed(item: Claimed) -> GenerationRun:
+    """Run a claimed (queued, handed-on) generation here, going on after its persisted tokens."""
+    run = start_generation(item.generation, item.messages, prefix=item.prefix, after_seq=item.after_seq)
+    if item.generation.cancel_requested:
+        run.request_stop(Generation.Status.CANCELLED)  # Cancelled while it waited in the queue.
+    return run
+
+
 def local_run(generation_id) -> GenerationRun | None:
     return _runs.get(generation_id)
 
@@ -564,7 +574,7 @@ def record_progress(runs: list[GenerationRun]) -> dict:
 
 
 async def shutdown_runs(timeout: float = 10.0) -> None:
-    """Stop every run after flushing what it has: handed on (worker mode, CHAT_AUTO_CONTINUE), else interrupted."""
+    """Stop every run after flushing what it has: handed on (CHAT_AUTO_CONTINUE; `may_hand_on`), else interrupted."""
     global shutting_down
     shutting_down = True
     runs = list(_runs.values())

@@ -328,6 +328,11 @@ CHAT_AUTO_CONTINUE = env_bool("CHAT_AUTO_CONTINUE", True)
 CHAT_MAX_RUNS = env_int("CHAT_MAX_RUNS", 3)
 # An answer no worker claimed within this long ends interrupted (worker_lost).
 CHAT_QUEUE_TIMEOUT_S = env_float("CHAT_QUEUE_TIMEOUT_S", 120.0)
+# In-process: the answers a stopping (or killed) process was running go on, in
+# place, in the next process that starts (or any other one running), if it
+# starts within this long of their last heartbeat; older ones end interrupted.
+# 0: they end interrupted at once (server_shutdown / worker_lost).
+CHAT_RESUME_INTERRUPTED_MAX_AGE_S = env_float("CHAT_RESUME_INTERRUPTED_MAX_AGE_S", 600.0)
 
 # --- Mobile API ---------------------------------------------------------------
 
