@@ -10,7 +10,7 @@ from ..llm import CONTINUE_INSTRUCTION, ChatMessage
 from ..models import Generation, Message, TokenChunk
 from ..stream import wait_for_end
 from .generations import CANCEL_WAIT_S, end_orphan
-from .messages import announce, conversation_history, generation_regenerate, launch
+from .messages import announce, check_active_limit, conversation_history, generation_regenerate, launch
 
 
 async def generation_retry(*, generation: Generation) -> Generation:
@@ -29,6 +29,7 @@ def _create_continuation(generation_id) -> tuple[Generation, list[ChatMessage], 
         refusal = continuation_refusal(previous)
         if refusal:
             raise ApiError(409, "not_continuable", refusal)
+        check_active_limit(previous.conversation.owner_id)
         partial = AnswerParts.of_message(previous.assistant_message)
         continuation = Generation.objects.create(
             conversation=previous.conversation,
