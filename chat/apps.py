@@ -10,13 +10,14 @@ class ChatConfig(AppConfig):
     def ready(self):
         from .llm.catalog import chat_models
         from .server import middleware  # noqa: F401  (registers its system check)
-        from .server.daphne import exit_after_reactor_stops
+        from .server.daphne import exit_after_reactor_stops, start_background_tasks
         from .streaming.reaper import start_with_first_request
 
         chat_models()  # A bad CHAT_MODELS stops the start, not the first message.
 
         start_with_first_request()
         exit_after_reactor_stops()
+        start_background_tasks()
         # Everything loaded so far lives as long as the process: keep it out of
         # the garbage collector's full passes, which otherwise stopped every
         # stream for 70-130 ms every second or so under load (docs/performance.md).

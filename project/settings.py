@@ -304,8 +304,11 @@ CHAT_RETENTION_DAYS = env_float("CHAT_RETENTION_DAYS", 30)
 # leaves a client hanging. Quiet runs say `Alive` every heartbeat, so this is
 # a few heartbeats: a waiting stream costs no query.
 CHAT_STREAM_IDLE_CHECK_S = env_float("CHAT_STREAM_IDLE_CHECK_S", 2.5 * CHAT_HEARTBEAT_S)
-# Below common proxy idle timeouts (nginx 60 s, many load balancers 30 s+).
-CHAT_STREAM_KEEPALIVE_S = env_float("CHAT_STREAM_KEEPALIVE_S", 15.0)
+# A `: keepalive` comment after this long without a token: below every proxy
+# idle timeout, and short because it is how a client tells a dead connection
+# (no byte for two periods) from a quiet model within seconds. It costs only
+# while no token flows (docs/client.md has the measurement).
+CHAT_STREAM_KEEPALIVE_S = env_float("CHAT_STREAM_KEEPALIVE_S", 2.0)
 # Reconnection delay suggested to EventSource clients.
 CHAT_STREAM_RETRY_MS = env_int("CHAT_STREAM_RETRY_MS", 1000)
 # Live tokens arriving within this window go out as one event; clients may
@@ -354,6 +357,11 @@ CHAT_AUTO_CONTINUE = env_bool("CHAT_AUTO_CONTINUE", True)
 CHAT_MAX_RUNS = env_int("CHAT_MAX_RUNS", 3)
 # An answer no worker claimed within this long ends interrupted (worker_lost).
 CHAT_QUEUE_TIMEOUT_S = env_float("CHAT_QUEUE_TIMEOUT_S", 120.0)
+# In-process: the answers a stopping (or killed) process was running go on, in
+# place, in the next process that starts (or any other one running), if it
+# starts within this long of their last heartbeat; older ones end interrupted.
+# 0: they end interrupted at once (server_shutdown / worker_lost).
+CHAT_RESUME_INTERRUPTED_MAX_AGE_S = env_float("CHAT_RESUME_INTERRUPTED_MAX_AGE_S", 600.0)
 
 # --- Mobile API ---------------------------------------------------------------
 

@@ -137,3 +137,34 @@ async def test_mark_interrupted_stops_a_running_generation_for_its_followers(sta
     assert json.loads(rest.terminal.data)["reason"] == "operator"
     assert first.text + rest.text == stored["text"] and stored["last_seq"] < 100
     assert again == [("warning", f"Generation {generation['id']} had already ended.")]
+
+
+async def test_the_owner_continues_an_interrupted_answer_through_the_api(start_server):
+    """POST /api/generations/<id>/continue: the page's Continue button; the owner's only, and a clear 409."""
+    server = start_server(fresh=True, CHAT_SIMULATED_TOKENS_PER_S=20, CHAT_SIMULATED_POINTS=6)
+    async with await logged_in(server) as alice, await logged_in(server, "bob") as bob:
+        old = await alice.ask(PROMPT)
+        running = await alice.post(f"/api/generations/{old['id']}/continue")
+        first = await alice.read_stream(old["id"], max_events=4)
+        await alice.post(f"/api/generations/{old['id']}/cancel")
+        stopped = await alice.wait_terminal(old["id"])
+
+        strangers = await bob.post(f"/api/generations/{old['id']}/continue")
+        response = await alice.post(f"/api/generations/{old['id']}/continue")
+        again = await alice.post(f"/api/generations/{old['id']}/continue")
+        continuation = response.json()
+        rest = await alice.read_stream(continuation["id"], last_event_id=str(stopped["last_seq"]))
+        stored = await alice.generation(continuation["id"])
+        complete = await alice.post(f"/api/generations/{continuation['id']}/continue")
+
+    assert running.status_code == 409 and running.json()["error"]["code"] == "not_continuable"
+    assert "is still" in running.json()["error"]["message"]
+    assert strangers.status_code == 404, "another user's answer is not found"
+    assert response.status_code == 201, response.text
+    assert continuation["assistant_message_id"] == old["assistant_message_id"]
+    assert continuation["first_seq"] == stopped["last_seq"] + 1
+    assert again.status_code == 409 and f"already continued by {continuation['id']}" in again.json()["error"]["message"]
+    assert not [e for e in rest.events if e.event == "snapshot"] and rest.terminal.event == "done"
+    assert stored["status"] == "complete" and stored["text"] == stopped["text"] + rest.text
+    assert stored["text"].startswith(first.text)
+    assert complete.status_code == 409 and "nothing to continue" in complete.json()["error"]["message"]

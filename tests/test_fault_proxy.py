@@ -144,3 +144,40 @@ async def test_refuse_the_next_n_connections(proxy):
     assert (await read_ok(reader)).endswith(b"ok")
     assert proxy.refused == ["<connection>", "<connection>"]
     writer.close()
+
+
+async def silent_for(reader, seconds: float) -> bool:
+    """Nothing arrives (and the connection stays open) for `seconds`, after draining what was in flight."""
+    loop = asyncio.get_running_loop()
+    quiet_since = loop.time()
+    while loop.time() - quiet_since < seconds:
+        try:
+            data = await asyncio.wait_for(reader.read(65536), seconds)
+        except TimeoutError:
+            return True
+        if not data:
+            return False  # closed: not a black hole
+        quiet_since = loop.time()  # in flight before the black hole began
+    return True
+
+
+async def test_a_black_hole_drops_everything_and_its_connections_stay_silent(proxy):
+    """As after a switch of network: nothing closes, nothing arrives, and the old connections never recover."""
+    old_reader, old_writer = await request(proxy.port, "/ticks")
+    await asyncio.wait_for(old_reader.readuntil(b"tick 1\n"), PATIENCE_S)
+    idle_reader, idle_writer = await request(proxy.port, "/a")  # a pooled keep-alive connection
+    await read_ok(idle_reader)
+    assert await asyncio.to_thread(proxy.black_hole) == 2
+    assert proxy.down
+    during_reader, during_writer = await request(proxy.port, "/a")  # opened during the outage
+    assert await silent_for(old_reader, 0.3) and await silent_for(during_reader, 0.3)
+
+    await asyncio.to_thread(proxy.restore)
+    await request(proxy.port, "/b", (idle_reader, idle_writer))  # reused after the outage: no answer
+    assert await silent_for(idle_reader, 0.3) and await silent_for(old_reader, 0.3)
+    assert await silent_for(during_reader, 0.3)
+    fresh_reader, fresh_writer = await request(proxy.port, "/a")
+    assert (await read_ok(fresh_reader)).endswith(b"ok"), "a new connection works again"
+    assert "GET /b HTTP/1.1" not in proxy.requests, "nothing on a dead connection reached the server"
+    for writer in (old_writer, idle_writer, during_writer, fresh_writer):
+        writer.close()

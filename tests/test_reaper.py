@@ -45,7 +45,7 @@ def test_reaper_ends_stale_generations_keeping_their_persisted_tokens(settings):
     assert stale.assistant_message.content == "Resume by event id, then replay from the database."
     never_beat.refresh_from_db()
     assert (never_beat.status, never_beat.last_seq, never_beat.assistant_message.content) == ("interrupted", 0, "")
-    assert "worker (none)" in never_beat.error
+    assert "nobody took it within 30 s" in never_beat.error
     for untouched, status in ((alive, "streaming"), (young, "queued"), (finished, "complete")):
         untouched.refresh_from_db()
         assert untouched.status == status

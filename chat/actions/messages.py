@@ -229,6 +229,20 @@ def _answer_idempotently(**kwargs) -> tuple[Answer, list[ChatMessage] | None]:
         return replay, None
 
 
+def check_active_limit(owner_id) -> None:
+    """A 429 if the user already has CHAT_MAX_ACTIVE_GENERATIONS_PER_USER answers queued or streaming."""
+    limit = settings.CHAT_MAX_ACTIVE_GENERATIONS_PER_USER
+    if limit:
+        active = Generation.objects.filter(conversation__owner_id=owner_id, status__in=Generation.ACTIVE_STATUSES).count()
+        if active >= limit:
+            raise ApiError(
+                429,
+                "too_many_generations",
+                f"You have {active} answers being generated; the limit is {limit}. "
+                "Wait for one to finish, or cancel one.",
+            )
+
+
 def _answer(
     *,
     conversation_id: int,
@@ -250,18 +264,7 @@ def _answer(
             replay = _replay(owner_id, idempotency)
             if replay is not None:
                 return replay, None
-        limit = settings.CHAT_MAX_ACTIVE_GENERATIONS_PER_USER
-        if limit:
-            active = Generation.objects.filter(
-                conversation__owner_id=owner_id, status__in=Generation.ACTIVE_STATUSES
-            ).count()
-            if active >= limit:
-                raise ApiError(
-                    429,
-                    "too_many_generations",
-                    f"You have {active} answers being generated; the limit is {limit}. "
-                    "Wait for one to finish, or cancel one.",
-                )
+        check_active_limit(owner_id)
         first = user_message is None
         if first:
             parent = message_parent(conversation, parent_id)

@@ -11,7 +11,7 @@ from ..streaming.answers import AnswerParts
 from ..streaming.follow import wait_for_end
 from .generations import CANCEL_WAIT_S, end_orphan
 from .history import conversation_history
-from .messages import announce, generation_regenerate, launch
+from .messages import announce, check_active_limit, generation_regenerate, launch
 
 
 async def generation_retry(*, generation: Generation) -> Generation:
@@ -30,6 +30,7 @@ def _create_continuation(generation_id) -> tuple[Generation, list[ChatMessage], 
         refusal = continuation_refusal(previous)
         if refusal:
             raise ApiError(409, "not_continuable", refusal)
+        check_active_limit(previous.conversation.owner_id)
         partial = AnswerParts.of_message(previous.assistant_message)
         continuation = Generation.objects.create(
             conversation=previous.conversation,

@@ -16,7 +16,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from ..llm import CONTINUE_INSTRUCTION, ChatMessage
-from ..models import Generation, Message
+from ..models import Generation, Message, TokenChunk
 from ..streaming.answers import AnswerParts, last_persisted_seq, persisted_answer
 from .history import conversation_history
 
@@ -76,6 +76,8 @@ def generation_hand_on(generation_id, *, condition: Q) -> Generation | None:
     Its persisted tokens stay, and the next run goes on after the last of
     them. The ones its worker made but never persisted are lost, and no
     client saw them: a worker publishes a token only once it is persisted.
+    An in-process run publishes first, so there a client may have seen up to
+    CHAT_MAX_UNWRITTEN_TOKENS tokens that are lost: see `rewind`.
     Returns None if it no longer matches `condition` (heartbeated since,
     ended, or taken by another reaper).
     """
@@ -88,18 +90,51 @@ def generation_hand_on(generation_id, *, condition: Q) -> Generation | None:
         )
         if generation is None:
             return None
-        last_seq = last_persisted_seq(generation.pk)
-        generation.last_seq = last_seq if last_seq is not None else generation.first_seq - 1
+        if settings.CHAT_RUNNER == "inprocess":
+            rewind(generation)
+        else:
+            last_seq = last_persisted_seq(generation.pk)
+            generation.last_seq = last_seq if last_seq is not None else generation.first_seq - 1
         generation.token_count = generation.last_seq - generation.first_seq + 1
         generation.status = Generation.Status.QUEUED
         generation.worker = ""
         # The queue timeout counts from here.
         generation.heartbeat_at = timezone.now()
-        generation.save(update_fields=["last_seq", "token_count", "status", "worker", "heartbeat_at"])
+        generation.save(update_fields=["first_seq", "last_seq", "token_count", "status", "worker", "heartbeat_at"])
         queue_notify()
     return generation
 
 
+def rewind(generation: Generation) -> None:
+    """Number the next run's tokens past any that a client of the dead in-process run saw.
+
+    That run published each token before persisting it, at most
+    CHAT_MAX_UNWRITTEN_TOKENS ahead of the database, so a client may hold
+    text the database never got. The persisted answer moves into the message
+    (the text before `first_seq`, as for a continuation) and `first_seq`
+    jumps past every position a client can be at: whatever it holds, a client
+    gets the stored answer in one snapshot, then the new tokens.
+    """
+    answer, last_seq = persisted_answer(generation)
+    Message.objects.filter(pk=generation.assistant_message_id).update(content=answer.text, reasoning=answer.reasoning)
+    TokenChunk.objects.filter(generation_id=generation.pk, first_seq__gte=generation.first_seq).delete()
+    generation.first_seq = last_seq + settings.CHAT_MAX_UNWRITTEN_TOKENS + 2
+    generation.last_seq = generation.first_seq - 1
+
+
 def may_hand_on(runs: int) -> bool:
-    """Whether an answer whose worker stopped or died goes on in another worker (docs/deploy.md)."""
-    return settings.CHAT_RUNNER == "workers" and settings.CHAT_AUTO_CONTINUE and runs < settings.CHAT_MAX_RUNS
+    """Whether an answer whose process stopped or died goes on in another run (docs/deploy.md).
+
+    In worker mode another worker claims it; in-process, the next process
+    that starts (or any other one running) does (`chat.streaming.reaper`).
+    """
+    if not settings.CHAT_AUTO_CONTINUE or runs >= settings.CHAT_MAX_RUNS:
+        return False
+    return settings.CHAT_RUNNER == "workers" or settings.CHAT_RESUME_INTERRUPTED_MAX_AGE_S > 0
+
+
+def queue_timeout_s() -> float:
+    """How long a handed-on answer may wait to be claimed before the reaper ends it."""
+    if settings.CHAT_RUNNER == "workers":
+        return settings.CHAT_QUEUE_TIMEOUT_S
+    return settings.CHAT_RESUME_INTERRUPTED_MAX_AGE_S or settings.CHAT_HEARTBEAT_STALE_S

@@ -317,6 +317,24 @@ async def cancel_generation(request, generation_id: UUID):
 
 
 @router.post(
+    "/generations/{generation_id}/continue",
+    response={201: GenerationOut, **errors(400, 401, 403, 404, 409, 429)},
+    by_alias=True,
+    tags=["generations"],
+)
+async def continue_generation(request, generation_id: UUID):
+    """Go on from an interrupted or failed answer's partial text, in the same message, sequence numbers going on.
+
+    Returns the continuation: a new generation whose `first_seq` is the old one's `last_seq` + 1. Follow its
+    stream with `Last-Event-ID` = the old `last_seq` to read one seamless answer. A generation still running,
+    complete (unless it stopped at its token limit), already continued, or with no partial text is a 409
+    (`not_continuable`, with the reason).
+    """
+    generation = await owned_generation(request, generation_id)
+    return 201, await generation_out(await actions.generation_continue(generation=generation))
+
+
+@router.post(
     "/generations/{generation_id}/regenerate",
     response={200: PostedMessageOut, 201: PostedMessageOut, **errors(400, 401, 403, 404, 409, 413, 429)},
     by_alias=True,

@@ -1,4 +1,8 @@
-"""Daphne's end of the process: exit as soon as its reactor has stopped.
+"""Daphne's start and end of the process: background tasks at once, and exit as soon as its reactor has stopped.
+
+Daphne sends no ASGI lifespan events: the reaper (which continues the answers
+a previous process handed on) starts when the reactor runs, not at the first
+request, so a restart continues them with no client connected.
 
 Under Daphne, a before-shutdown trigger (`chat.streaming.shutdown.install_shutdown_hook`)
 stops the running answers and records them. After that nothing is left to do,
@@ -21,6 +25,18 @@ def exit_after_reactor_stops() -> None:
     from twisted.internet import reactor
 
     reactor.addSystemEventTrigger("after", "shutdown", exit_now)
+
+
+def start_background_tasks() -> None:
+    """Called once at start-up (ChatConfig.ready); does nothing outside Daphne."""
+    if "twisted.internet.reactor" not in sys.modules:
+        return
+    from twisted.internet import reactor
+
+    from ..streaming.reaper import ensure_running
+
+    # A delayed call runs on the reactor's asyncio loop once it runs.
+    reactor.callLater(0, ensure_running)
 
 
 def exit_now() -> None:

@@ -1,8 +1,10 @@
-"""ASGI lifespan: on shutdown, stop the running generations cleanly (uvicorn, hypercorn).
+"""ASGI lifespan (uvicorn, hypercorn): at start-up, the reaper (it continues the answers a stopped
+process handed on); at shutdown, stop the running generations cleanly.
 
-Daphne does not send lifespan events; chat.streaming.runner hooks into its reactor instead.
+Daphne does not send lifespan events; chat.server.daphne and chat.streaming.shutdown hook into its reactor instead.
 """
 
+from ..streaming.reaper import ensure_running
 from ..streaming.shutdown import shutdown_runs
 
 
@@ -10,6 +12,7 @@ async def lifespan_app(scope, receive, send):
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            ensure_running()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await shutdown_runs()

@@ -5,10 +5,13 @@ still `queued` or `streaming` whose heartbeat (or, if it never had one, its
 creation) is older than CHAT_HEARTBEAT_STALE_S has lost its worker: it was
 killed, or its machine died. The reaper ends it `interrupted` / `worker_lost`,
 keeping every persisted token as the message text, and publishes the end so
-that its followers finish. In worker mode (CHAT_RUNNER=workers) with
-CHAT_AUTO_CONTINUE it puts the generation back in the queue instead, and
-another worker continues it in place; an answer no worker claims within
-CHAT_QUEUE_TIMEOUT_S ends `worker_lost` too.
+that its followers finish. With CHAT_AUTO_CONTINUE it puts the generation back
+in the queue instead, to be continued in place: in worker mode by another
+worker; in-process, by the reaper of any server process, which claims the
+queued answers (a killed process's, and those a stopping one handed on) and
+runs them itself, so a restart continues them. An answer nobody claims within
+CHAT_QUEUE_TIMEOUT_S (in-process: CHAT_RESUME_INTERRUPTED_MAX_AGE_S of its
+last heartbeat) ends `worker_lost` too.
 
 It runs in every server process and every worker, from the first request on and then every
 CHAT_REAPER_INTERVAL_S, and as `manage.py reap_generations`. Any number of
@@ -31,11 +34,16 @@ from django.utils import timezone
 
 from ..actions import generation_end_orphan, stale_before, stale_heartbeat
 from ..actions.ends import generations_ended
-from ..actions.queue import generation_hand_on, may_hand_on
+from ..actions.queue import (
+    generation_claim,
+    generation_hand_on,
+    may_hand_on,
+    queue_timeout_s,
+)
 from ..db import db_work
 from ..models import Generation
 from ..server.handler import ASGIHandler
-from . import registry
+from . import registry, runner
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +79,7 @@ def pid_alive(pid: int) -> bool:
 
 def orphan_condition(*, dead_workers=()) -> Q:
     """Active generations nobody runs: their worker is dead or silent, or no worker claimed them in time."""
-    queue_timeout_s = settings.CHAT_QUEUE_TIMEOUT_S if settings.CHAT_RUNNER == "workers" else settings.CHAT_HEARTBEAT_STALE_S
-    queue_before = timezone.now() - timezone.timedelta(seconds=queue_timeout_s)
+    queue_before = timezone.now() - timezone.timedelta(seconds=queue_timeout_s())
     claimed = ~Q(worker="")
     return (claimed & (stale_heartbeat(stale_before()) | Q(worker__in=list(dead_workers)))) | (
         Q(worker="") & stale_heartbeat(queue_before)
@@ -100,15 +107,18 @@ def reap_orphans(*, exclude=()) -> list[Generation]:
     condition = orphan_condition(dead_workers=dead)
     reaped = []
     found = orphans(exclude=exclude, dead_workers=dead).values_list("pk", "worker", "heartbeat_at", "runs")[:REAP_BATCH]
+    # In-process, an answer silent for longer than this is not continued: its reader has moved on.
+    resume_after = timezone.now() - timezone.timedelta(seconds=queue_timeout_s())
     for generation_id, worker, heartbeat_at, runs in found:
         if worker in dead:
             error = f"worker {worker} is gone (its process no longer exists)"
-        elif worker or settings.CHAT_RUNNER != "workers":
+        elif worker:
             since = f"since {heartbeat_at:%Y-%m-%d %H:%M:%S} UTC" if heartbeat_at else "ever"
-            error = f"no heartbeat from worker {worker or '(none)'} {since}"
+            error = f"no heartbeat from worker {worker} {since}"
         else:
-            error = f"no worker took it within {settings.CHAT_QUEUE_TIMEOUT_S:g} s"
-        if worker and may_hand_on(runs):
+            error = f"nobody took it within {queue_timeout_s():g} s"
+        recent = settings.CHAT_RUNNER == "workers" or (heartbeat_at is not None and heartbeat_at >= resume_after)
+        if worker and recent and may_hand_on(runs):
             if generation_hand_on(generation_id, condition=condition) is not None:
                 logger.warning("handed generation %s on to another worker: %s", generation_id, error)
             continue
@@ -126,9 +136,14 @@ def reap_orphans(*, exclude=()) -> list[Generation]:
 
 
 async def reap_and_announce() -> list[Generation]:
-    """Reap the orphans not run by this process, and tell their followers."""
+    """Reap the orphans not run by this process, and tell their followers; in-process, run the handed-on ones here."""
     reaped = await db_work(reap_orphans)(exclude=registry.local_generation_ids())
     await generations_ended(reaped)
+    if settings.CHAT_RUNNER == "inprocess" and settings.CHAT_AUTO_CONTINUE and not registry.shutting_down:
+        while claimed := await db_work(generation_claim)(worker=registry.WORKER_ID, limit=REAP_BATCH):
+            for item in claimed:
+                runner.start_claimed(item)
+                logger.info("continuing generation %s here (run %d)", item.generation.id, item.generation.runs)
     return reaped
 
 

@@ -16,7 +16,9 @@ took the POST starts it. In worker mode, a worker process claims the queued
 generation (chat.streaming.workers) and starts it after its persisted tokens; it then
 publishes each token only once it is persisted, so a worker that dies takes
 no token a client saw with it, and the next run goes on from exactly where
-every client is. A worker that stops hands its runs on instead of ending them.
+every client is. A worker that stops hands its runs on instead of ending them;
+so does an in-process server that stops, and the reaper of the next one to
+start claims them and runs them here (one that was killed: `queue.rewind`).
 """
 
 import asyncio
@@ -32,7 +34,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ..actions.ends import generation_end_write, generation_ended
-from ..actions.queue import queue_notify
+from ..actions.queue import Claimed, queue_notify
 from ..db import db_work
 from ..llm import (
     REASONING,
@@ -453,4 +455,12 @@ def start_generation(
     run.task = asyncio.get_running_loop().create_task(run.run(), context=context)
     register(run, context)
     ensure_heartbeat()
+    return run
+
+
+def start_claimed(item: Claimed) -> GenerationRun:
+    """Run a claimed (queued, handed-on) generation here, going on after its persisted tokens."""
+    run = start_generation(item.generation, item.messages, prefix=item.prefix, after_seq=item.after_seq)
+    if item.generation.cancel_requested:
+        run.request_stop(Generation.Status.CANCELLED)  # Cancelled while it waited in the queue.
     return run

@@ -12,7 +12,7 @@ logger = logging.getLogger(__name__)
 
 
 async def shutdown_runs(timeout: float = 10.0) -> None:
-    """Stop every run after flushing what it has: handed on (worker mode, CHAT_AUTO_CONTINUE), else interrupted."""
+    """Stop every run after flushing what it has: handed on (CHAT_AUTO_CONTINUE; `may_hand_on`), else interrupted."""
     registry.shutting_down = True
     runs = registry.local_runs()
     for run in runs:

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from ..actions.queue import QUEUE_CHANNEL, Claimed, generation_claim
 from ..db import db_work
-from ..models import Generation, Worker
+from ..models import Worker
 from . import reaper, registry, runner
 from .shutdown import shutdown_runs
 
@@ -96,9 +96,7 @@ class GenerationWorker:
 
     def start(self, item: Claimed) -> None:
         generation = item.generation
-        run = runner.start_generation(generation, item.messages, prefix=item.prefix, after_seq=item.after_seq)
-        if generation.cancel_requested:
-            run.request_stop(Generation.Status.CANCELLED)  # Cancelled while it waited in the queue.
+        run = runner.start_claimed(item)
         run.task.add_done_callback(self.run_done)
         logger.debug("claimed generation %s (run %d, after seq %d)", generation.id, generation.runs, item.after_seq)
 

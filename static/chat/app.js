@@ -32,6 +32,8 @@ import { GenerationStream, State, clientConfig } from "./stream-client.js";
 // A conversation's messages load in pages; this bounds a runaway history.
 const MAX_MESSAGE_PAGES = 50;
 const ACTIVE_STATUSES = new Set(["queued", "streaming"]);
+// An answer that stopped short: Continue goes on from its text.
+const CONTINUABLE_STATUSES = new Set(["interrupted", "failed"]);
 const BUSY_STATES = new Set([State.CONNECTING, State.STREAMING, State.INTERRUPTED]);
 
 const $ = (id) => document.getElementById(id);
@@ -103,9 +105,10 @@ function detachStream() {
  * verified by the caller against the server) lets it resume from its last
  * event instead of replaying the whole answer.
  */
-function attach(generation, view, { resume = false, opened = null } = {}) {
+function attach(generation, view, { resume = false, opened = null, from = null } = {}) {
   detachStream();
-  const snapshot = resume ? loadSnapshot(generation.id) : null;
+  // `from`: what the bubble holds when a continuation goes on after it ({text, reasoning, lastEventId}).
+  const snapshot = from ?? (resume ? loadSnapshot(generation.id) : null);
   view.article.dataset.generationId = generation.id;
   const client = new GenerationStream({
     generationId: generation.id,
@@ -211,17 +214,51 @@ function setBusy(busy) {
   ui.stop.hidden = !busy;
   ui.stop.disabled = false;
   ui.composer.setAttribute("aria-busy", String(busy));
-  if (busy) removeAll(".regenerate");
-  else if (document.activeElement === document.body) ui.prompt.focus({ preventScroll: true });
+  if (busy) {
+    removeAll(".regenerate");
+    for (const control of document.querySelectorAll(".continue")) control.disabled = true;
+  } else if (document.activeElement === document.body) ui.prompt.focus({ preventScroll: true });
 }
 
 function refreshActions() {
-  removeAll(".regenerate");
+  removeAll(".regenerate, .continue");
+  if (page.busy) return;
+  // Every interrupted or failed answer with partial text on the branch can go on from it.
+  for (const [messageId, view] of page.views) {
+    const message = page.tree.byId.get(messageId);
+    const generation = message && generationOf(message);
+    if (view.role !== "assistant" || !CONTINUABLE_STATUSES.has(generation?.status) || !message.content) continue;
+    const control = button("⏵ Continue", "btn small continue", () => continueAnswer(message.id, control));
+    control.setAttribute("aria-label", "Continue this answer from where it stopped");
+    view.actions.append(control);
+  }
   const last = page.lastAnswer;
-  if (!last || page.busy || !last.view.article.isConnected) return;
+  if (!last || !last.view.article.isConnected) return;
   // After an Error the answer may still be running on the server: retry it, don't replace it.
   if (page.stream?.generation.id === last.generationId && page.stream.client.state === State.ERROR) return;
   last.view.actions.append(button("↻ Regenerate", "btn small regenerate", () => regenerate(last.generationId)));
+}
+
+/** Go on from an interrupted answer's text, in the same bubble: its continuation's tokens follow the text shown. */
+async function continueAnswer(messageId, control) {
+  if (page.busy) return;
+  const message = page.tree.byId.get(messageId);
+  const view = page.views.get(messageId);
+  control.disabled = true;
+  ui.prompt.focus({ preventScroll: true }); // the button goes once the answer runs
+  setBusy(true);
+  try {
+    const generation = await api("POST", `/api/generations/${generationOf(message).id}/continue`);
+    page.tree.add({ ...message, generation });
+    followStream();
+    attach(generation, view, {
+      from: { text: message.content, reasoning: message.reasoning ?? "", lastEventId: String(generation.first_seq - 1) },
+    });
+  } catch (error) {
+    setBusy(false);
+    refreshActions();
+    flash(error.message);
+  }
 }
 
 /** What a new answer is asked for with: the picked model, and JSON if the toggle is on. */
@@ -355,6 +392,7 @@ async function stop() {
 
 async function regenerate(generationId) {
   if (page.busy) return;
+  ui.prompt.focus({ preventScroll: true }); // the button goes while the new version runs
   setBusy(true);
   try {
     const answer = await api("POST", `/api/generations/${generationId}/regenerate`, { model: chosenModel() });

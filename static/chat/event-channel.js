@@ -4,7 +4,7 @@
 // (recovery.js), and resumed with Last-Event-ID after a drop, so a missed
 // event is replayed, not lost.
 
-import { RetryLoop, readEventStream, retryDelay } from "./recovery.js";
+import { AttemptFailed, RetryLoop, readEventStream, retryDelay } from "./recovery.js";
 import { clientConfig } from "./stream-client.js";
 
 // The channel is quiet when nothing happens; django-eventstream sends a
@@ -27,6 +27,8 @@ export class EventChannel {
       attempt: () => this.read(),
       onFailure: (failure, { failures }) =>
         failure.retryable ? Math.max(MIN_RECONNECT_MS, retryDelay(failure, failures - 1, config)) : null,
+      // Back online, any connection opened before may be dead without a word: open a new one.
+      onWake: (why) => why === "online" && this.controller?.abort(new AttemptFailed("The network changed.", { wake: true })),
     });
   }
 
@@ -44,9 +46,12 @@ export class EventChannel {
     this.controller = new AbortController();
     await readEventStream(this.url, {
       lastEventId: this.lastEventId,
-      stallMs: CHANNEL_STALL_MS,
+      silenceMs: CHANNEL_STALL_MS,
       signal: this.controller.signal,
-      onOpen: () => this.onOpen(),
+      onOpen: () => {
+        this.loop.connected();
+        this.onOpen();
+      },
       onEvent: (event) => this.dispatch(event),
       done: () => this.loop.closed,
     });

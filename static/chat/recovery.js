@@ -33,15 +33,29 @@ export function retryDelay(failure, attempt, config, random = Math.random) {
   return asked ? Math.max(backoff, Math.floor(asked * (1 + random() / 2))) : backoff;
 }
 
-/** Why an attempt failed. `retryable` is false for what asking again cannot fix. */
+/**
+ * Why an attempt failed. `retryable` is false for what asking again cannot fix.
+ * `silent`: the connection sent nothing at all for a while (dead, or a black
+ * hole); `wake`: the page ended it itself because the network changed.
+ */
 export class AttemptFailed extends Error {
-  constructor(reason, { retryable = true, status = 0, code = "", retryAfterMs = 0 } = {}) {
+  constructor(reason, { retryable = true, status = 0, code = "", retryAfterMs = 0, silent = false, wake = false } = {}) {
     super(reason);
     this.retryable = retryable;
     this.status = status;
     this.code = code;
     this.retryAfterMs = retryAfterMs; // what the server asked for, 0 if nothing
+    this.silent = silent;
+    this.wake = wake;
   }
+}
+
+// Sent on the window when any connection gets an answer after failures: the
+// network is back, so every loop waiting on it tries again now.
+const NETWORK_BACK = "chat:network-back";
+
+export function announceNetworkBack(source) {
+  globalThis.dispatchEvent?.(new CustomEvent(NETWORK_BACK, { detail: source }));
 }
 
 /** The failure a non-2xx response stands for, with the API's error message if it sent one. */
@@ -66,13 +80,15 @@ export const isOffline = () => typeof navigator !== "undefined" && navigator.onL
 /**
  * One SSE request with `fetch`: resolves once `done()` is true (the caller
  * got what it wanted) and throws AttemptFailed otherwise: a network error, a
- * non-2xx answer, a body that ends early, or no byte at all (keepalive
- * comments included) for `stallMs`. `onOpen` runs when the headers arrive,
- * `onBytes` before each chunk of the body is parsed.
+ * non-2xx answer, a body that ends early, or no byte at all (no response, no
+ * keepalive comment) for `silenceMs`: a dead connection, whatever TCP thinks.
+ * Aborting `signal` with an AttemptFailed as its reason throws that.
+ * `onOpen` runs when the headers arrive, `onBytes` before each chunk of the
+ * body is parsed.
  */
 export async function readEventStream(
   url,
-  { lastEventId = "", stallMs, signal, onOpen = () => {}, onBytes = () => {}, onEvent, done, fetch = globalThis.fetch },
+  { lastEventId = "", silenceMs, signal, onOpen = () => {}, onBytes = () => {}, onEvent, done, fetch = globalThis.fetch },
 ) {
   const controller = new AbortController();
   const abort = () => controller.abort();
@@ -84,7 +100,7 @@ export async function readEventStream(
     stallTimer = setTimeout(() => {
       stalled = true;
       controller.abort();
-    }, stallMs);
+    }, silenceMs);
   };
   const headers = { Accept: "text/event-stream" };
   if (lastEventId) headers["Last-Event-ID"] = lastEventId;
@@ -107,17 +123,24 @@ export async function readEventStream(
     }
   } catch (error) {
     if (error instanceof AttemptFailed) throw error;
-    if (!done()) throw stalled ? stallFailure(stallMs) : new AttemptFailed("The connection was lost.");
+    if (!done()) throw endedBy(signal, stalled, silenceMs) ?? new AttemptFailed("The connection was lost.");
   } finally {
     clearTimeout(stallTimer);
     signal?.removeEventListener("abort", abort);
     controller.abort(); // done with this connection, whatever happened
   }
   // A cancelled read ends the body quietly (an opened response, above): the stall still says so.
-  if (!done()) throw stalled ? stallFailure(stallMs) : new AttemptFailed("The connection closed before the answer ended.");
+  if (!done()) throw endedBy(signal, stalled, silenceMs) ?? new AttemptFailed("The connection closed before the answer ended.");
 }
 
-const stallFailure = (stallMs) => new AttemptFailed(`No data for ${Math.round(stallMs / 100) / 10} s.`);
+/** Why the connection was ended on our side: the caller's reason, or its silence; null if it broke by itself. */
+function endedBy(signal, stalled, silenceMs) {
+  if (signal?.reason instanceof AttemptFailed) return signal.reason;
+  return stalled ? silenceFailure(silenceMs) : null;
+}
+
+export const silenceFailure = (silenceMs) =>
+  new AttemptFailed(`No data for ${Math.round(silenceMs / 100) / 10} s.`, { silent: true });
 
 /**
  * Runs `attempt()` until there is nothing left to do.
@@ -129,22 +152,43 @@ const stallFailure = (stallMs) => new AttemptFailed(`No data for ${Math.round(st
  *   onOffline() the browser says it is offline: the loop waits for it to
  *               come back, and counts no failure meanwhile.
  *
- * `failures` counts retryable failures in a row while online; the owner
- * resets it (`loop.failures = 0`) when it sees progress. Any wait ends early,
- * after a little jitter, when the browser comes back online or the page
- * becomes visible again (a phone waking up), and at once on `now()`.
+ *   onWake(why)  the network may have changed ("online", "visible") while an
+ *               attempt runs: the owner ends the connection if it may be dead.
+ *
+ * `failures` counts retryable failures in a row while online (not those the
+ * page caused by waking); the owner resets it (`loop.failures = 0`) when it
+ * sees progress. Any wait ends early, after a little jitter, when the browser
+ * comes back online, the page becomes visible again (a phone waking up), or
+ * another connection of the page gets an answer after failing
+ * (`announceNetworkBack`, which `connected()` sends); and at once on `now()`.
+ * A wait the server asked for (Retry-After) is not cut short by the others.
  */
 export class RetryLoop {
-  constructor({ config, attempt, onFailure, onOffline = () => {} }) {
-    Object.assign(this, { config, attempt, onFailure, onOffline });
+  constructor({ config, attempt, onFailure, onOffline = () => {}, onWake = () => {} }) {
+    Object.assign(this, { config, attempt, onFailure, onOffline, onWake });
     this.failures = 0;
     this.closed = false;
     this.waiting = null; // "backoff", "poll" or "online" while it waits
     this.wakeUp = null; // ends the current wait
-    this.soon = () => this.wakeSoon();
-    this.onVisible = () => document.visibilityState === "visible" && this.wakeSoon();
+    this.lastFailure = null; // since the last answer from the server
+    this.soon = () => this.wake("online");
+    this.onVisible = () => document.visibilityState === "visible" && this.wake("visible");
+    this.onNetworkBack = (event) => event.detail !== this && !this.lastFailure?.retryAfterMs && this.wakeSoon();
     globalThis.addEventListener?.("online", this.soon);
+    globalThis.addEventListener?.(NETWORK_BACK, this.onNetworkBack);
     globalThis.document?.addEventListener("visibilitychange", this.onVisible);
+  }
+
+  /** The network may be back or different: retry now if waiting, else let the owner check its connection. */
+  wake(why) {
+    if (this.wakeUp) this.wakeSoon();
+    else if (!this.closed) this.onWake(why);
+  }
+
+  /** An attempt got an answer from the server: after failures, tell the page's other loops. */
+  connected() {
+    if (this.lastFailure) announceNetworkBack(this);
+    this.lastFailure = null;
   }
 
   async run() {
@@ -167,8 +211,9 @@ export class RetryLoop {
         if (this.closed) break;
         failure = error instanceof AttemptFailed ? error : new AttemptFailed("The connection was lost.");
       }
+      this.lastFailure = failure;
       if (failure.retryable && isOffline()) continue; // no strike: the top of the loop waits for the network
-      if (failure.retryable) this.failures++;
+      if (failure.retryable && !failure.wake) this.failures++;
       const delay = this.onFailure(failure, { failures: this.failures });
       if (delay === null || this.closed) break;
       await this.wait("backoff", delay);
@@ -191,6 +236,7 @@ export class RetryLoop {
   close() {
     this.closed = true;
     this.wakeUp?.();
+    globalThis.removeEventListener?.(NETWORK_BACK, this.onNetworkBack);
     globalThis.removeEventListener?.("online", this.soon);
     globalThis.document?.removeEventListener("visibilitychange", this.onVisible);
   }

@@ -79,10 +79,18 @@ export function describe(state, detail) {
         const text = "You are offline. The answer continues when the connection is back.";
         return { label: "Interrupted", text, tone: "warn", announce: text };
       }
-      const text = detail.fallback
-        ? "The connection keeps failing; loading the answer without streaming…"
-        : `${detail.reason} Reconnecting…`;
-      return { label: "Interrupted", text, tone: "warn", retry: true, announce: "Connection lost. Reconnecting." };
+      if (detail.stalled) {
+        // The connection is fine (keepalives come); the model is silent, and the server decides.
+        const text = `${detail.reason} Waiting for it…`;
+        return { label: "Interrupted", text, tone: "warn", announce: "The model has stopped sending." };
+      }
+      if (detail.fallback) {
+        const text = "The connection keeps failing; loading the answer without streaming…";
+        return { label: "Interrupted", text, tone: "warn", retry: true, announce: "Connection lost. Reconnecting." };
+      }
+      // A dead or cut connection: a new one is on its way, the text so far stays.
+      const text = `${detail.reason} Reconnecting…`;
+      return { label: "Reconnecting…", text, tone: "warn", retry: true, announce: "Connection lost. Reconnecting." };
     }
     case State.FALLBACK: {
       const outcome = outcomeText(detail);

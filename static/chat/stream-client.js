@@ -2,17 +2,33 @@
 // fetch, resumes by Last-Event-ID, and falls back to a plain request.
 // docs/client.md describes the states, the constants and the events.
 
-import { AttemptFailed, RetryLoop, backoffDelay, failureFromResponse, readEventStream, retryDelay } from "./recovery.js";
+import {
+  AttemptFailed,
+  RetryLoop,
+  backoffDelay,
+  failureFromResponse,
+  readEventStream,
+  retryDelay,
+  silenceFailure,
+} from "./recovery.js";
 
 export { backoffDelay };
 
 // The DOM is updated at most this often, whatever the token rate: one
 // re-render per frame-ish window instead of one per token.
 export const RENDER_WINDOW_MS = 48;
-// No byte (keepalives included) for this long means the connection is dead
-// even if TCP has not noticed. The server sends a keepalive after 15 s idle
-// and ends a generation whose upstream is silent for 10 s, so a healthy
-// stream is never this quiet for long.
+// The server's keepalive period (CHAT_STREAM_KEEPALIVE_S; the page reads it
+// from its <meta name="chat-stream-keepalive-ms">): a healthy stream sends a
+// token or a keepalive comment at least this often.
+export const KEEPALIVE_MS = 2_000;
+// No byte at all (no response, no keepalive) for this many keepalive periods,
+// plus a margin for a busy server, means the connection is dead even if TCP
+// has not noticed: reconnect at once, keeping the text ("Reconnecting…").
+export const SILENT_PERIODS = 2;
+export const SILENCE_MARGIN_MS = 500;
+// Keepalives but no token for this long: the model has stalled (the server
+// ends such an answer at CHAT_UPSTREAM_STALL_S, 10 s): shown as Interrupted,
+// while the connection, which is fine, waits for the server's verdict.
 export const STALL_MS = 10_000;
 // Reconnect delays: full jitter, uniform in [0, min(cap, base * 2^n)], so
 // that many clients cut at once do not come back in lockstep.
@@ -31,6 +47,8 @@ export const WAKE_JITTER_MS = 250;
 
 export const DEFAULT_CONFIG = Object.freeze({
   renderWindowMs: RENDER_WINDOW_MS,
+  keepaliveMs: KEEPALIVE_MS,
+  silenceMs: SILENT_PERIODS * KEEPALIVE_MS + SILENCE_MARGIN_MS,
   stallMs: STALL_MS,
   backoffBaseMs: BACKOFF_BASE_MS,
   backoffCapMs: BACKOFF_CAP_MS,
@@ -39,14 +57,23 @@ export const DEFAULT_CONFIG = Object.freeze({
   wakeJitterMs: WAKE_JITTER_MS,
 });
 
-/** The defaults, overridden by `window.CHAT_CLIENT_CONFIG` (tests set it) and then by `overrides`. */
+/**
+ * The defaults, with the server's keepalive period (its <meta>), overridden by
+ * `window.CHAT_CLIENT_CONFIG` (tests set it) and then by `overrides`. The
+ * silence that means a dead connection follows the keepalive period unless set.
+ */
 export function clientConfig(overrides = {}) {
   const global = typeof window !== "undefined" ? window.CHAT_CLIENT_CONFIG || {} : {};
+  const meta = globalThis.document?.querySelector('meta[name="chat-stream-keepalive-ms"]');
+  const server = meta ? { keepaliveMs: Number(meta.content) } : {};
   const config = { ...DEFAULT_CONFIG };
-  for (const source of [global, overrides]) {
+  for (const source of [server, global, overrides]) {
     for (const key of Object.keys(DEFAULT_CONFIG)) {
       if (Number.isFinite(source[key]) && source[key] >= 0) config[key] = source[key];
     }
+  }
+  if (![global, overrides].some((source) => Number.isFinite(source.silenceMs))) {
+    config.silenceMs = SILENT_PERIODS * config.keepaliveMs + SILENCE_MARGIN_MS;
   }
   return Object.freeze(config);
 }
@@ -133,7 +160,23 @@ export class GenerationStream {
       attempt: () => (this.mode === "stream" ? this.follow() : this.recover()),
       onFailure: (failure, { failures }) => this.failed(failure, failures),
       onOffline: () => this.transition(State.INTERRUPTED, { reason: "You are offline.", offline: true, failures: this.loop.failures, fallback: this.mode === "recover" }),
+      onWake: (why) => this.checkConnection(why),
     });
+    this.lastByteAt = 0; // when the current connection last sent anything (performance.now())
+    this.lastTokenAt = 0; // ... and its last token
+  }
+
+  /**
+   * The network may have changed. Back online, every connection opened
+   * before may be dead without a word: open a new one now. Visible again (a
+   * phone waking up): only if this one missed a keepalive meanwhile.
+   */
+  checkConnection(why) {
+    if (!this.controller || this.result) return;
+    const quietMs = performance.now() - this.lastByteAt;
+    if (why === "online" || quietMs > this.config.keepaliveMs + SILENCE_MARGIN_MS) {
+      this.controller.abort(new AttemptFailed("The network changed.", { wake: true }));
+    }
   }
 
   /** Start following; resolves when the stream has reached a final state or was closed. */
@@ -174,17 +217,36 @@ export class GenerationStream {
     this.live.connection = null;
     const opened = this.opened;
     this.opened = null;
+    this.lastByteAt = performance.now();
     await readEventStream(this.streamUrl, {
       lastEventId: this.lastEventId,
-      stallMs: this.config.stallMs,
+      silenceMs: this.config.silenceMs,
       signal: this.controller.signal,
       fetch: opened ? async () => opened : this.fetch,
-      onOpen: () => this.transition(State.STREAMING, { attempt: this.attempts }),
-      onBytes: () => this.live.reads++,
+      onOpen: () => {
+        this.loop.connected();
+        this.lastByteAt = this.lastTokenAt = performance.now();
+        this.transition(State.STREAMING, { attempt: this.attempts });
+      },
+      onBytes: () => this.received(),
       onEvent: (event) => this.handle(event),
       done: () => this.result !== null || this.closed,
     });
     return true;
+  }
+
+  /** Bytes came: the connection lives. If they held no token (keepalives) for stallMs, the model has stalled. */
+  received() {
+    this.live.reads++;
+    this.lastByteAt = performance.now();
+    queueMicrotask(() => {
+      // After the chunk is parsed: a token in it is no stall.
+      const quietMs = this.lastByteAt - this.lastTokenAt;
+      if (quietMs >= this.config.stallMs && this.state === State.STREAMING && !this.result && !this.closed) {
+        const seconds = Math.round(quietMs / 100) / 10;
+        this.transition(State.INTERRUPTED, { reason: `The model has sent nothing for ${seconds} s.`, stalled: true, failures: 0 });
+      }
+    });
   }
 
   /**
@@ -231,7 +293,7 @@ export class GenerationStream {
   /** GET the generation: its status and its stored text. */
   async readStored() {
     const controller = (this.controller = new AbortController());
-    const timer = setTimeout(() => controller.abort(), this.config.stallMs);
+    const timer = setTimeout(() => controller.abort(silenceFailure(this.config.silenceMs)), this.config.silenceMs);
     try {
       const response = await this.fetch(this.generationUrl, {
         headers: { Accept: "application/json" },
@@ -240,9 +302,11 @@ export class GenerationStream {
         credentials: "same-origin",
       });
       if (!response.ok) throw await failureFromResponse(response);
+      this.loop.connected();
       return await response.json();
     } catch (error) {
       if (error instanceof AttemptFailed) throw error;
+      if (controller.signal.reason instanceof AttemptFailed) throw controller.signal.reason;
       throw new AttemptFailed("The connection was lost.");
     } finally {
       clearTimeout(timer);
@@ -266,7 +330,14 @@ export class GenerationStream {
       this.transition(State.ERROR, { message, status: failure.status, final: true });
       return null;
     }
-    const delay = retryDelay(failure, failures - 1, this.config);
+    if (failure.wake) {
+      // The page ended the connection itself, the network having changed: a new one now.
+      this.transition(State.INTERRUPTED, { reason: failure.message, failures: this.loop.failures, reconnecting: true });
+      return 0;
+    }
+    // A silent attempt already waited silenceMs: no backoff on top, so the first one after the
+    // network comes back is at most that far away (several tabs are spread by the silences themselves).
+    const delay = failure.silent ? backoffDelay(0, this.config) : retryDelay(failure, failures - 1, this.config);
     if (this.mode === "stream") {
       if (failures >= this.config.maxFailedAttempts) {
         this.mode = "recover";
@@ -275,7 +346,7 @@ export class GenerationStream {
         this.transition(State.INTERRUPTED, { reason: failure.message, failures, fallback: true });
         return failure.retryAfterMs ? delay : 0; // the fallback at once, unless the server asked for time
       }
-      this.transition(State.INTERRUPTED, { reason: failure.message, failures, retryAt: Date.now() + delay });
+      this.transition(State.INTERRUPTED, { reason: failure.message, failures, retryAt: Date.now() + delay, reconnecting: true });
       return delay;
     }
     // Neither the stream nor the stored answer could be read.
@@ -297,6 +368,8 @@ export class GenerationStream {
       this.part = type;
       this.lastEventId = id;
       this.progress();
+      this.lastTokenAt = performance.now();
+      if (this.state === State.INTERRUPTED) this.transition(State.STREAMING, { attempt: this.attempts }); // the model is back
       this.countLive(payload.seq - (Number.isFinite(last) ? last : this.firstSeq - 1));
       this.scheduleRender();
     } else if (type === "snapshot") {
@@ -306,6 +379,7 @@ export class GenerationStream {
       this.reasoning = payload.reasoning ?? "";
       this.lastEventId = id;
       this.progress();
+      this.lastTokenAt = performance.now();
       this.scheduleRender();
     } else if (TERMINAL_EVENTS.has(type)) {
       const payload = data ? JSON.parse(data) : {};

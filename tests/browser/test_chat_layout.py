@@ -70,7 +70,7 @@ def test_phone_placeholder_fits_and_the_closed_drawer_leaves_no_shadow(make_page
 def test_screenshots_of_each_state(make_page, proxy, name, viewport):
     folder = Path(SCREENSHOT_DIR)
     folder.mkdir(parents=True, exist_ok=True)
-    chat = make_page(viewport=viewport, client_config={"stallMs": 1500, "backoffBaseMs": 400, "backoffCapMs": 1500, "fallbackPollMs": 300})
+    chat = make_page(viewport=viewport, client_config={"stallMs": 1500, "silenceMs": 1500, "backoffBaseMs": 400, "backoffCapMs": 1500, "fallbackPollMs": 300})
 
     def shot(state: str) -> None:
         chat.page.wait_for_timeout(150)  # let the render window and the caret settle

@@ -34,7 +34,7 @@ SLOW_ENV = {
     "CHAT_SIMULATED_FIRST_TOKEN_DELAY_S": 0.05,
 }
 # The real timings, scaled down: the cap on a wait between attempts is 2 s instead of 8 s.
-CLIENT = {"stallMs": 3000, "backoffBaseMs": 250, "backoffCapMs": 2000, "fallbackPollMs": 500, "wakeJitterMs": 100}
+CLIENT = {"stallMs": 3000, "silenceMs": 3000, "backoffBaseMs": 250, "backoffCapMs": 2000, "fallbackPollMs": 500, "wakeJitterMs": 100}
 # Waits between attempts long enough that only an event can end them (with Math.random pinned below).
 SLEEPY_CLIENT = {**CLIENT, "backoffBaseMs": 600_000, "backoffCapMs": 600_000}
 PIN_RANDOM = "Math.random = () => 0.999;"

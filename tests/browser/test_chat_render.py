@@ -83,5 +83,11 @@ def test_terminal_events_from_the_server_are_shown_as_such(echo_chat, scenario, 
     assert echo_chat.page.locator("#prompt").is_editable()
     # The connection itself never looked dead: in the stall case the upstream
     # was silent for 2.5 s, past the client's 1.2 s stall timer, but the
-    # server's keepalive comments count as bytes.
-    assert echo_chat.states() == ["connecting", "streaming", "ended"]
+    # server's keepalive comments came, so the page showed the model stalled
+    # (Interrupted) on the same connection, and the server's end after it.
+    if scenario == "stall":
+        assert echo_chat.states() == ["connecting", "streaming", "interrupted", "ended"]
+        stalled = echo_chat.transitions()[2]["detail"]
+        assert stalled["stalled"] and stalled["reason"].startswith("The model has sent nothing for")
+    else:
+        assert echo_chat.states() == ["connecting", "streaming", "ended"]

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def test_happy_path_final_dom_equals_stored_message(make_page, proxy):
     # The product's stall timer, not the tests' 1.2 s: a busy machine may pause the stream that long.
-    chat = make_page(client_config={**FAST_CLIENT, "stallMs": 10_000})
+    chat = make_page(client_config={**FAST_CLIENT, "silenceMs": 10_000, "stallMs": 10_000})
     generation_id = chat.send(PROMPT)
     chat.wait_state("streaming")
     chat.wait_text(20)
@@ -41,7 +41,7 @@ def test_happy_path_final_dom_equals_stored_message(make_page, proxy):
 
 def test_cuts_mid_stream_resume_with_exact_text(make_page, proxy):
     # Cuts are seen as errors at once; the tests' 1.2 s stall timer could add a reconnect before the first byte.
-    chat = make_page(client_config={**FAST_CLIENT, "stallMs": 10_000})
+    chat = make_page(client_config={**FAST_CLIENT, "silenceMs": 10_000, "stallMs": 10_000})
     generation_id = chat.send(PROMPT)
     cuts = 0
     for length in (20, 120, 240):
@@ -90,7 +90,7 @@ def test_stall_is_shown_and_retried_in_the_background(chat, proxy):
     )
     # The second attempt stalled as well: still Interrupted, still trying.
     status = chat.status()
-    assert status["label"] == "Interrupted"
+    assert status["label"] == "Reconnecting…"
     assert "No data for 1.2 s." in status["detail"]
     # One sentence and one Retry button: in the status line, not repeated under the answer.
     assert chat.page.locator(".message.assistant").last.locator(".notice").text_content() == ""
@@ -123,7 +123,7 @@ def test_three_failures_fall_back_to_the_complete_text(chat, proxy):
 
 def test_fallback_failure_is_an_error_that_keeps_the_text_and_can_retry(make_page, proxy):
     # Refusals and cuts are errors at once; the tests' 1.2 s stall timer could add an interruption under load.
-    chat = make_page(client_config={**FAST_CLIENT, "stallMs": 10_000})
+    chat = make_page(client_config={**FAST_CLIENT, "silenceMs": 10_000, "stallMs": 10_000})
     generation_id = chat.send(PROMPT)
     chat.wait_text(30)
     proxy.refuse(path="/api/generations/")  # the stream and the plain request alike

@@ -581,3 +581,133 @@ def test_api_stream_gives_the_posted_answer_and_the_whole_stream(js):
 def test_api_stream_cut_before_posted_is_a_network_error(js):
     got = run(js, "api.js", API_STREAM, {"chunks": [": stream\n\n", POSTED[:25]], "cut": True})
     assert got == {"status": 0, "message": "The connection was lost before the answer started."}
+
+
+# --- Dead connections: silence against a stalled model --------------------------------------------
+
+def test_the_servers_keepalive_period_sets_how_long_a_silence_means_a_dead_connection(js):
+    config = run(
+        js,
+        "stream-client.js",
+        """
+        const meta = Object.assign(document.createElement("meta"), { name: "chat-stream-keepalive-ms", content: "5000" });
+        document.head.append(meta);
+        const derived = m.clientConfig();
+        window.CHAT_CLIENT_CONFIG = { silenceMs: 700 };
+        const chosen = m.clientConfig();
+        delete window.CHAT_CLIENT_CONFIG;
+        meta.remove();
+        return { derived, chosen, defaults: m.DEFAULT_CONFIG };
+        """,
+    )
+    assert (config["derived"]["keepaliveMs"], config["derived"]["silenceMs"]) == (5000, 10_500)
+    assert (config["chosen"]["keepaliveMs"], config["chosen"]["silenceMs"]) == (5000, 700)
+    assert (config["defaults"]["keepaliveMs"], config["defaults"]["silenceMs"]) == (2000, 4500)
+
+
+# A response body the test feeds by hand: `push` text, `end` it; `respond` decides each call's answer.
+FED_STREAM = """
+    const encoder = new TextEncoder();
+    const fed = () => {
+        let controller;
+        const body = new ReadableStream({ start(c) { controller = c; } });
+        return {
+            response: new Response(body, { status: 200, headers: { "Content-Type": "text/event-stream" } }),
+            push: (s) => controller.enqueue(encoder.encode(s)),
+            end: () => controller.close(),
+        };
+    };
+    const token = (seq) => `id: ${seq}\\nevent: token\\ndata: {"seq":${seq},"text":"t${seq} "}\\n\\n`;
+    const done = (seq) => `id: ${seq}\\nevent: done\\ndata: {"seq":${seq},"status":"complete"}\\n\\n`;
+    const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+    const calls = [], states = [];
+    const follow = (respond, overrides) => {
+        const client = new m.GenerationStream({
+            generationId: "g",
+            config: m.clientConfig({ renderWindowMs: 0, backoffBaseMs: 1, backoffCapMs: 1, ...overrides }),
+            fetch: (url, init) => {
+                calls.push({ lastEventId: init.headers["Last-Event-ID"] ?? null, at: performance.now() });
+                return respond(calls.length, init.signal);
+            },
+            onState: (state, detail) => states.push({ state, ...detail, at: performance.now() }),
+        });
+        return client;
+    };
+"""
+
+
+def test_keepalives_without_tokens_are_a_stalled_model_not_a_dead_connection(js):
+    got = run(
+        js,
+        "stream-client.js",
+        FED_STREAM
+        + """
+        const stream = fed();
+        const client = follow(async () => stream.response, { stallMs: 250, silenceMs: 400 });
+        const running = client.start();
+        stream.push(token(1));
+        for (let i = 0; i < 8; i++) { await sleep(60); stream.push(": keepalive\\n\\n"); }
+        stream.push(token(2) + done(2));
+        await running;
+        await sleep(20);  // the end is shown with the render after it
+        return { calls: calls.length, states, text: client.text };
+        """,
+    )
+    assert got["calls"] == 1, "a connection that sends keepalives is alive: no reconnect"
+    assert [s["state"] for s in got["states"]] == ["connecting", "streaming", "interrupted", "streaming", "ended"]
+    stalled = got["states"][2]
+    assert stalled["stalled"] is True and stalled["reason"].startswith("The model has sent nothing for")
+    assert got["text"] == "t1 t2 "
+
+
+def test_a_silent_connection_is_given_up_and_a_new_one_opened_at_once(js):
+    """No byte after the first token (a black hole), then a request with no response at all: each given up after silenceMs."""
+    got = run(
+        js,
+        "stream-client.js",
+        FED_STREAM
+        + """
+        const first = fed(), third = fed();
+        const client = follow((n, signal) => {
+            if (n === 1) { first.push(token(1)); return first.response; }  // then silent for good
+            if (n === 2) return new Promise((_, reject) => signal.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError"))));
+            third.push(token(2) + done(2));
+            return third.response;
+        }, { silenceMs: 300, stallMs: 10000 });
+        await client.start();
+        return { calls, states, text: client.text };
+        """,
+    )
+    assert [c["lastEventId"] for c in got["calls"]] == [None, "1", "1"]
+    gaps = [b["at"] - a["at"] for a, b in zip(got["calls"], got["calls"][1:])]
+    assert all(290 <= gap < 1500 for gap in gaps), gaps  # silenceMs, and no backoff on top
+    reconnecting = [s for s in got["states"] if s["state"] == "interrupted"]
+    assert [s["reason"] for s in reconnecting] == ["No data for 0.3 s."] * 2
+    assert all(s["reconnecting"] for s in reconnecting)
+    assert got["text"] == "t1 t2 "
+
+
+def test_back_online_a_live_looking_connection_is_replaced_at_once(js):
+    """After a switch of network the old connection may be dead without a word: `online` opens a new one, no strike."""
+    got = run(
+        js,
+        "stream-client.js",
+        FED_STREAM
+        + """
+        const first = fed(), second = fed();
+        const client = follow((n) => {
+            if (n === 1) { first.push(token(1)); return first.response; }
+            second.push(token(2) + done(2));
+            return second.response;
+        }, { silenceMs: 60000, wakeJitterMs: 0 });
+        const running = client.start();
+        while (client.text === "") await sleep(5);
+        window.dispatchEvent(new Event("online"));
+        await running;
+        return { calls, states, text: client.text, failures: client.loop.failures };
+        """,
+    )
+    assert [c["lastEventId"] for c in got["calls"]] == [None, "1"]
+    woken = next(s for s in got["states"] if s["state"] == "interrupted")
+    assert woken["reason"] == "The network changed." and woken["failures"] == 0
+    assert got["text"] == "t1 t2 "

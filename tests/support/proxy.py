@@ -10,7 +10,12 @@ It sits between a client (a browser) and a server and, on demand:
   requests whose request line contains a path, until `allow()`;
 - `go_down()` / `come_back()` (or `with proxy.outage():`): a network outage:
   every open connection is aborted and every new one is refused at once,
-  until the network comes back.
+  until the network comes back;
+- `black_hole()` / `restore()` (or `with proxy.outage(black_hole=True):`): an
+  outage that drops every packet, as after a switch of network: nothing is
+  closed or refused, nothing is forwarded either way, and every connection
+  open during it (accepted then, or open when it began) stays silent for
+  good, even once the network is back. Only new connections work again.
 
 It runs in a background thread with its own event loop, so sync tests
 (Playwright) and async tests can both drive it:
@@ -46,6 +51,7 @@ class _Connection:
     client: asyncio.StreamWriter
     server: asyncio.StreamWriter | None = None
     stalled: bool = False
+    dead: bool = False  # black-holed: nothing forwarded, ever again
     held: list[bytes] = field(default_factory=list)
     request_line: str = ""  # the latest request forwarded on this connection
     stall_path: Paths = ""  # stalled for a request containing this; "" stalls the whole connection
@@ -78,6 +84,7 @@ class FaultProxy(LoopbackServer):
         self._refuse_path: Paths | None = None
         self._refuse_path_count: int | None = None
         self._down = False
+        self._black_hole = False
         self._tasks: set[asyncio.Task] = set()
 
     @property
@@ -165,22 +172,42 @@ class FaultProxy(LoopbackServer):
 
         self._call(up())
 
+    def black_hole(self) -> int:
+        """Drop every packet from now on, closing nothing; return how many open connections go silent for good."""
+
+        async def drop() -> int:
+            self._black_hole = True
+            for connection in self._live:
+                connection.dead = True
+            return len(self._live)
+
+        return self._call(drop())
+
+    def restore(self) -> None:
+        """The network is back for new connections; those open during the black hole stay silent."""
+
+        async def restore() -> None:
+            self._black_hole = False
+
+        self._call(restore())
+
     @contextmanager
-    def outage(self):
-        """The network is down for the duration of the block."""
-        self.go_down()
+    def outage(self, *, black_hole: bool = False):
+        """The network is down for the duration of the block: refusing, or (`black_hole`) dropping everything."""
+        self.black_hole() if black_hole else self.go_down()
         try:
             yield self
         finally:
-            self.come_back()
+            self.restore() if black_hole else self.come_back()
 
     @property
     def down(self) -> bool:
-        return self._down
+        return self._down or self._black_hole
 
     def reset(self) -> None:
         """Back to a clean pipe: the network up, stalls released, nothing refused."""
         self.come_back()
+        self.restore()
         self.release()
         self.allow()
 
@@ -215,7 +242,7 @@ class FaultProxy(LoopbackServer):
             self.refused.append("<connection>")
             client_writer.transport.abort()
             return
-        connection = _Connection(client=client_writer)
+        connection = _Connection(client=client_writer, dead=self._black_hole)
         self._live.add(connection)
         self._tasks.add(asyncio.current_task())
         try:
@@ -249,6 +276,8 @@ class FaultProxy(LoopbackServer):
                 head = await reader.readuntil(b"\r\n\r\n")
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
                 return
+            if connection.dead:
+                continue  # dropped, as is everything else on this connection
             request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
             length = 0
             chunked = False
@@ -277,6 +306,8 @@ class FaultProxy(LoopbackServer):
 
     async def _responses(self, reader: asyncio.StreamReader, connection: _Connection) -> None:
         while data := await reader.read(READ_SIZE):
+            if connection.dead:
+                continue
             if connection.stalled:
                 connection.held.append(data)
             else:

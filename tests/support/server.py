@@ -35,6 +35,9 @@ TEST_ENV = {
     "CHAT_MAX_STREAMS_PER_USER": "0",
     # Parallel test workers each run several servers on one PostgreSQL (max_connections 100).
     "CHAT_DB_THREADS": "3",
+    # A stopped or killed server's answers end interrupted, as the tests of shutdown and of the reaper
+    # expect; tests/test_restart.py turns continuing them after a restart on.
+    "CHAT_RESUME_INTERRUPTED_MAX_AGE_S": "0",
     # Admission by load is tested on its own (test_admission.py): a busy CI machine must not trip it.
     "CHAT_OVERLOAD_LAG_MS": "0",
     "CHAT_OVERLOAD_START_MS": "0",
@@ -205,15 +208,23 @@ class LiveServer:
     """Daphne (or uvicorn) serving project.asgi on a free port of 127.0.0.1."""
 
     def __init__(
-        self, *, database_url: str, env: dict, workdir: Path, server: str = "daphne", listener: socket.socket | None = None
+        self,
+        *,
+        database_url: str,
+        env: dict,
+        workdir: Path,
+        server: str = "daphne",
+        listener: socket.socket | None = None,
+        port: int = 0,
     ):
         """`listener`: a listening socket to serve instead of a new one on 127.0.0.1 (Daphne only),
-        such as one made in a network namespace (tests/support/netns.py)."""
+        such as one made in a network namespace (tests/support/netns.py); `port`: the port of a new one."""
         self.kind = server
         self.command = list(SERVER_COMMANDS[server])
         self.database_url = database_url
+        self.workdir = workdir
         self.env = {**os.environ, **TEST_ENV, **env, "DATABASE_URL": database_url}
-        self.listener = listener or socket.create_server(("127.0.0.1", 0), backlog=512)
+        self.listener = listener or socket.create_server(("127.0.0.1", port), backlog=512)
         # Twisted requires an adopted socket to be non-blocking: on a blocking one its
         # accept loop would block the whole server until the next connection came.
         self.listener.setblocking(False)
@@ -258,6 +269,12 @@ class LiveServer:
             return True
         except OSError:
             return False
+
+    def successor(self) -> "LiveServer":
+        """A server (not started) on this one's port and database, for after it stopped: a restart."""
+        server = LiveServer(database_url=self.database_url, env={}, workdir=self.workdir, server=self.kind, port=self.port)
+        server.env = self.env
+        return server
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         self.signal(sig)

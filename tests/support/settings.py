@@ -8,7 +8,7 @@ import os
 
 from tests.support.server import TEST_ENV
 
-for name in ("SECRET_KEY", "HTTPS"):
+for name in ("SECRET_KEY", "HTTPS", "CHAT_RESUME_INTERRUPTED_MAX_AGE_S"):
     os.environ.setdefault(name, TEST_ENV[name])
 
 from project.settings import *  # noqa: E402, F403
