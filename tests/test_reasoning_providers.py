@@ -57,8 +57,9 @@ def upstreams(anthropic_upstream, openai_upstream):
 
 @pytest.fixture
 def server(start_server, anthropic_upstream, openai_upstream):
+    thinking = {"budget_tokens": 1024}
     models = [
-        {"provider": "anthropic", "model": CLAUDE.upstream_model, "id": CLAUDE.model, "thinking": {"budget_tokens": 1024}},
+        {"provider": "anthropic", "model": CLAUDE.upstream_model, "id": CLAUDE.model, "thinking": thinking},
         {"provider": "openai", "model": DEEPSEEK.upstream_model, "id": DEEPSEEK.model},
     ]
     return start_server(
