@@ -537,10 +537,14 @@ class Bench:
     # --- the phases --------------------------------------------------------------------
 
     async def ladder(self, specs: list[Spec], levels: list[int], cpus_of) -> list[dict]:
-        """Every server at each level in turn (same level, close in time); a server stops at its first failure."""
+        """Every server at each level in turn (same level, close in time); a server stops at its first failure.
+
+        Every other level takes the servers in reverse order, so that a machine that speeds up or
+        slows down over a run weighs on each alike, when a level is given more than once.
+        """
         rows, alive, rested = [], list(specs), set()
-        for n in levels:
-            for spec in list(alive):
+        for round_, n in enumerate(levels):
+            for spec in (list(alive) if round_ % 2 == 0 else alive[::-1]):
                 for attempt in range(self.plan.retries + 1):
                     print(f"  {spec.label:34} {n:>5} streams ... ", end="", flush=True)
                     try:
@@ -549,7 +553,7 @@ class Bench:
                         row = {"server": spec.label, "streams": n, "sustained": False,
                                "why_not": [f"crashed: {exc}"], "mismatches": 0}
                     rested.add(spec.label)
-                    row["attempt"] = attempt + 1
+                    row["attempt"], row["round"] = attempt + 1, round_
                     rows.append(row)
                     print(summary(row), flush=True)
                     if row["sustained"]:
@@ -740,13 +744,13 @@ def ladder_table(rows: list[dict], base_label: str | None) -> list[str]:
 
 
 def model_ratios(rows: list[dict]) -> list[tuple[dict, dict, float]]:
-    """(model row, the text-only row of its server at that level just before it, the ratio of their CPU per token)."""
+    """(model row, the text-only row of its server in the same round of the ladder, the ratio of their CPU per token)."""
     pairs = []
-    for index, row in enumerate(rows):
+    for row in rows:
         if not (row.get("text_only") and row.get("cpu_us_per_token")):
             continue
-        twin = next((r for r in reversed(rows[:index]) if r["server"] == row["text_only"]
-                     and r["streams"] == row["streams"] and r.get("cpu_us_per_token")), None)
+        twin = next((r for r in reversed(rows) if r["server"] == row["text_only"]
+                     and r.get("round") == row["round"] and r.get("cpu_us_per_token")), None)
         if twin is not None:
             pairs.append((row, twin, row["cpu_us_per_token"] / twin["cpu_us_per_token"]))
     return pairs
@@ -758,7 +762,8 @@ def model_table(rows: list[dict]) -> list[str]:
     if not pairs:
         return []
     lines = ["", "Other models against text-only answers: server CPU per token at the same level, measured one "
-             "after the other", f"{'streams':>7} {'server':36} {'text-only us/tok':>16} {'us/tok':>7} {'ratio':>6}"]
+             "after the other (in turn first and second)",
+             f"{'streams':>7} {'server':36} {'text-only us/tok':>16} {'us/tok':>7} {'ratio':>6}"]
     for row, twin, ratio in pairs:
         lines.append(f"{row['streams']:>7} {row['server']:36} {twin['cpu_us_per_token']:>16.1f} "
                      f"{row['cpu_us_per_token']:>7.1f} {ratio:>5.2f}x")
