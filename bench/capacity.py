@@ -518,18 +518,16 @@ class Bench:
                     counts["errors"] += 1
                     examples.append(f"stored text of {s.generation}: {exc}")
                     return
-            read = (s.read.text, s.read.reasoning)
             counts["with_reasoning"] += bool(s.read.reasoning)
-            if s.read.terminal == "done" and s.read.contiguous and read == (text, reasoning):
+            if s.read.terminal == "done" and s.read.contiguous and (s.read.text, s.read.reasoning) == (text, reasoning):
                 counts["exact"] += 1
-            elif s.read.terminal is None and s.read.contiguous and text.startswith(read[0]) \
-                    and reasoning.startswith(read[1]) and (not read[0] or read[1] == reasoning):
+            elif s.read.terminal is None and s.read.contiguous and starts(s.read, text, reasoning):
                 counts["unfinished"] += 1
             else:
                 counts["mismatches"] += 1
                 examples.append(f"{s.generation}: ended {s.read.terminal}, contiguous {s.read.contiguous}, "
-                                f"{len(read[0])} of {len(text)} characters of text, {len(read[1])} of "
-                                f"{len(reasoning)} of reasoning")
+                                f"{len(s.read.text)} of {len(text)} characters of text, {len(s.read.reasoning)} "
+                                f"of {len(reasoning)} of reasoning")
 
         await asyncio.gather(*(check(s) for s in streams))
         return counts | {"problems": examples[:5]}
@@ -642,6 +640,14 @@ class Bench:
         return row
 
 
+def starts(read: load.Stream, text: str, reasoning: str) -> bool:
+    """Whether a stream cut short read the start of the stored answer: some of its reasoning, or all of it
+    and some of its text (the benchmark's answers reason first)."""
+    if not read.text:
+        return reasoning.startswith(read.reasoning)
+    return read.reasoning == reasoning and text.startswith(read.text)
+
+
 def verdict(spec: Spec, row: dict) -> tuple[bool, list[str]]:
     limit = SUSTAINED["p99_ms_coalesced"] if spec.coalesce_ms else SUSTAINED["p99_ms"]
     why = []
@@ -744,13 +750,16 @@ def ladder_table(rows: list[dict], base_label: str | None) -> list[str]:
 
 
 def model_ratios(rows: list[dict]) -> list[tuple[dict, dict, float]]:
-    """(model row, the text-only row of its server in the same round of the ladder, the ratio of their CPU per token)."""
+    """(model row, the text-only row of its server in the same round of the ladder, the ratio of their CPU per token).
+
+    Sustained points only: a point whose tokens came late has its CPU spread over fewer of them.
+    """
     pairs = []
     for row in rows:
-        if not (row.get("text_only") and row.get("cpu_us_per_token")):
+        if not (row.get("text_only") and row.get("sustained") and row.get("cpu_us_per_token")):
             continue
-        twin = next((r for r in reversed(rows) if r["server"] == row["text_only"]
-                     and r.get("round") == row["round"] and r.get("cpu_us_per_token")), None)
+        twin = next((r for r in reversed(rows) if r["server"] == row["text_only"] and r.get("round") == row["round"]
+                     and r.get("sustained") and r.get("cpu_us_per_token")), None)
         if twin is not None:
             pairs.append((row, twin, row["cpu_us_per_token"] / twin["cpu_us_per_token"]))
     return pairs
