@@ -778,7 +778,7 @@ def model_table(rows: list[dict]) -> list[str]:
                      f"{row['cpu_us_per_token']:>7.1f} {ratio:>5.2f}x")
     for label in dict.fromkeys(row["server"] for row, _, _ in pairs):
         ratios = [ratio for row, _, ratio in pairs if row["server"] == label]
-        lines.append(f"{'median':>7} {label:36} {statistics.median(ratios):>32.2f}x over {len(ratios)} level"
+        lines.append(f"{'median':>7} {label:36} {statistics.median(ratios):>32.2f}x over {len(ratios)} round"
                      + ("s" if len(ratios) > 1 else ""))
     return lines
 
