@@ -158,6 +158,7 @@ def test_a_refresh_mid_reasoning_restores_both_parts_exactly(make_page, thinking
     # Freeze what the page has (the reasoning so far) while the answer goes on, then reload.
     assert thinking_proxy.stall(ANSWER_STREAMS) >= 1
     saved = chat.page.evaluate(f"() => JSON.parse(sessionStorage.getItem('chat.stream.{generation_id}'))")
+    assert saved and saved["reasoning"], f"the page kept no reasoning to resume from: {saved}"
     chat.page.reload()
     chat.page.wait_for_selector("body[data-ready='1']")
     assert chat.generation_id == generation_id
