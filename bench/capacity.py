@@ -50,7 +50,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench import load, profile
-from bench.load import Recorder, call, send
+from bench.load import FIRST_TOKEN, Recorder, call, send
 from bench.measure import busy_seconds, cpu_seconds, machine, open_files, percentile
 from bench.schedule import due, sleep_until, word
 from bench.servers import (
@@ -109,6 +109,7 @@ class Plan:
     out: Path
     one_request: bool = False
     cpu_quota: float | None = None
+    models: tuple[str, ...] = ()  # Models each project server also answers with in the ladder, beside text-only.
 
 
 # --- the servers under load -------------------------------------------------------------
@@ -179,14 +180,15 @@ class Target:
                 headers["Last-Event-ID"] = str(last_event_id)
         return await send(self.port, "GET", path, headers, watch=watch)
 
-    async def stored_text(self, generation: str | None, tokens: int) -> str:
+    async def stored_parts(self, generation: str | None, tokens: int) -> tuple[str, str]:
+        """The stored answer's text and reasoning (a bare server's known text, and no reasoning)."""
         if generation is None:
-            return "".join(word(seq) for seq in range(1, tokens + 1))
+            return "".join(word(seq) for seq in range(1, tokens + 1)), ""
         status, body = await call(self.port, "GET", f"/api/generations/{generation}", self.owner[generation],
                                   timeout=30)
         if status != 200:
             raise RuntimeError(f"GET generation: {status}")
-        return body["text"]
+        return body["text"], body.get("reasoning", "")  # An older tree (`--code <commit>`) has no reasoning.
 
     async def answer(self, tokens: int) -> tuple[str | None, float, float | None]:
         """Ask for a short answer due now and read it: (generation, POST-to-first-token ms, POST ms).
@@ -195,7 +197,7 @@ class Target:
         """
         started = time.time()
         if self.one_request:
-            stream = await self.post_stream(started, tokens, watch=b"event: token")
+            stream = await self.post_stream(started, tokens, watch=FIRST_TOKEN)
             posted = None
         else:
             try:
@@ -203,7 +205,7 @@ class Target:
             except RuntimeError:
                 return None, None, None
             posted = time.time()
-            stream = await self.open(generation, started, tokens, watch=b"event: token")
+            stream = await self.open(generation, started, tokens, watch=FIRST_TOKEN)
         try:
             async with asyncio.timeout(30):
                 first = await stream.seen
@@ -219,7 +221,7 @@ class Target:
     async def resume(self, generation: str, last_event_id: int) -> float | None:
         """Reconnect with Last-Event-ID; ms from the connect to the first replayed token."""
         started = time.time()
-        stream = await self.open(generation, started, 0, last_event_id=last_event_id, watch=b"event: token")
+        stream = await self.open(generation, started, 0, last_event_id=last_event_id, watch=FIRST_TOKEN)
         try:
             async with asyncio.timeout(10):
                 first = await stream.seen
@@ -351,7 +353,10 @@ class Bench:
         plan = self.plan
         server, database = await self.start(spec, cpus)
         sampler = Sampler(server, database, self.postgres)
-        row = {"server": spec.label, "streams": n, "workers": spec.workers, "coalesce_ms": spec.coalesce_ms}
+        row = {"server": spec.label, "streams": n, "workers": spec.workers, "coalesce_ms": spec.coalesce_ms,
+               "model": spec.model}
+        if spec.model:
+            row["text_only"] = replace(spec, model="").label  # The same server answering text only.
         try:
             target = Target(spec, server.port, database, plan.rate, one_request=plan.one_request)
             finished = await self.warm_up(target)
@@ -504,9 +509,9 @@ class Bench:
         }
 
     async def verify(self, target: Target, streams: list[LoadStream]) -> dict:
-        """Every stream against the stored text: exact, unfinished (a prefix of it), or a mismatch."""
+        """Every stream against the stored text and reasoning: exact, unfinished (a prefix of both), or a mismatch."""
         limit = asyncio.Semaphore(16)
-        counts = {"exact": 0, "unfinished": 0, "errors": 0, "mismatches": 0}
+        counts = {"exact": 0, "unfinished": 0, "errors": 0, "mismatches": 0, "with_reasoning": 0}
         examples = []
 
         async def check(s: LoadStream) -> None:
@@ -516,19 +521,21 @@ class Bench:
                 return
             async with limit:
                 try:
-                    stored = await target.stored_text(s.generation, self.plan.tokens)
+                    text, reasoning = await target.stored_parts(s.generation, self.plan.tokens)
                 except Exception as exc:
                     counts["errors"] += 1
                     examples.append(f"stored text of {s.generation}: {exc}")
                     return
-            if s.read.terminal == "done" and s.read.contiguous and s.read.text == stored:
+            counts["with_reasoning"] += bool(s.read.reasoning)
+            if s.read.terminal == "done" and s.read.contiguous and (s.read.text, s.read.reasoning) == (text, reasoning):
                 counts["exact"] += 1
-            elif s.read.terminal is None and s.read.contiguous and stored.startswith(s.read.text):
+            elif s.read.terminal is None and s.read.contiguous and starts(s.read, text, reasoning):
                 counts["unfinished"] += 1
             else:
                 counts["mismatches"] += 1
                 examples.append(f"{s.generation}: ended {s.read.terminal}, contiguous {s.read.contiguous}, "
-                                f"{len(s.read.text)} of {len(stored)} characters")
+                                f"{len(s.read.text)} of {len(text)} characters of text, {len(s.read.reasoning)} "
+                                f"of {len(reasoning)} of reasoning")
 
         await asyncio.gather(*(check(s) for s in streams))
         return counts | {"problems": examples[:5]}
@@ -536,10 +543,14 @@ class Bench:
     # --- the phases --------------------------------------------------------------------
 
     async def ladder(self, specs: list[Spec], levels: list[int], cpus_of) -> list[dict]:
-        """Every server at each level in turn (same level, close in time); a server stops at its first failure."""
+        """Every server at each level in turn (same level, close in time); a server stops at its first failure.
+
+        Every other level takes the servers in reverse order, so that a machine that speeds up or
+        slows down over a run weighs on each alike, when a level is given more than once.
+        """
         rows, alive, rested = [], list(specs), set()
-        for n in levels:
-            for spec in list(alive):
+        for round_, n in enumerate(levels):
+            for spec in (list(alive) if round_ % 2 == 0 else alive[::-1]):
                 for attempt in range(self.plan.retries + 1):
                     print(f"  {spec.label:34} {n:>5} streams ... ", end="", flush=True)
                     try:
@@ -548,7 +559,7 @@ class Bench:
                         row = {"server": spec.label, "streams": n, "sustained": False,
                                "why_not": [f"crashed: {exc}"], "mismatches": 0}
                     rested.add(spec.label)
-                    row["attempt"] = attempt + 1
+                    row["attempt"], row["round"] = attempt + 1, round_
                     rows.append(row)
                     print(summary(row), flush=True)
                     if row["sustained"]:
@@ -635,6 +646,14 @@ class Bench:
                 await sampler.stop()
             row["exit_s"] = await self.stop(server, database)
         return row
+
+
+def starts(read: load.Stream, text: str, reasoning: str) -> bool:
+    """Whether a stream cut short read the start of the stored answer: some of its reasoning, or all of it
+    and some of its text (the benchmark's answers reason first)."""
+    if not read.text:
+        return reasoning.startswith(read.reasoning)
+    return read.reasoning == reasoning and text.startswith(read.text)
 
 
 def verdict(spec: Spec, row: dict) -> tuple[bool, list[str]]:
@@ -738,6 +757,40 @@ def ladder_table(rows: list[dict], base_label: str | None) -> list[str]:
     return lines
 
 
+def model_ratios(rows: list[dict]) -> list[tuple[dict, dict, float]]:
+    """(model row, the text-only row of its server in the same round of the ladder, the ratio of their CPU per token).
+
+    Sustained points only: a point whose tokens came late has its CPU spread over fewer of them.
+    """
+    pairs = []
+    for row in rows:
+        if not (row.get("text_only") and row.get("sustained") and row.get("cpu_us_per_token")):
+            continue
+        twin = next((r for r in reversed(rows) if r["server"] == row["text_only"] and r.get("round") == row["round"]
+                     and r.get("sustained") and r.get("cpu_us_per_token")), None)
+        if twin is not None:
+            pairs.append((row, twin, row["cpu_us_per_token"] / twin["cpu_us_per_token"]))
+    return pairs
+
+
+def model_table(rows: list[dict]) -> list[str]:
+    """Answers of other models (--model) against the same server's text-only answers, level by level."""
+    pairs = model_ratios(rows)
+    if not pairs:
+        return []
+    lines = ["", "Other models against text-only answers: server CPU per token at the same level, measured one "
+             "after the other (in turn first and second)",
+             f"{'streams':>7} {'server':36} {'text-only us/tok':>16} {'us/tok':>7} {'ratio':>6}"]
+    for row, twin, ratio in pairs:
+        lines.append(f"{row['streams']:>7} {row['server']:36} {twin['cpu_us_per_token']:>16.1f} "
+                     f"{row['cpu_us_per_token']:>7.1f} {ratio:>5.2f}x")
+    for label in dict.fromkeys(row["server"] for row, _, _ in pairs):
+        ratios = [ratio for row, _, ratio in pairs if row["server"] == label]
+        lines.append(f"{'median':>7} {label:36} {statistics.median(ratios):>32.2f}x over {len(ratios)} round"
+                     + ("s" if len(ratios) > 1 else ""))
+    return lines
+
+
 def report(results: dict) -> str:
     plan = results["plan"]
     lines = [
@@ -772,6 +825,7 @@ def report(results: dict) -> str:
             times = cost / base_low["cpu_us_per_token"] if cost and base_low and base_low.get("cpu_us_per_token") else None
             lines.append(f"{label:36} {('>=' if not cap[1] else '') + str(cap[0]):>9} {ratio_text(cap, base):>10}  "
                          f"{fmt(cost, 0):>10} us ({fmt(times, 2, 'x')})")
+        lines += model_table(rows)
         lines += ["", "Latency, p50/p90 ms: POST to the first token of a new answer; resume = reconnect with "
                   "Last-Event-ID to the first replayed token. At rest: an idle server; under load: during the "
                   "largest point the server sustained. CPU per answer: the server's, over the answers at rest.",
@@ -881,8 +935,9 @@ def plot(results: dict, path: Path) -> None:
 
 async def run(plan: Plan, bench: Bench, results: dict) -> None:
     os.sched_setaffinity(0, {plan.client_cpu})
-    specs = [replace(SPECS[name], code=code) if SPECS[name].project else SPECS[name]
-             for name in plan.servers for code in (plan.codes if SPECS[name].project else ["worktree"])]
+    specs = [replace(SPECS[name], code=code, model=model) if SPECS[name].project else SPECS[name]
+             for name in plan.servers for code in (plan.codes if SPECS[name].project else ["worktree"])
+             for model in (("", *plan.models) if SPECS[name].project else [""])]
     needs_postgres = "scale-out" in plan.phases or "idle" in plan.phases
     if needs_postgres and postgres_available():
         import psycopg
@@ -937,6 +992,9 @@ def parse_plan(argv) -> tuple[Plan, argparse.Namespace]:
     parser.add_argument("--phases", help="comma-separated, from ladder, idle, scale-out")
     parser.add_argument("--code", default="worktree",
                         help="comma-separated versions of the project to run side by side: worktree or commits")
+    parser.add_argument("--model", help="comma-separated models each project server also answers with in the ladder, "
+                        "beside text-only answers, e.g. simulated-reasoning (half of each answer reasoning); the "
+                        "report compares their CPU per token with the text-only answers'")
     parser.add_argument("--tokens", type=int, help="tokens per answer (600; 300 with --quick)")
     parser.add_argument("--rate", type=float, default=50.0, help="tokens per second per stream")
     parser.add_argument("--one-request", action="store_true",
@@ -978,6 +1036,7 @@ def parse_plan(argv) -> tuple[Plan, argparse.Namespace]:
         server_cpu=args.server_cpu, client_cpu=args.client_cpu, nice=args.nice,
         retries=args.retries if args.retries is not None else size["retries"], profile=args.profile,
         gc_log=args.gc_log, out=args.out, one_request=args.one_request, cpu_quota=args.cpu_quota,
+        models=tuple(args.model.split(",")) if args.model else (),
     )
     if (plan.tokens - 1) / plan.rate - 0.2 - plan.ramp - plan.settle < 0.2:
         parser.error(f"answers of {plan.tokens} tokens at {plan.rate:g}/s leave no steady window after a "

@@ -17,20 +17,23 @@ from bench.measure import HOST
 from bench.wire import TERMINAL, request_head
 
 EVENT_END = re.compile(rb"\r\n\r\n|\n\n")
+# What a probe waits for as an answer's first token: of its text, or of its reasoning.
+FIRST_TOKEN = (b"event: token", b"event: reasoning")
 LINE_END = re.compile(rb"\r?\n")
 
 
 class Recorder(asyncio.Protocol):
     """One HTTP/1.1 request (with `Connection: close`); the response kept as (arrival time, bytes)."""
 
-    def __init__(self, request: bytes, watch: bytes | None = None):
+    def __init__(self, request: bytes, watch: bytes | tuple[bytes, ...] | None = None):
         self.request = request
         self.pieces: list[tuple[float, bytes]] = []
         self.transport: asyncio.Transport | None = None
         loop = asyncio.get_running_loop()
         self.closed = loop.create_future()
-        # Probes wait for the first piece holding `watch` (say b"event: token"); the load streams do not look.
-        self.watch = watch
+        # Probes wait for the first piece holding `watch` (say b"event: token", or one of several); the load
+        # streams do not look.
+        self.watch = (watch,) if isinstance(watch, bytes) else watch
         self.seen = loop.create_future()
         self.headers: dict = {}  # The request's credentials, for whoever reads its answer again.
 
@@ -41,7 +44,7 @@ class Recorder(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         now = time.time()
         self.pieces.append((now, data))
-        if self.watch is not None and not self.seen.done() and self.watch in data:
+        if self.watch is not None and not self.seen.done() and any(watched in data for watched in self.watch):
             self.seen.set_result(now)
 
     def connection_lost(self, exc) -> None:
@@ -54,7 +57,9 @@ class Recorder(asyncio.Protocol):
             self.transport.abort()
 
 
-async def send(port: int, method: str, path: str, headers: dict, body: bytes = b"", watch: bytes | None = None) -> Recorder:
+async def send(
+    port: int, method: str, path: str, headers: dict, body: bytes = b"", watch: bytes | tuple[bytes, ...] | None = None
+) -> Recorder:
     """Open a connection and send one request; the response is recorded as it comes."""
     headers = {**headers, "Connection": "close"}
     if body:
@@ -154,7 +159,7 @@ def sse_events(body: list[tuple[float, bytes]]) -> list[tuple[float, str, dict]]
 
 @dataclass
 class Stream:
-    """What one load stream delivered: each token's arrival, the text, how it ended."""
+    """What one load stream delivered: each token's arrival (text and reasoning alike), each part, how it ended."""
 
     status: int
     arrivals: list[tuple[int, float]]  # (seq, arrival time), one per token, in order
@@ -162,6 +167,7 @@ class Stream:
     terminal: str | None
     contiguous: bool  # Every event's tokens follow the previous event's, from 1, with no gap or repeat.
     generation: str | None = None  # From the `posted` event of a stream that a POST answered with.
+    reasoning: str = ""
 
 
 def posted_generation(pieces: list[tuple[float, bytes]]) -> str | None:
@@ -177,20 +183,22 @@ def read_stream(pieces: list[tuple[float, bytes]]) -> Stream:
     response = parse(pieces)
     if response.status not in (200, 201):
         return Stream(response.status, [], "", None, False)
-    arrivals, texts, last, terminal, contiguous, generation = [], [], 0, None, True, None
+    arrivals, last, terminal, contiguous, generation = [], 0, None, True, None
+    parts = {"token": [], "reasoning": []}  # Each part's texts; one sequence space across them.
     for at, name, payload in sse_events(response.body):
         if name == "posted":
             generation = payload["generation"]["id"]
-        elif name == "token":
+        elif name in parts:
             seq = payload["seq"]
             contiguous &= seq > last
             # A coalesced or replayed event covers several tokens; its id is the last one's.
             arrivals += [(s, at) for s in range(last + 1, seq + 1)]
-            texts.append(payload["text"])
+            parts[name].append(payload["text"])
             last = max(last, seq)
         elif name in TERMINAL:
             terminal = name
             break
         elif name != "ping":
             contiguous = False  # A snapshot or anything else unexpected in a plain answer.
-    return Stream(response.status, arrivals, "".join(texts), terminal, contiguous, generation)
+    text, reasoning = ("".join(texts) for texts in parts.values())
+    return Stream(response.status, arrivals, text, terminal, contiguous, generation, reasoning)

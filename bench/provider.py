@@ -8,6 +8,11 @@ A server too busy to read its upstream on time shows up as latency, as it
 would with a real LLM whose tokens wait in the socket. The text is the
 simulated answer to the prompt without the markers, cut to `n` tokens (else
 to CHAT_SIMULATED_MAX_TOKENS), so every stream of a run carries the same tokens.
+
+The model `simulated-reasoning` (`bench.capacity --model simulated-reasoning`)
+spends the first half of those tokens reasoning (its reasoning repeated as
+needed), then answers: every stream switches part once, and half its tokens
+are `reasoning` events, as a model that thinks at length sends them.
 """
 
 import itertools
@@ -35,7 +40,9 @@ class ScheduledProvider(SimulatedProvider):
         answer = getattr(self, "iter_answer", self.answer_tokens)
         # Composed when the first token is due: until then the answer is the upstream's memory, not the server's.
         await sleep_until(due(t0, 1, self.tokens_per_s))
-        tokens = itertools.islice(answer(plain, response_format), min(limit, self.max_tokens))
+        count = min(limit, self.max_tokens)
+        tokens = answer(plain, response_format)
+        tokens = reasoning_first(tokens, count) if self.model == self.REASONING_MODEL else itertools.islice(tokens, count)
         sent = 0
         for sent, token in enumerate(tokens, start=1):
             await sleep_until(due(t0, sent, self.tokens_per_s))
@@ -43,3 +50,12 @@ class ScheduledProvider(SimulatedProvider):
         prompt_tokens = sum(len(split_tokens(m.content)) for m in plain)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": sent}
         yield Finish(reason="stop", usage={**usage, "total_tokens": prompt_tokens + sent})
+
+
+def reasoning_first(tokens, count: int):
+    """`count` tokens: the answer's reasoning, cycled, for the first half; then its text."""
+    tokens = list(tokens)
+    thoughts = [token for token in tokens if type(token) is not str]
+    text = (token for token in tokens if type(token) is str)
+    half = count // 2
+    return itertools.chain(itertools.islice(itertools.cycle(thoughts), half), itertools.islice(text, count - half))

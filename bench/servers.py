@@ -47,10 +47,12 @@ class Spec:
     code: str = "worktree"  # or a commit: the project's code comes from there
     postgres: bool = False
     redis: bool = False
+    model: str = ""  # the model the project answers with (CHAT_OPENAI_MODEL); "" for the default, text only
 
     @property
     def label(self) -> str:
-        return self.name if self.code == "worktree" else f"{self.name}@{self.code}"
+        label = self.name if self.code == "worktree" else f"{self.name}@{self.code}"
+        return f"{label}+{self.model}" if self.model else label
 
 
 SPECS = {
@@ -253,6 +255,8 @@ def project_env(spec: Spec, database: Database, *, rate: float, tokens: int, red
     }
     if spec.redis:
         env["REDIS_URL"] = redis_url
+    if spec.model:
+        env["CHAT_OPENAI_MODEL"] = spec.model  # the one model of the "bench" provider, when CHAT_MODELS is unset
     return env
 
 

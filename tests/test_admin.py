@@ -138,6 +138,30 @@ def test_detail_page_marks_stalls_and_sequence_gaps(admin_client):
     assert "gap: seq 7–9 missing" in html and 'class="stall"' in html
 
 
+THOUGHTS = ["The", " user", " asks", " how", " to", " resume", "; ", "event", " ids", "."]
+
+
+@pytest.mark.parametrize("status", ["complete", "streaming"])
+def test_detail_page_shows_the_reasoning_and_its_part_in_the_timeline(admin_client, status):
+    generation = factories.generation(status=status, reasoning=THOUGHTS, heartbeat_age_s=0.5)
+    response = admin_client.get(change_url(generation))
+    html = response.content.decode()
+    reasoning, text = "".join(THOUGHTS), "Resume by event id, then replay from the database."
+    assert (response.context["reasoning"], response.context["text"]) == (reasoning, text)
+    heading = "Reasoning" if status == "complete" else "Reasoning so far"
+    assert f'<h2>{heading}</h2>\n  <pre class="gen-text" id="gen-reasoning">{reasoning}</pre>' in html
+    runs = [(run["part"], run["first_seq"], run["last_seq"], run["tokens"]) for run in response.context["timeline_runs"]]
+    assert runs == [("reasoning", 1, 10, 10), ("text", 11, 21, 11)]
+    assert re.findall(r'<td class="part">(\w+)</td>', html) == ["reasoning", "text"]
+    assert [row["part"] for row in response.context["timeline"]] == ["reasoning"] * 4 + ["text"] * 4
+
+
+def test_detail_page_of_an_answer_without_reasoning_has_no_reasoning_block(admin_client):
+    response = admin_client.get(change_url(factories.generation(status="complete")))
+    assert 'id="gen-reasoning"' not in response.content.decode()
+    assert {run["part"] for run in response.context["timeline_runs"]} == {"text"}
+
+
 def test_detail_page_of_a_continuation_links_both_ways(admin_client):
     first = factories.generation(status="interrupted", reason="upstream_stall", tokens=["Partial", " text"])
     second = factories.generation(status="complete", continued_from=first, tokens=[" and", " the", " rest."])

@@ -89,6 +89,25 @@ def test_capacity_benchmark_one_request_flow_checks_every_text(tmp_path):
     assert project["at_rest"]["ttft_ms"] and all(ms is not None for ms in project["at_rest"]["ttft_ms"])
 
 
+@pytest.mark.timeout(180)
+def test_capacity_benchmark_with_a_reasoning_model_checks_both_parts(tmp_path):
+    """`--model simulated-reasoning`: each project server also answers with reasoning, both parts checked."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.capacity", "--smoke", *POLITE, "--servers", "project-uvicorn", "--phases",
+         "ladder", "--model", "simulated-reasoning", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=170,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = {row["server"]: row for row in json.loads((tmp_path / "capacity.json").read_text())["ladder"]}
+    text, reasoning = rows["project-uvicorn"], rows["project-uvicorn+simulated-reasoning"]
+    for row in (text, reasoning):
+        assert row["exact"] == row["streams"] == 2 and row["mismatches"] == row["errors"] == 0, row.get("problems")
+    assert (text["with_reasoning"], reasoning["with_reasoning"]) == (0, 2)
+    assert (reasoning["model"], reasoning["text_only"]) == ("simulated-reasoning", "project-uvicorn")
+    # Answers start with reasoning: the probes wait for the first token of either part.
+    assert reasoning["at_rest"]["ttft_ms"] and all(ms is not None for ms in reasoning["at_rest"]["ttft_ms"])
+
+
 @pytest.mark.timeout(240)
 def test_answer_cost_benchmark_runs_every_flow(tmp_path):
     from bench.answer_cost import FLOWS

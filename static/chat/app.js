@@ -137,7 +137,9 @@ function attach(generation, view, { resume = false, opened = null, from = null }
   page.lastAnswer = { generationId: generation.id, view };
   setLocation(page.conversationId, generation.id);
   if (snapshot) {
-    renderReasoning(view, snapshot.reasoning, { ms: generation.reasoning_ms });
+    // Kept before any text, the answer was mid-thought: the block goes on showing it thinking, and times it.
+    if (snapshot.reasoning && !snapshot.text) renderThinking(view, { reasoning: snapshot.reasoning, thinking: true });
+    else renderReasoning(view, snapshot.reasoning, { ms: generation.reasoning_ms });
     renderText(view, snapshot.text, { format: generation.response_format, streaming: true });
   }
   setBusy(true);

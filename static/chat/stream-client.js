@@ -283,6 +283,7 @@ export class GenerationStream {
     if ((generation.text || "").length + (generation.reasoning || "").length > this.text.length + this.reasoning.length) {
       this.text = generation.text;
       this.reasoning = generation.reasoning || "";
+      if (this.text) this.part = "text"; // the stored answer has reached its text: the thinking is over
       this.lastEventId = String(generation.last_seq);
       this.scheduleRender();
     }

@@ -126,7 +126,7 @@ class AnthropicUpstream(StreamingUpstream):
         }
         await send({"type": "message_start", "message": message})
         block, index = None, -1
-        for kind, token in tokens:
+        for position, (kind, token) in enumerate(tokens):
             if kind != block:
                 if block is not None:
                     await _end_block(send, block, index)
@@ -134,6 +134,7 @@ class AnthropicUpstream(StreamingUpstream):
                 await send({"type": "content_block_start", "index": index, "content_block": EMPTY_BLOCKS[kind]})
                 if index == 0:
                     await send({"type": "ping"})
+            await self.before_token(position)
             if self.token_delay_s:
                 await asyncio.sleep(self.token_delay_s)
             delta = {"type": f"{kind}_delta", kind: token}

@@ -186,9 +186,12 @@ class ChatClient:
                     break
         return StreamRead(events, 200)
 
-    async def follow_with_cuts(self, generation_id: str, cut_every: int) -> tuple[list, str]:
-        """Follow to the end, dropping the connection every `cut_every` token events and resuming."""
-        events, last_id = [], None
+    async def follow_with_cuts(
+        self, generation_id: str, cut_every: int, *, last_id: str | None = None
+    ) -> tuple[list, str]:
+        """Follow to the end (after `last_id` if given), dropping the connection every `cut_every` token
+        or reasoning events and resuming."""
+        events = []
         for _ in range(10_000):
             read = await self.read_stream(generation_id, last_event_id=last_id, max_events=cut_every)
             assert read.status_code == 200

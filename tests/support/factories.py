@@ -21,6 +21,7 @@ def generation(
     status: str = "complete",
     reason: str = "",
     tokens: list[str] | None = None,
+    reasoning: list[str] = (),
     chunk_size: int = 3,
     age_s: float = 60.0,
     token_interval_s: float = 0.05,
@@ -34,7 +35,8 @@ def generation(
 ) -> Generation:
     """A generation `age_s` old with its messages, persisted chunks and client connections.
 
-    The assistant message holds the text as the runner would leave it: the
+    Its `reasoning` tokens, if any, come before its text `tokens`, in chunks of their own.
+    The assistant message holds the parts as the runner would leave them: the
     whole text once the generation has ended, only a continuation's prefix while it runs.
     """
     owner = owner or user()
@@ -50,12 +52,19 @@ def generation(
         user_message = Message.objects.create(conversation=conversation, role="user", content=prompt)
         assistant = Message.objects.create(conversation=conversation, role="assistant")
         first_seq = 1
-    last_seq = first_seq + len(tokens) - 1
+    # (part, its tokens) per chunk, in order.
+    batches = [
+        (part, items[index : index + chunk_size])
+        for part, items in (("reasoning", reasoning), ("text", tokens))
+        for index in range(0, len(items), chunk_size)
+    ]
+    token_count = len(reasoning) + len(tokens)
+    last_seq = first_seq + token_count - 1
     terminal = status in TERMINAL
     chunk_times, moment = [], created + timedelta(seconds=0.3)
-    for index in range(0, len(tokens), chunk_size):
+    for number in range(len(batches)):
         moment += timedelta(seconds=token_interval_s * chunk_size)
-        if stall_at_chunk is not None and index // chunk_size == stall_at_chunk:
+        if number == stall_at_chunk:
             moment += timedelta(seconds=stall_s)
         chunk_times.append(moment)
     finished = (chunk_times[-1] if chunk_times else created) + timedelta(seconds=0.1) if terminal else None
@@ -72,7 +81,7 @@ def generation(
         error="simulated upstream error (HTTP 500)" if status == "failed" else "",
         first_seq=first_seq,
         last_seq=last_seq,
-        token_count=len(tokens),
+        token_count=token_count,
         worker="" if status == "queued" else "host:1234:abcdef",
     )
     beat = now - timedelta(seconds=heartbeat_age_s) if heartbeat_age_s is not None else None
@@ -82,13 +91,15 @@ def generation(
         finished_at=finished,
         heartbeat_at=beat,
     )
-    for number, index in enumerate(range(0, len(tokens), chunk_size)):
-        batch = tokens[index : index + chunk_size]
+    seq = first_seq
+    for number, (part, batch) in enumerate(batches):
         chunk = TokenChunk.objects.create(
-            generation=g, first_seq=first_seq + index, last_seq=first_seq + index + len(batch) - 1, tokens=batch
+            generation=g, first_seq=seq, last_seq=seq + len(batch) - 1, tokens=batch, part=part
         )
         TokenChunk.objects.filter(pk=chunk.pk).update(created_at=chunk_times[number])
+        seq += len(batch)
     if terminal:
+        assistant.reasoning += "".join(reasoning)
         assistant.content += "".join(tokens)
         assistant.save()
     for spec in connections:

@@ -130,6 +130,7 @@ class OpenAIUpstream(StreamingUpstream):
         elif dialect != "ollama":  # Ollama names the role in its first token's chunk instead
             await send_chunk({"role": "assistant", "content": ""})
         for index, (reasoning, content) in enumerate(tokens):
+            await self.before_token(index)
             if self.token_delay_s:
                 await asyncio.sleep(self.token_delay_s)
             delta = reasoning_delta(dialect, reasoning, content) if dialect else {"content": content}

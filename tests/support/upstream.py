@@ -9,6 +9,7 @@ import asyncio
 import json
 import re
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
@@ -62,10 +63,37 @@ class StreamingUpstream(LoopbackServer):
     # With chunked framing a cut is an HTTP-level error; without, the body just ends.
     chunked: bool = True
     requests: list[RecordedRequest] = field(default_factory=list)
+    # While `holding`, every answer waits before its token of this index (reasoning and text counted alike).
+    hold_at: int | None = None
 
     def __post_init__(self) -> None:
         self._handlers: set[asyncio.Task] = set()
         self._idle = threading.Condition()
+        self._released = asyncio.Event()
+
+    @contextmanager
+    def holding(self, at: int):
+        """Hold every answer before its token `at` until `release()` or the block's end.
+
+        A test then knows how far an answer has gone (a stream cut before the
+        release ends at or before token `at`), without guessing a time.
+        """
+        self._released = asyncio.Event()
+        self.hold_at = at
+        try:
+            yield self
+        finally:
+            self.hold_at = None
+            self.release()
+
+    def release(self) -> None:
+        """Let held answers go on."""
+        self._loop.call_soon_threadsafe(self._released.set)
+
+    async def before_token(self, index: int) -> None:
+        """Wait here while the test holds answers at this token (see `holding`)."""
+        if self.hold_at is not None and index >= self.hold_at:
+            await self._released.wait()
 
     @property
     def open_connections(self) -> int:
