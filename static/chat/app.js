@@ -24,6 +24,7 @@ import {
   shownAnswer,
   startEdit,
 } from "./messages.js";
+import { AttemptFailed, RetryLoop, backoffDelay, retryDelay } from "./recovery.js";
 import { Sidebar, conversationTitle } from "./sidebar.js";
 import { dropSnapshot, loadSnapshot, saveSnapshot } from "./snapshots.js";
 import { announce, describe, flash, outcomeText, retryButton, setMetrics, setStatus } from "./status-line.js";
@@ -199,7 +200,7 @@ function onStreamState(client, generation, view, state, detail) {
   followScroll(); // notices and buttons change the height too
 }
 
-retryButton.addEventListener("click", () => page.stream?.client.retryNow());
+retryButton.addEventListener("click", () => (page.stream ? page.stream.client.retryNow() : page.sending?.now()));
 
 // --- Composer, Stop and Regenerate ------------------------------------------------------
 
@@ -290,43 +291,84 @@ function titleFrom(content) {
   return line.length > 60 ? `${line.slice(0, 57)}…` : line;
 }
 
+/**
+ * Send a message. While the server cannot be reached (offline, no answer),
+ * it says so and tries again, as the streams do: when the network is back,
+ * at once; the same Idempotency-Key each time, so it is posted once. Stop
+ * gives up.
+ */
 async function send(content) {
   if (page.busy || !content.trim()) return;
   setBusy(true);
-  try {
-    if (!page.conversationId) {
-      const conversation = await api("POST", "/api/conversations", { title: titleFrom(content) });
-      sidebar.upsert(conversation, { first: true });
-      selectConversation(conversation.id);
-    }
-    // After the answer shown last: on an older branch, the new message goes on from there.
-    const parent = page.tree.branch().at(-1);
-    const posted = await postMessage(content, parent ? parent.id : null, {
-      response_format: ui.json.checked ? "json" : "text",
-    });
-    ui.prompt.value = "";
-    autosize();
-    const userView = showMessage(posted.message);
-    setVersionsOf(userView, posted.message.id);
-    const view = showMessage(assistantOf(posted));
-    followStream();
-    attach(posted.generation, view, { opened: posted.opened });
-    sidebar.touch(page.conversationId);
-  } catch (error) {
+  const key = idempotencyKey();
+  let problem = null;
+  const loop = new RetryLoop({
+    config: page.config,
+    attempt: async () => {
+      try {
+        await sendOnce(content, key);
+      } catch (error) {
+        problem = error;
+        // Only what asking again can fix is tried again: no answer (each try waited responseMs
+        // already: no backoff on top), or a server restarting.
+        if (error.status === 0) throw new AttemptFailed(error.message, { unanswered: true });
+        const retryable = error.status === 502 || error.status === 503 || error.status === 504;
+        throw new AttemptFailed(error.message, { retryable, status: error.status });
+      }
+      problem = null;
+      return true;
+    },
+    onFailure: (failure, { failures }) => {
+      if (!failure.retryable) return null;
+      const delay = failure.unanswered ? backoffDelay(0, page.config) : retryDelay(failure, failures - 1, page.config);
+      setStatus("error", "Error", `Not sent yet: ${failure.message} Sending again when it answers…`, { retry: true });
+      return delay;
+    },
+    onOffline: () => setStatus("error", "Offline", "You are offline. The message is sent when the connection is back."),
+  });
+  page.sending = loop;
+  await loop.run();
+  if (page.sending === loop) page.sending = null;
+  if (problem && !page.stream) {
     setBusy(false);
-    flash(error.message);
+    if (!loop.givenUp) flash(problem.message);
   }
+}
+
+async function sendOnce(content, key) {
+  if (!page.conversationId) {
+    const conversation = await api("POST", "/api/conversations", { title: titleFrom(content) }, { timeoutMs: page.config.responseMs });
+    sidebar.upsert(conversation, { first: true });
+    selectConversation(conversation.id);
+  }
+  // After the answer shown last: on an older branch, the new message goes on from there.
+  const parent = page.tree.branch().at(-1);
+  const posted = await postMessage(content, parent ? parent.id : null, {
+    response_format: ui.json.checked ? "json" : "text",
+  }, key);
+  ui.prompt.value = "";
+  autosize();
+  const userView = showMessage(posted.message);
+  setVersionsOf(userView, posted.message.id);
+  const view = showMessage(assistantOf(posted));
+  followStream();
+  attach(posted.generation, view, { opened: posted.opened });
+  sidebar.touch(page.conversationId);
+}
+
+function idempotencyKey() {
+  return crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2);
 }
 
 /**
  * Post a user message after `parentId` (null: a first message); add it and its answer to the tree.
  * The POST's response is the answer's stream (one request per answer): `opened`, for `attach`.
  */
-async function postMessage(content, parentId, extra = {}) {
+async function postMessage(content, parentId, extra = {}, key = idempotencyKey()) {
   const path = `/api/conversations/${page.conversationId}/messages`;
   const body = { content, stream: true, model: chosenModel(), parent_id: parentId, ...extra };
-  // A retried POST (flaky network) must not ask twice.
-  const options = { headers: { "Idempotency-Key": crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2) } };
+  // A retried POST (flaky network) must not ask twice; no answer in a few seconds is a failure to retry.
+  const options = { headers: { "Idempotency-Key": key }, timeoutMs: page.config.responseMs };
   let posted, opened;
   try {
     ({ data: posted, stream: opened } = await apiStream("POST", path, body, options));
@@ -376,6 +418,13 @@ async function sendEdit(messageId, content) {
 ui.stop.addEventListener("click", stop);
 
 async function stop() {
+  if (page.sending && !page.stream) {
+    // Still trying to send: give up, the text stays in the composer.
+    page.sending.givenUp = true;
+    page.sending.close();
+    setStatus("idle", "Not sent", "The message was not sent; it is still in the composer.");
+    return;
+  }
   const stream = page.stream;
   if (!stream || !page.busy || ui.stop.disabled) return;
   ui.stop.disabled = true;

@@ -603,6 +603,7 @@ def test_the_servers_keepalive_period_sets_how_long_a_silence_means_a_dead_conne
     assert (config["derived"]["keepaliveMs"], config["derived"]["silenceMs"]) == (5000, 10_500)
     assert (config["chosen"]["keepaliveMs"], config["chosen"]["silenceMs"]) == (5000, 700)
     assert (config["defaults"]["keepaliveMs"], config["defaults"]["silenceMs"]) == (2000, 4500)
+    assert (config["derived"]["responseMs"], config["defaults"]["responseMs"]) == (5500, 2500)
 
 
 # A response body the test feeds by hand: `push` text, `end` it; `respond` decides each call's answer.
@@ -673,17 +674,18 @@ def test_a_silent_connection_is_given_up_and_a_new_one_opened_at_once(js):
             if (n === 2) return new Promise((_, reject) => signal.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError"))));
             third.push(token(2) + done(2));
             return third.response;
-        }, { silenceMs: 300, stallMs: 10000 });
+        }, { silenceMs: 300, responseMs: 400, stallMs: 10000 });
         await client.start();
-        return { calls, states, text: client.text };
+        return { calls, states, text: client.text, failures: client.loop.failures };
         """,
     )
     assert [c["lastEventId"] for c in got["calls"]] == [None, "1", "1"]
     gaps = [b["at"] - a["at"] for a, b in zip(got["calls"], got["calls"][1:])]
-    assert all(290 <= gap < 1500 for gap in gaps), gaps  # silenceMs, and no backoff on top
+    assert 290 <= gaps[0] < 1500 and 390 <= gaps[1] < 1500, gaps  # silenceMs, then responseMs: no backoff on top
     reconnecting = [s for s in got["states"] if s["state"] == "interrupted"]
-    assert [s["reason"] for s in reconnecting] == ["No data for 0.3 s."] * 2
+    assert [s["reason"] for s in reconnecting] == ["No data for 0.3 s.", "No answer from the server for 0.4 s."]
     assert all(s["reconnecting"] for s in reconnecting)
+    assert [s["failures"] for s in reconnecting] == [1, 1], "no answer at all is the network's fault: no strike"
     assert got["text"] == "t1 t2 "
 
 
