@@ -86,6 +86,28 @@ export async function failureFromResponse(response) {
   return new AttemptFailed(message, { retryable, status: response.status, code, retryAfterMs: retryAfterMs(response) });
 }
 
+/**
+ * After a switch of network the browser's idle pooled connections to the
+ * server may be dead without a word, and it sends the next request on one of
+ * them, which then gets no answer. So, before reconnecting: `count` small
+ * requests at once, each on a connection of its own; those unanswered after
+ * `ms` are given up, which closes their dead connections, and the live ones
+ * go back to the pool for the next request. Any answer will do (a HEAD may be
+ * a 405). Bounded by `ms`, whatever the network does.
+ */
+export async function drainDeadConnections(url, { count = 6, ms = 1000, fetch = globalThis.fetch } = {}) {
+  const probe = async () => {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), ms);
+    try {
+      await fetch(url, { method: "HEAD", cache: "no-store", credentials: "same-origin", signal: controller.signal });
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  await Promise.allSettled(Array.from({ length: count }, probe));
+}
+
 export const isOffline = () => typeof navigator !== "undefined" && navigator.onLine === false;
 
 /**

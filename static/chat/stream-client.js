@@ -6,6 +6,7 @@ import {
   AttemptFailed,
   RetryLoop,
   backoffDelay,
+  drainDeadConnections,
   failureFromResponse,
   readEventStream,
   retryDelay,
@@ -20,7 +21,7 @@ export const RENDER_WINDOW_MS = 48;
 // The server's keepalive period (CHAT_STREAM_KEEPALIVE_S; the page reads it
 // from its <meta name="chat-stream-keepalive-ms">): a healthy stream sends a
 // token or a keepalive comment at least this often.
-export const KEEPALIVE_MS = 2_000;
+export const KEEPALIVE_MS = 1_500;
 // No byte at all (no response, no keepalive) for this many keepalive periods,
 // plus a margin for a busy server, means the connection is dead even if TCP
 // has not noticed: reconnect at once, keeping the text ("Reconnecting…").
@@ -170,6 +171,7 @@ export class GenerationStream {
     this.lastByteAt = 0; // when the current connection last sent anything (performance.now())
     this.lastTokenAt = 0; // ... and its last token
     this.unanswered = 0; // requests in a row that got no response at all
+    this.suspect = false; // the last connection died without a word: drain the pool before the next
   }
 
   /**
@@ -218,6 +220,12 @@ export class GenerationStream {
 
   /** One stream request: read events until the terminal one; throws AttemptFailed on a cut or a stall. */
   async follow() {
+    if (this.suspect) {
+      // The last connection died without a word: so may the ones the browser keeps for the next request.
+      this.suspect = false;
+      await drainDeadConnections(this.generationUrl, { fetch: this.fetch, ms: Math.min(500, this.config.responseMs) });
+      if (this.closed) return true;
+    }
     this.attempts++;
     this.controller = new AbortController();
     this.live.connection = null;
@@ -323,6 +331,7 @@ export class GenerationStream {
 
   /** A failed attempt: decide what to show and how long to wait (null: stop). */
   failed(failure, failures) {
+    this.suspect = failure.silent || failure.wake;
     if (failure.code === "invalid_last_event_id" && this.lastEventId !== "0") {
       // Our position is past the stored end (the server lost unflushed
       // tokens in a crash): start over from what the server has. Id 0

@@ -602,8 +602,8 @@ def test_the_servers_keepalive_period_sets_how_long_a_silence_means_a_dead_conne
     )
     assert (config["derived"]["keepaliveMs"], config["derived"]["silenceMs"]) == (5000, 10_500)
     assert (config["chosen"]["keepaliveMs"], config["chosen"]["silenceMs"]) == (5000, 700)
-    assert (config["defaults"]["keepaliveMs"], config["defaults"]["silenceMs"]) == (2000, 4500)
-    assert (config["derived"]["responseMs"], config["defaults"]["responseMs"]) == (5500, 2500)
+    assert (config["defaults"]["keepaliveMs"], config["defaults"]["silenceMs"]) == (1500, 3500)
+    assert (config["derived"]["responseMs"], config["defaults"]["responseMs"]) == (5500, 2000)
 
 
 # A response body the test feeds by hand: `push` text, `end` it; `respond` decides each call's answer.
@@ -621,12 +621,16 @@ FED_STREAM = """
     const token = (seq) => `id: ${seq}\\nevent: token\\ndata: {"seq":${seq},"text":"t${seq} "}\\n\\n`;
     const done = (seq) => `id: ${seq}\\nevent: done\\ndata: {"seq":${seq},"status":"complete"}\\n\\n`;
     const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-    const calls = [], states = [];
+    const calls = [], states = [], heads = [];
     const follow = (respond, overrides) => {
         const client = new m.GenerationStream({
             generationId: "g",
             config: m.clientConfig({ renderWindowMs: 0, backoffBaseMs: 1, backoffCapMs: 1, ...overrides }),
             fetch: (url, init) => {
+                if (init.method === "HEAD") {  // draining the pool of dead connections
+                    heads.push(performance.now());
+                    return Promise.resolve(new Response(null, { status: 405 }));
+                }
                 calls.push({ lastEventId: init.headers["Last-Event-ID"] ?? null, at: performance.now() });
                 return respond(calls.length, init.signal);
             },
@@ -676,10 +680,11 @@ def test_a_silent_connection_is_given_up_and_a_new_one_opened_at_once(js):
             return third.response;
         }, { silenceMs: 300, responseMs: 400, stallMs: 10000 });
         await client.start();
-        return { calls, states, text: client.text, failures: client.loop.failures };
+        return { calls, states, text: client.text, heads: heads.length };
         """,
     )
     assert [c["lastEventId"] for c in got["calls"]] == [None, "1", "1"]
+    assert got["heads"] == 12, "before each reconnect, six small requests drain the pool of dead connections"
     gaps = [b["at"] - a["at"] for a, b in zip(got["calls"], got["calls"][1:])]
     assert 290 <= gaps[0] < 1500 and 390 <= gaps[1] < 1500, gaps  # silenceMs, then responseMs: no backoff on top
     reconnecting = [s for s in got["states"] if s["state"] == "interrupted"]
