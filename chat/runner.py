@@ -40,7 +40,7 @@ from django.utils import timezone
 
 from . import live
 from .actions.ends import generation_ended
-from .actions.queue import Claimed, may_hand_on, queue_notify
+from .actions.queue import Claimed, generation_claim, may_hand_on, queue_notify
 from .answers import AnswerParts
 from .db import db_work
 from .events import Alive, Cancel, End, Token
@@ -82,6 +82,7 @@ class GenerationRun:
         "persisted_seq", "unwritten_limit", "written", "saved_tail", "provider", "messages", "hub", "texts", "pending",
         "part", "spans", "sealed", "reasoning_since", "reasoning_s",
         "first_token_at", "beat_seq", "end", "stop_fault", "task", "reading", "last_token_at", "stall_timer",
+        "queued_behind_it",
     )
 
     def __init__(
@@ -132,6 +133,7 @@ class GenerationRun:
         self.reading = False  # Reading upstream: what a stop interrupts.
         self.last_token_at = 0.0  # Loop time of the last token from upstream (or of the start).
         self.stall_timer: asyncio.TimerHandle | None = None
+        self.queued_behind_it = False  # An answer waits for this one's end (multitask "enqueue").
 
     def tokens_after(self, seq: int) -> list[Token]:
         """This run's tokens after `seq`, one event per part."""
@@ -337,6 +339,8 @@ class GenerationRun:
         self.end = result
         # `persist_end` told the owner at its commit, unless someone else ended it (and told them).
         await generation_ended(self.generation_id, result, hub=self.hub, owner_told=result is end)
+        if self.queued_behind_it:
+            await run_queued()
 
     async def end_for(self, outcome: Finish | _Fault) -> End:
         if isinstance(outcome, Finish):
@@ -382,6 +386,9 @@ class GenerationRun:
             if not updated:
                 return self.ended_elsewhere(default=end)
             self.save_tail(last_chunks)
+            if Generation.objects.filter(queued_behind_id=self.generation_id, status=Generation.Status.QUEUED).exists():
+                self.queued_behind_it = True
+                queue_notify()  # Its turn now: wake the workers (in-process, `finish` runs it).
             answer = self.answer()
             Message.objects.filter(pk=self.assistant_message_id).update(
                 content=answer.text, reasoning=answer.reasoning, updated_at=timezone.now()
@@ -487,6 +494,17 @@ def start_claimed(item: Claimed) -> GenerationRun:
     if item.generation.cancel_requested:
         run.request_stop(Generation.Status.CANCELLED)  # Cancelled while it waited in the queue.
     return run
+
+
+async def run_queued() -> None:
+    """In-process: run here the queued answers nobody runs (handed on by a process that stopped, or enqueued
+    behind an answer that has ended). In worker mode the workers claim them."""
+    if settings.CHAT_RUNNER != "inprocess" or shutting_down:
+        return
+    while claimed := await db_work(generation_claim)(worker=WORKER_ID, limit=200):
+        for item in claimed:
+            start_claimed(item)
+            logger.info("running queued generation %s here (run %d)", item.generation.id, item.generation.runs)
 
 
 def local_run(generation_id) -> GenerationRun | None:

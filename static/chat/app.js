@@ -54,6 +54,8 @@ const page = {
   conversationId: null,
   stream: null, // {client, generation, view} of the answer being followed
   lastAnswer: null, // {generationId, view}: what Regenerate regenerates
+  queue: [], // [{generation, view}]: answers sent while one streamed, followed in turn
+  sending: null, // the retry loop of a message on its way
   tree: new MessageTree(), // the open conversation's messages
   views: new Map(), // message id → its view, for the branch shown
   models: [], // GET /api/models: {id, label, provider, model}, the default first
@@ -198,6 +200,10 @@ function onStreamState(client, generation, view, state, detail) {
   setBusy(BUSY_STATES.has(state));
   if (!BUSY_STATES.has(state)) refreshActions();
   followScroll(); // notices and buttons change the height too
+  if ((state === State.ENDED || state === State.FALLBACK) && page.queue.length) {
+    const next = page.queue.shift();
+    attach(next.generation, next.view);
+  }
 }
 
 retryButton.addEventListener("click", () => (page.stream ? page.stream.client.retryNow() : page.sending?.now()));
@@ -206,12 +212,9 @@ retryButton.addEventListener("click", () => (page.stream ? page.stream.client.re
 
 function setBusy(busy) {
   page.busy = busy;
-  // Read-only, not disabled: a disabled field would drop the focus, and the
-  // composer keeps it while an answer streams.
-  ui.prompt.readOnly = busy;
-  ui.prompt.setAttribute("aria-disabled", String(busy));
-  ui.send.disabled = busy;
-  ui.send.hidden = busy;
+  // The composer takes typing while an answer streams: a message sent then
+  // waits behind it (multitask "enqueue"). Only one message is on its way at a time.
+  ui.send.disabled = Boolean(page.sending);
   ui.stop.hidden = !busy;
   ui.stop.disabled = false;
   ui.composer.setAttribute("aria-busy", String(busy));
@@ -298,7 +301,7 @@ function titleFrom(content) {
  * gives up.
  */
 async function send(content) {
-  if (page.busy || !content.trim()) return;
+  if (page.sending || !content.trim()) return;
   setBusy(true);
   const key = idempotencyKey();
   let problem = null;
@@ -327,8 +330,10 @@ async function send(content) {
     onOffline: () => setStatus("error", "Offline", "You are offline. The message is sent when the connection is back."),
   });
   page.sending = loop;
+  ui.send.disabled = true;
   await loop.run();
   if (page.sending === loop) page.sending = null;
+  ui.send.disabled = false;
   if (problem && !page.stream) {
     setBusy(false);
     if (!loop.givenUp) flash(problem.message);
@@ -343,8 +348,10 @@ async function sendOnce(content, key) {
   }
   // After the answer shown last: on an older branch, the new message goes on from there.
   const parent = page.tree.branch().at(-1);
+  // An answer still streaming goes on; this one is answered after it (the server queues it).
   const posted = await postMessage(content, parent ? parent.id : null, {
     response_format: ui.json.checked ? "json" : "text",
+    multitask: "enqueue",
   }, key);
   ui.prompt.value = "";
   autosize();
@@ -352,8 +359,15 @@ async function sendOnce(content, key) {
   setVersionsOf(userView, posted.message.id);
   const view = showMessage(assistantOf(posted));
   followStream();
-  attach(posted.generation, view, { opened: posted.opened });
   sidebar.touch(page.conversationId);
+  if (posted.generation.status === "queued" && page.stream && !isFinal(page.stream.client)) {
+    posted.opened?.body?.cancel().catch(() => {}); // followed once its turn comes
+    view.article.dataset.generationId = posted.generation.id;
+    setNotice(view, "Queued: answered once the answer above has ended.");
+    page.queue.push({ generation: posted.generation, view });
+    return;
+  }
+  attach(posted.generation, view, { opened: posted.opened });
 }
 
 function idempotencyKey() {
@@ -480,6 +494,7 @@ function selectConversation(id) {
 
 function newChat() {
   detachStream();
+  page.queue = [];
   page.conversationId = null;
   page.lastAnswer = null;
   page.tree = new MessageTree();
@@ -524,6 +539,7 @@ function generationOf(message) {
 async function openConversation(conversationId, { generationId = null } = {}) {
   const token = ++page.openToken;
   detachStream();
+  page.queue = []; // the server still answers them; reopened, the conversation shows them
   page.lastAnswer = null;
   selectConversation(conversationId);
   clearMessages();
