@@ -630,11 +630,29 @@ function renderBranch() {
 /** Show another version of a message (and the branch below it). */
 async function pickVersion(messageId) {
   if (page.busy) return;
+  // The branch is drawn anew: the focus goes back to the switcher it was on (its other arrow at an end).
+  const control = document.activeElement?.closest?.(".versions") ? document.activeElement.className : "";
   page.tree.pick(messageId);
   const running = renderBranch();
-  page.views.get(messageId)?.article.scrollIntoView({ block: "nearest" });
+  const view = page.views.get(messageId);
+  view?.article.scrollIntoView({ block: "nearest" });
+  if (control && view) {
+    const arrows = [...view.versions.querySelectorAll("button")];
+    (arrows.find((b) => b.className === control && !b.disabled) ?? arrows.find((b) => !b.disabled))?.focus();
+  }
   if (running) await resume(running, page.openToken);
+  else describeShown();
   if (!page.busy) refreshActions();
+}
+
+/** The status line says how the answer shown last ended, not the last one streamed. */
+function describeShown() {
+  const last = page.lastAnswer && page.tree.byId.get(Number(page.lastAnswer.view.article.dataset.messageId));
+  const generation = last && generationOf(last);
+  if (!generation?.status || ACTIVE_STATUSES.has(generation.status)) return setStatus("idle", "Ready");
+  const { label, text, outcome = "" } = describe(State.ENDED, { status: generation.status, reason: generation.reason ?? "" });
+  setStatus(State.ENDED, label, text, { outcome });
+  setMetrics(generation.token_count ?? 0, 0);
 }
 
 /** Verify the generation with the server, then follow it if it still runs. */
@@ -747,6 +765,8 @@ async function loadModels() {
 async function main() {
   const initial = JSON.parse($("chat-initial").textContent);
   setBusy(false);
+  // `/?q=word` opens the page with that search, as the API's `?q=` does.
+  sidebar.initialQuery = new URLSearchParams(location.search).get("q") ?? "";
   try {
     await Promise.all([sidebar.load(), loadModels()]);
   } catch (error) {

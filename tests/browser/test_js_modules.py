@@ -146,8 +146,8 @@ def code_block(language: str, code_class: str, html: str) -> str:
         ("3. three\n4. four", '<ol start="3">\n<li>three</li>\n<li>four</li>\n</ol>\n'),
         (
             "- [x] done\n- [ ] to do",
-            '<ul>\n<li><input checked="" disabled="" type="checkbox"> done</li>\n'
-            '<li><input disabled="" type="checkbox"> to do</li>\n</ul>\n',
+            '<ul>\n<li><input type="checkbox" disabled="" checked="" aria-label="Done"> done</li>\n'
+            '<li><input type="checkbox" disabled="" aria-label="Not done"> to do</li>\n</ul>\n',
         ),
         (
             "| a | b |\n|---|--:|\n| 1 | 2 |",
@@ -266,6 +266,12 @@ def test_json_answers_are_pretty_printed_and_highlighted(js):
         ("| a | b |\n|---|---|\n| 1 | 2 |\n", "| a | b |\n|---|---|\n| 1 | 2 |\n"),
         ("```python\nx = 1", "```python\nx = 1"),  # an unclosed fence shows: it renders as code
         ("plain text", "plain text"),
+        # An unfinished "-" (a list item on its way) or "=" line must not make the line above a heading.
+        ("Steps:\n-", "Steps:\n"),
+        ("Steps:\n- ", "Steps:\n"),
+        ("Title\n==", "Title\n"),
+        ("Steps:\n- one", "Steps:\n- one"),
+        ("Title\n---\n", "Title\n---\n"),  # finished: the model meant it
     ],
 )
 def test_streaming_holds_back_an_unfinished_table(js, text, shown):
