@@ -36,7 +36,7 @@ migrate: install $(KEY_FILE)
 	$(LOCAL_ENV) $(BIN)/python manage.py migrate --noinput
 
 run: migrate
-	$(LOCAL_ENV) $(BIN)/python manage.py create_demo_user
+	$(LOCAL_ENV) $(BIN)/python manage.py create_demo_user --url http://$(HOST):$(PORT)/
 	$(LOCAL_ENV) $(BIN)/daphne $(DAPHNE_FLAGS) -b $(HOST) -p $(PORT) project.asgi:application
 
 # Debian packages the tests use: Chromium for the browser tests, nginx for the
@@ -67,7 +67,7 @@ chaos: install
 # Tests run in parallel, a module per worker (tests/conftest.py); they mostly wait
 # on servers, so more workers than cores pays. PYTEST_WORKERS=0 runs them serially.
 PYTEST_WORKERS ?= 4
-test: install system-deps conformance-deps ai-sdk-deps
+test: install system-deps conformance-deps ai-sdk-deps axe-deps
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The Durable Streams conformance suite and Node client (tests/conformance),
@@ -99,6 +99,20 @@ $(AI_SDK)/node_modules/.installed: $(AI_SDK)/package-lock.json
 	fi
 
 ai-sdk-deps: $(AI_SDK)/node_modules/.installed
+
+# axe-core, which the browser tests inject into the chat page (tests/browser/test_chat_axe.py),
+# pinned by its package-lock.json; without npm those tests skip.
+AXE := tests/browser/axe
+.PHONY: axe-deps
+
+$(AXE)/node_modules/.installed: $(AXE)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		cd $(AXE) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else \
+		echo "npm is missing: the accessibility (axe-core) tests will skip."; \
+	fi
+
+axe-deps: $(AXE)/node_modules/.installed
 
 # Runs the conformance suite alone and prints its pass count per group (docs/durable-streams.md).
 conformance: install conformance-deps

@@ -95,6 +95,8 @@ class Generation(models.Model):
     continued_from = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="continuations"
     )
+    # Posted with `multitask: "enqueue"` while this answer ran: it waits in the queue until that one ends.
+    queued_behind = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     provider = models.CharField(max_length=32)
     model = models.CharField(max_length=128, blank=True, default="")
     # Which answer to its user message this is (0 for the first): the simulated model varies by it.

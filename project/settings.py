@@ -306,9 +306,9 @@ CHAT_RETENTION_DAYS = env_float("CHAT_RETENTION_DAYS", 30)
 CHAT_STREAM_IDLE_CHECK_S = env_float("CHAT_STREAM_IDLE_CHECK_S", 2.5 * CHAT_HEARTBEAT_S)
 # A `: keepalive` comment after this long without a token: below every proxy
 # idle timeout, and short because it is how a client tells a dead connection
-# (no byte for two periods) from a quiet model within seconds. It costs only
+# (no byte for two periods and 0.5 s) from a quiet model within seconds. It costs only
 # while no token flows (docs/client.md has the measurement).
-CHAT_STREAM_KEEPALIVE_S = env_float("CHAT_STREAM_KEEPALIVE_S", 2.0)
+CHAT_STREAM_KEEPALIVE_S = env_float("CHAT_STREAM_KEEPALIVE_S", 1.5)
 # Reconnection delay suggested to EventSource clients.
 CHAT_STREAM_RETRY_MS = env_int("CHAT_STREAM_RETRY_MS", 1000)
 # Live tokens arriving within this window go out as one event; clients may

@@ -20,6 +20,7 @@ from ..server.admission import get_admission
 from ..streaming import runner
 from ..streaming.answers import AnswerParts
 from ..transports import live
+from .generations import generation_cancel
 from .history import conversation_history
 from .queue import queue_notify
 
@@ -77,10 +78,12 @@ def new_generation(
     response_format: str,
     model: ChatModel | None = None,
     first: bool = False,
+    queued_behind: Generation | None = None,
 ) -> Generation:
     """Create an empty assistant message and the generation that will fill it (in the caller's transaction).
 
     The answer is a new version among the answers to `user_message` (`first`: it has none yet).
+    `queued_behind`: it waits in the queue, unclaimed, until that answer has ended.
     """
     model = model or model_for(conversation, None)
     variant = 0 if first else Message.objects.filter(parent=user_message, role=Message.Role.ASSISTANT).count()
@@ -95,11 +98,32 @@ def new_generation(
         model=model.model,
         variant=variant,
         response_format=response_format,
-        **runner.initial_state(),
+        queued_behind=queued_behind,
+        **(waiting_state() if queued_behind else runner.initial_state()),
     )
     Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now(), model=model.id)
     announce(generation, conversation.owner_id)
     return generation
+
+
+def waiting_state() -> dict:
+    """An enqueued answer's run fields: in the queue, claimed by no one until the one before it ends."""
+    return {"status": Generation.Status.QUEUED, "worker": "", "heartbeat_at": timezone.now()}
+
+
+# What a new message does to an answer still running in its conversation (docs/protocol.md).
+MULTITASK = ("reject", "enqueue", "interrupt")
+
+
+def running_answer(conversation_id, owner_id) -> Generation | None:
+    """The conversation's newest answer still queued or streaming, if it is the owner's."""
+    return (
+        Generation.objects.filter(
+            conversation_id=conversation_id, conversation__owner_id=owner_id, status__in=Generation.ACTIVE_STATUSES
+        )
+        .order_by("-created_at")
+        .first()
+    )
 
 
 def announce(generation: Generation, owner_id) -> None:
@@ -157,6 +181,7 @@ async def message_post(
     idempotency: Idempotency | None = None,
     status_code: int = 201,
     client_id: str = "",
+    multitask: str | None = None,
 ) -> Answer:
     """Add the user's message after `parent_id` and start the answer to it, with `model`.
 
@@ -166,9 +191,20 @@ async def message_post(
     transaction, which saves the request a query. With an idempotency key
     already used for the same request, return what that request created
     instead; with a different request, refuse (409).
+
+    `multitask` says what to do if an answer still runs in the conversation:
+    `reject` (409), `enqueue` (this answer waits in the queue, and starts
+    once that one has ended, with its text in the history), `interrupt`
+    (stop it, keeping its partial text, then answer). None: answer at once,
+    beside it.
     """
+    if multitask == "interrupt":
+        running = await sync_to_async(running_answer)(conversation_id, owner_id)
+        if running is not None:
+            await generation_cancel(generation=running)
     with get_admission().starting_answer():
         answer, history = await sync_to_async(_answer_idempotently)(
+            multitask=multitask,
             conversation_id=conversation_id,
             owner_id=owner_id,
             user_message=None,
@@ -182,6 +218,8 @@ async def message_post(
         )
         if history is not None:
             await launch(answer.generation, history)
+        elif answer.generation.queued_behind_id and not answer.replayed:
+            await runner.run_queued()  # The answer before it may have ended meanwhile.
     return answer
 
 
@@ -255,6 +293,7 @@ def _answer(
     idempotency: Idempotency | None,
     status_code: int,
     client_id: str = "",
+    multitask: str | None = None,
 ) -> tuple[Answer, list[ChatMessage] | None]:
     with transaction.atomic():
         conversation = locked_conversation(conversation_id, owner_id)
@@ -264,6 +303,14 @@ def _answer(
             replay = _replay(owner_id, idempotency)
             if replay is not None:
                 return replay, None
+        running = running_answer(conversation_id, owner_id) if multitask in ("reject", "enqueue") else None
+        if running is not None and multitask == "reject":
+            raise ApiError(
+                409,
+                "answer_running",
+                f"An answer is still being generated in this conversation ({running.id}). Wait for it, stop it, "
+                'or post with "multitask": "enqueue" or "interrupt".',
+            )
         check_active_limit(owner_id)
         first = user_message is None
         if first:
@@ -277,6 +324,7 @@ def _answer(
             response_format=response_format,
             model=model,
             first=first,
+            queued_behind=running,
         )
         if idempotency is not None:
             # The unique (user, key) constraint is the last word on a race between retries.
@@ -288,6 +336,10 @@ def _answer(
                 message=user_message,
                 generation=generation,
             )
+    if running is not None:
+        # Enqueued: its history is read when it is claimed, with the answer before it complete.
+        transaction.on_commit(queue_notify)
+        return Answer(user_message, generation, status_code), None
     return Answer(user_message, generation, status_code), conversation_history(conversation, user_message)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from ..llm import CONTINUE_INSTRUCTION, ChatMessage
@@ -24,6 +24,8 @@ from .history import conversation_history
 QUEUE_CHANNEL = "chat_generation_queued"
 
 UNCLAIMED = Q(status=Generation.Status.QUEUED, worker="")
+# Waiting behind an answer of its conversation that still runs (multitask "enqueue").
+WAITING = Exists(Generation.objects.filter(pk=OuterRef("queued_behind_id"), status__in=Generation.ACTIVE_STATUSES))
 
 
 def queue_notify() -> None:
@@ -49,6 +51,7 @@ def generation_claim(*, worker: str, limit: int) -> list[Claimed]:
         ids = list(
             Generation.objects.select_for_update(skip_locked=True)
             .filter(UNCLAIMED)
+            .exclude(WAITING)
             .order_by("created_at")
             .values_list("pk", flat=True)[:limit]
         )

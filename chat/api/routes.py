@@ -253,6 +253,7 @@ async def post_message(
         response_format=payload.response_format,
         model=payload.model,
         parent_id=parent_id,
+        multitask=payload.multitask,
         idempotency=actions.Idempotency.of(
             idempotency,
             "message_post",

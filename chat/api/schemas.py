@@ -145,6 +145,12 @@ class MessageIn(StrictInput):
         "conversation's newest message. null: a new first message. To edit a message, post the new text with the "
         "edited message's parent_id: both versions stay, as branches.",
     )
+    multitask: Literal["reject", "enqueue", "interrupt"] | None = Field(
+        None,
+        description="If an answer is still being generated in the conversation: `reject` (409 answer_running), "
+        "`enqueue` (this answer waits, `queued`, and starts when that one has ended), `interrupt` (that one is "
+        "stopped, keeping its partial text, then this one is answered). Omitted: answered at once, beside it.",
+    )
 
     @field_validator("content")
     @classmethod

@@ -35,7 +35,7 @@ from django.utils import timezone
 from ..actions import generation_end_orphan, stale_before, stale_heartbeat
 from ..actions.ends import generations_ended
 from ..actions.queue import (
-    generation_claim,
+    WAITING,
     generation_hand_on,
     may_hand_on,
     queue_timeout_s,
@@ -81,8 +81,9 @@ def orphan_condition(*, dead_workers=()) -> Q:
     """Active generations nobody runs: their worker is dead or silent, or no worker claimed them in time."""
     queue_before = timezone.now() - timezone.timedelta(seconds=queue_timeout_s())
     claimed = ~Q(worker="")
+    # One queued behind a running answer waits for it, however long it takes.
     return (claimed & (stale_heartbeat(stale_before()) | Q(worker__in=list(dead_workers)))) | (
-        Q(worker="") & stale_heartbeat(queue_before)
+        Q(worker="") & stale_heartbeat(queue_before) & ~WAITING
     )
 
 
@@ -139,11 +140,7 @@ async def reap_and_announce() -> list[Generation]:
     """Reap the orphans not run by this process, and tell their followers; in-process, run the handed-on ones here."""
     reaped = await db_work(reap_orphans)(exclude=registry.local_generation_ids())
     await generations_ended(reaped)
-    if settings.CHAT_RUNNER == "inprocess" and settings.CHAT_AUTO_CONTINUE and not registry.shutting_down:
-        while claimed := await db_work(generation_claim)(worker=registry.WORKER_ID, limit=REAP_BATCH):
-            for item in claimed:
-                runner.start_claimed(item)
-                logger.info("continuing generation %s here (run %d)", item.generation.id, item.generation.runs)
+    await runner.run_queued()
     return reaped
 
 

@@ -34,7 +34,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ..actions.ends import generation_end_write, generation_ended
-from ..actions.queue import Claimed, queue_notify
+from ..actions.queue import Claimed, generation_claim, queue_notify
 from ..db import db_work
 from ..llm import (
     REASONING,
@@ -47,6 +47,7 @@ from ..llm import (
     get_provider,
 )
 from ..models import Generation, Message, TokenChunk
+from . import registry
 from .answers import AnswerParts
 from .events import Cancel, End, Token
 from .heartbeat import ensure_heartbeat
@@ -85,6 +86,7 @@ class GenerationRun:
         "persisted_seq", "unwritten_limit", "written", "saved_tail", "provider", "messages", "hub", "texts", "pending",
         "part", "spans", "sealed", "reasoning_since", "reasoning_s",
         "first_token_at", "beat_seq", "end", "stop_fault", "task", "reading", "last_token_at", "stall_timer",
+        "queued_behind_it",
     )
 
     def __init__(
@@ -135,6 +137,7 @@ class GenerationRun:
         self.reading = False  # Reading upstream: what a stop interrupts.
         self.last_token_at = 0.0  # Loop time of the last token from upstream (or of the start).
         self.stall_timer: asyncio.TimerHandle | None = None
+        self.queued_behind_it = False  # An answer waits for this one's end (multitask "enqueue").
 
     # What a follower (stream.Follow) reads of a run: `first_seq`, `end`, `alive` and `tokens_after`.
 
@@ -346,6 +349,8 @@ class GenerationRun:
             return  # Handed on, or another worker runs it now: not ours to end.
         self.end = result
         await generation_ended(self.generation_id, result, hub=self.hub)
+        if self.queued_behind_it:
+            await run_queued()
 
     async def end_for(self, outcome: Finish | _Fault) -> End:
         if isinstance(outcome, Finish):
@@ -389,6 +394,9 @@ class GenerationRun:
             if not generation_end_write(self.ours(), end, self.answer(), row=row, owner_id=self.owner_id, **self.progress()):
                 return self.ended_elsewhere(default=end)
             self.save_tail(last_chunks)
+            if Generation.objects.filter(queued_behind_id=self.generation_id, status=Generation.Status.QUEUED).exists():
+                self.queued_behind_it = True
+                queue_notify()  # Its turn now: wake the workers (in-process, `finish` runs it).
         return end
 
     def persist_hand_on(self, last_chunks: list[TokenChunk]) -> End | None:
@@ -464,3 +472,14 @@ def start_claimed(item: Claimed) -> GenerationRun:
     if item.generation.cancel_requested:
         run.request_stop(Generation.Status.CANCELLED)  # Cancelled while it waited in the queue.
     return run
+
+
+async def run_queued() -> None:
+    """In-process: run here the queued answers nobody runs (handed on by a process that stopped, or enqueued
+    behind an answer that has ended). In worker mode the workers claim them."""
+    if settings.CHAT_RUNNER != "inprocess" or registry.shutting_down:
+        return
+    while claimed := await db_work(generation_claim)(worker=WORKER_ID, limit=200):
+        for item in claimed:
+            start_claimed(item)
+            logger.info("running queued generation %s here (run %d)", item.generation.id, item.generation.runs)

@@ -69,10 +69,23 @@ async function postedEvent(body) {
   return JSON.parse(posted);
 }
 
-async function send(method, path, body, { signal, headers: extra = {}, accept = "application/json" } = {}) {
+// A request with no response in this long is given up (status 0), rather than
+// left to the browser's own timeouts: after a switch of network the connection
+// it went out on may be dead without a word.
+export const RESPONSE_TIMEOUT_MS = 10_000;
+
+async function send(
+  method,
+  path,
+  body,
+  { signal, headers: extra = {}, accept = "application/json", timeoutMs = RESPONSE_TIMEOUT_MS } = {},
+) {
   const headers = { Accept: accept, ...extra };
   if (method !== "GET" && method !== "HEAD") headers["X-CSRFToken"] = csrfToken();
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  signal?.addEventListener("abort", () => controller.abort(signal.reason), { once: true });
   let response;
   try {
     response = await fetch(path, {
@@ -81,11 +94,14 @@ async function send(method, path, body, { signal, headers: extra = {}, accept = 
       body: body === undefined ? undefined : JSON.stringify(body),
       credentials: "same-origin",
       cache: "no-store",
-      signal,
+      signal: controller.signal,
     });
   } catch (error) {
-    if (error.name === "AbortError") throw error;
-    throw new ApiError(0, "network", "The server could not be reached.");
+    if (signal?.aborted) throw error;
+    const message = controller.signal.aborted ? "The server did not answer." : "The server could not be reached.";
+    throw new ApiError(0, "network", message);
+  } finally {
+    clearTimeout(timer);
   }
   if (!response.ok) throw await errorOf(response);
   return response;

@@ -24,6 +24,7 @@ import {
   shownAnswer,
   startEdit,
 } from "./messages.js";
+import { AttemptFailed, RetryLoop, backoffDelay, retryDelay } from "./recovery.js";
 import { Sidebar, conversationTitle } from "./sidebar.js";
 import { dropSnapshot, loadSnapshot, saveSnapshot } from "./snapshots.js";
 import { announce, describe, flash, outcomeText, retryButton, setMetrics, setStatus } from "./status-line.js";
@@ -53,6 +54,8 @@ const page = {
   conversationId: null,
   stream: null, // {client, generation, view} of the answer being followed
   lastAnswer: null, // {generationId, view}: what Regenerate regenerates
+  queue: [], // [{generation, view}]: answers sent while one streamed, followed in turn
+  sending: null, // the retry loop of a message on its way
   tree: new MessageTree(), // the open conversation's messages
   views: new Map(), // message id → its view, for the branch shown
   models: [], // GET /api/models: {id, label, provider, model}, the default first
@@ -199,20 +202,21 @@ function onStreamState(client, generation, view, state, detail) {
   setBusy(BUSY_STATES.has(state));
   if (!BUSY_STATES.has(state)) refreshActions();
   followScroll(); // notices and buttons change the height too
+  if ((state === State.ENDED || state === State.FALLBACK) && page.queue.length) {
+    const next = page.queue.shift();
+    attach(next.generation, next.view);
+  }
 }
 
-retryButton.addEventListener("click", () => page.stream?.client.retryNow());
+retryButton.addEventListener("click", () => (page.stream ? page.stream.client.retryNow() : page.sending?.now()));
 
 // --- Composer, Stop and Regenerate ------------------------------------------------------
 
 function setBusy(busy) {
   page.busy = busy;
-  // Read-only, not disabled: a disabled field would drop the focus, and the
-  // composer keeps it while an answer streams.
-  ui.prompt.readOnly = busy;
-  ui.prompt.setAttribute("aria-disabled", String(busy));
-  ui.send.disabled = busy;
-  ui.send.hidden = busy;
+  // The composer takes typing while an answer streams: a message sent then
+  // waits behind it (multitask "enqueue"). Only one message is on its way at a time.
+  ui.send.disabled = Boolean(page.sending);
   ui.stop.hidden = !busy;
   ui.stop.disabled = false;
   ui.composer.setAttribute("aria-busy", String(busy));
@@ -292,43 +296,95 @@ function titleFrom(content) {
   return line.length > 60 ? `${line.slice(0, 57)}…` : line;
 }
 
+/**
+ * Send a message. While the server cannot be reached (offline, no answer),
+ * it says so and tries again, as the streams do: when the network is back,
+ * at once; the same Idempotency-Key each time, so it is posted once. Stop
+ * gives up.
+ */
 async function send(content) {
-  if (page.busy || !content.trim()) return;
+  if (page.sending || !content.trim()) return;
   setBusy(true);
-  try {
-    if (!page.conversationId) {
-      const conversation = await api("POST", "/api/conversations", { title: titleFrom(content) });
-      sidebar.upsert(conversation, { first: true });
-      selectConversation(conversation.id);
-    }
-    // After the answer shown last: on an older branch, the new message goes on from there.
-    const parent = page.tree.branch().at(-1);
-    const posted = await postMessage(content, parent ? parent.id : null, {
-      response_format: ui.json.checked ? "json" : "text",
-    });
-    ui.prompt.value = "";
-    autosize();
-    const userView = showMessage(posted.message);
-    setVersionsOf(userView, posted.message.id);
-    const view = showMessage(assistantOf(posted));
-    followStream();
-    attach(posted.generation, view, { opened: posted.opened });
-    sidebar.touch(page.conversationId);
-  } catch (error) {
+  const key = idempotencyKey();
+  let problem = null;
+  const loop = new RetryLoop({
+    config: page.config,
+    attempt: async () => {
+      try {
+        await sendOnce(content, key);
+      } catch (error) {
+        problem = error;
+        // Only what asking again can fix is tried again: no answer (each try waited responseMs
+        // already: no backoff on top), or a server restarting.
+        if (error.status === 0) throw new AttemptFailed(error.message, { unanswered: true });
+        const retryable = error.status === 502 || error.status === 503 || error.status === 504;
+        throw new AttemptFailed(error.message, { retryable, status: error.status });
+      }
+      problem = null;
+      return true;
+    },
+    onFailure: (failure, { failures }) => {
+      if (!failure.retryable) return null;
+      const delay = failure.unanswered ? backoffDelay(0, page.config) : retryDelay(failure, failures - 1, page.config);
+      setStatus("error", "Error", `Not sent yet: ${failure.message} Sending again when it answers…`, { retry: true });
+      return delay;
+    },
+    onOffline: () => setStatus("error", "Offline", "You are offline. The message is sent when the connection is back."),
+  });
+  page.sending = loop;
+  ui.send.disabled = true;
+  await loop.run();
+  if (page.sending === loop) page.sending = null;
+  ui.send.disabled = false;
+  if (problem && !page.stream) {
     setBusy(false);
-    flash(error.message);
+    if (!loop.givenUp) flash(problem.message);
   }
+}
+
+async function sendOnce(content, key) {
+  if (!page.conversationId) {
+    const conversation = await api("POST", "/api/conversations", { title: titleFrom(content) }, { timeoutMs: page.config.responseMs });
+    sidebar.upsert(conversation, { first: true });
+    selectConversation(conversation.id);
+  }
+  // After the answer shown last: on an older branch, the new message goes on from there.
+  const parent = page.tree.branch().at(-1);
+  // An answer still streaming goes on; this one is answered after it (the server queues it).
+  const posted = await postMessage(content, parent ? parent.id : null, {
+    response_format: ui.json.checked ? "json" : "text",
+    multitask: "enqueue",
+  }, key);
+  ui.prompt.value = "";
+  autosize();
+  const userView = showMessage(posted.message);
+  setVersionsOf(userView, posted.message.id);
+  const view = showMessage(assistantOf(posted));
+  followStream();
+  sidebar.touch(page.conversationId);
+  if (posted.generation.status === "queued" && page.stream && !isFinal(page.stream.client)) {
+    posted.opened?.body?.cancel().catch(() => {}); // followed once its turn comes
+    view.article.dataset.generationId = posted.generation.id;
+    setNotice(view, "Queued: answered once the answer above has ended.");
+    page.queue.push({ generation: posted.generation, view });
+    return;
+  }
+  attach(posted.generation, view, { opened: posted.opened });
+}
+
+function idempotencyKey() {
+  return crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2);
 }
 
 /**
  * Post a user message after `parentId` (null: a first message); add it and its answer to the tree.
  * The POST's response is the answer's stream (one request per answer): `opened`, for `attach`.
  */
-async function postMessage(content, parentId, extra = {}) {
+async function postMessage(content, parentId, extra = {}, key = idempotencyKey()) {
   const path = `/api/conversations/${page.conversationId}/messages`;
   const body = { content, stream: true, model: chosenModel(), parent_id: parentId, ...extra };
-  // A retried POST (flaky network) must not ask twice.
-  const options = { headers: { "Idempotency-Key": crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2) } };
+  // A retried POST (flaky network) must not ask twice; no answer in a few seconds is a failure to retry.
+  const options = { headers: { "Idempotency-Key": key }, timeoutMs: page.config.responseMs };
   let posted, opened;
   try {
     ({ data: posted, stream: opened } = await apiStream("POST", path, body, options));
@@ -378,6 +434,13 @@ async function sendEdit(messageId, content) {
 ui.stop.addEventListener("click", stop);
 
 async function stop() {
+  if (page.sending && !page.stream) {
+    // Still trying to send: give up, the text stays in the composer.
+    page.sending.givenUp = true;
+    page.sending.close();
+    setStatus("idle", "Not sent", "The message was not sent; it is still in the composer.");
+    return;
+  }
   const stream = page.stream;
   if (!stream || !page.busy || ui.stop.disabled) return;
   ui.stop.disabled = true;
@@ -433,6 +496,7 @@ function selectConversation(id) {
 
 function newChat() {
   detachStream();
+  page.queue = [];
   page.conversationId = null;
   page.lastAnswer = null;
   page.tree = new MessageTree();
@@ -477,6 +541,7 @@ function generationOf(message) {
 async function openConversation(conversationId, { generationId = null } = {}) {
   const token = ++page.openToken;
   detachStream();
+  page.queue = []; // the server still answers them; reopened, the conversation shows them
   page.lastAnswer = null;
   selectConversation(conversationId);
   clearMessages();
@@ -567,11 +632,29 @@ function renderBranch() {
 /** Show another version of a message (and the branch below it). */
 async function pickVersion(messageId) {
   if (page.busy) return;
+  // The branch is drawn anew: the focus goes back to the switcher it was on (its other arrow at an end).
+  const control = document.activeElement?.closest?.(".versions") ? document.activeElement.className : "";
   page.tree.pick(messageId);
   const running = renderBranch();
-  page.views.get(messageId)?.article.scrollIntoView({ block: "nearest" });
+  const view = page.views.get(messageId);
+  view?.article.scrollIntoView({ block: "nearest" });
+  if (control && view) {
+    const arrows = [...view.versions.querySelectorAll("button")];
+    (arrows.find((b) => b.className === control && !b.disabled) ?? arrows.find((b) => !b.disabled))?.focus();
+  }
   if (running) await resume(running, page.openToken);
+  else describeShown();
   if (!page.busy) refreshActions();
+}
+
+/** The status line says how the answer shown last ended, not the last one streamed. */
+function describeShown() {
+  const last = page.lastAnswer && page.tree.byId.get(Number(page.lastAnswer.view.article.dataset.messageId));
+  const generation = last && generationOf(last);
+  if (!generation?.status || ACTIVE_STATUSES.has(generation.status)) return setStatus("idle", "Ready");
+  const { label, text, outcome = "" } = describe(State.ENDED, { status: generation.status, reason: generation.reason ?? "" });
+  setStatus(State.ENDED, label, text, { outcome });
+  setMetrics(generation.token_count ?? 0, 0);
 }
 
 /** Verify the generation with the server, then follow it if it still runs. */
@@ -684,6 +767,8 @@ async function loadModels() {
 async function main() {
   const initial = JSON.parse($("chat-initial").textContent);
   setBusy(false);
+  // `/?q=word` opens the page with that search, as the API's `?q=` does.
+  sidebar.initialQuery = new URLSearchParams(location.search).get("q") ?? "";
   try {
     await Promise.all([sidebar.load(), loadModels()]);
   } catch (error) {

@@ -47,6 +47,7 @@ export class EventChannel {
     await readEventStream(this.url, {
       lastEventId: this.lastEventId,
       silenceMs: CHANNEL_STALL_MS,
+      responseMs: this.config.responseMs,
       signal: this.controller.signal,
       onOpen: () => {
         this.loop.connected();

@@ -44,6 +44,8 @@ const marked = new Marked({
   renderer: {
     html: ({ text, block }) => (block ? `<p>${escape(text.trim())}</p>\n` : escape(text)),
     code: ({ text, lang }) => codeBlock(text, lang || ""),
+    // A task list's box is read-only, and says what it shows to a screen reader.
+    checkbox: ({ checked }) => `<input type="checkbox" disabled${checked ? " checked" : ""} aria-label="${checked ? "Done" : "Not done"}"> `,
     link({ href, tokens, raw }) {
       if (!SAFE_URL.test(href.trim())) return escape(raw);
       return `<a href="${escape(href.trim())}">${this.parser.parseInline(tokens)}</a>`;
@@ -64,12 +66,19 @@ purify.addHook("afterSanitizeAttributes", (node) => {
   node.setAttribute("rel", LINK_REL);
 });
 
+// A line of only "-" or "=": under a paragraph line it makes that line a heading.
+const SETEXT_UNDERLINE = /^ {0,3}(-+|=+)[ \t]*$/;
+
 /**
  * What to show of an answer while it streams: all of it, but a trailing run of
  * table rows that has no delimiter row yet (it would show as a paragraph, then
- * jump to a table) or the unfinished last row of a table.
+ * jump to a table), the unfinished last row of a table, and an unfinished last
+ * line of only "-" or "=" (a list item or a rule on its way would make the line
+ * above a large heading for a moment).
  */
 export function streamingText(text) {
+  const unfinished = text.slice(text.lastIndexOf("\n") + 1);
+  if (unfinished && SETEXT_UNDERLINE.test(unfinished)) text = text.slice(0, text.length - unfinished.length);
   const lines = text.split("\n");
   const finished = lines.at(-1) === ""; // the last row has its newline
   const end = finished ? lines.length - 1 : lines.length;

@@ -35,18 +35,29 @@ export function retryDelay(failure, attempt, config, random = Math.random) {
 
 /**
  * Why an attempt failed. `retryable` is false for what asking again cannot fix.
- * `silent`: the connection sent nothing at all for a while (dead, or a black
- * hole); `wake`: the page ended it itself because the network changed.
+ * `silent`: the connection sent nothing more for a while (dead, or a black
+ * hole); `unanswered`: not even a response (after a switch of network, a
+ * pooled connection may be dead without a word); `wake`: the page ended it
+ * itself because the network changed.
  */
 export class AttemptFailed extends Error {
-  constructor(reason, { retryable = true, status = 0, code = "", retryAfterMs = 0, silent = false, wake = false } = {}) {
+  constructor(
+    reason,
+    { retryable = true, status = 0, code = "", retryAfterMs = 0, silent = false, unanswered = false, wake = false } = {},
+  ) {
     super(reason);
     this.retryable = retryable;
     this.status = status;
     this.code = code;
     this.retryAfterMs = retryAfterMs; // what the server asked for, 0 if nothing
-    this.silent = silent;
+    this.silent = silent || unanswered;
+    this.unanswered = unanswered;
     this.wake = wake;
+  }
+
+  /** Whether it counts towards giving up on streaming: not the network's silence before any answer, nor a wake-up. */
+  get strike() {
+    return this.retryable && !this.wake && !this.unanswered;
   }
 }
 
@@ -75,39 +86,73 @@ export async function failureFromResponse(response) {
   return new AttemptFailed(message, { retryable, status: response.status, code, retryAfterMs: retryAfterMs(response) });
 }
 
+/**
+ * After a switch of network the browser's idle pooled connections to the
+ * server may be dead without a word, and it sends the next request on one of
+ * them, which then gets no answer. So, before reconnecting: `count` small
+ * requests at once, each on a connection of its own; those unanswered after
+ * `ms` are given up, which closes their dead connections, and the live ones
+ * go back to the pool for the next request. Any answer will do (a HEAD may be
+ * a 405). Bounded by `ms`, whatever the network does.
+ */
+export async function drainDeadConnections(url, { count = 6, ms = 1000, fetch = globalThis.fetch } = {}) {
+  const probe = async () => {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), ms);
+    try {
+      await fetch(url, { method: "HEAD", cache: "no-store", credentials: "same-origin", signal: controller.signal });
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  await Promise.allSettled(Array.from({ length: count }, probe));
+}
+
 export const isOffline = () => typeof navigator !== "undefined" && navigator.onLine === false;
 
 /**
  * One SSE request with `fetch`: resolves once `done()` is true (the caller
  * got what it wanted) and throws AttemptFailed otherwise: a network error, a
- * non-2xx answer, a body that ends early, or no byte at all (no response, no
- * keepalive comment) for `silenceMs`: a dead connection, whatever TCP thinks.
- * Aborting `signal` with an AttemptFailed as its reason throws that.
- * `onOpen` runs when the headers arrive, `onBytes` before each chunk of the
- * body is parsed.
+ * non-2xx answer, a body that ends early, no response for `responseMs`, or
+ * no byte at all (keepalive comments included) for `silenceMs`: a dead
+ * connection, whatever TCP thinks. Aborting `signal` with an AttemptFailed as
+ * its reason throws that. `onOpen` runs when the headers arrive, `onBytes`
+ * before each chunk of the body is parsed.
  */
 export async function readEventStream(
   url,
-  { lastEventId = "", silenceMs, signal, onOpen = () => {}, onBytes = () => {}, onEvent, done, fetch = globalThis.fetch },
+  {
+    lastEventId = "",
+    silenceMs,
+    responseMs = silenceMs,
+    signal,
+    onOpen = () => {},
+    onBytes = () => {},
+    onEvent,
+    done,
+    fetch = globalThis.fetch,
+  },
 ) {
   const controller = new AbortController();
   const abort = () => controller.abort();
   signal?.addEventListener("abort", abort, { once: true });
-  let stalled = false;
+  let silence = null; // the failure the silence timer stands for
   let stallTimer = null;
-  const armStallTimer = () => {
+  const armStallTimer = (ms, failure) => {
     clearTimeout(stallTimer);
     stallTimer = setTimeout(() => {
-      stalled = true;
+      silence = failure;
       controller.abort();
-    }, silenceMs);
+    }, ms);
   };
   const headers = { Accept: "text/event-stream" };
   if (lastEventId) headers["Last-Event-ID"] = lastEventId;
-  armStallTimer();
+  armStallTimer(responseMs, unansweredFailure(responseMs));
+  const silent = silenceFailure(silenceMs);
   try {
     const response = await fetch(url, { headers, signal: controller.signal, cache: "no-store", credentials: "same-origin" });
     if (!response.ok) throw await failureFromResponse(response);
+    armStallTimer(silenceMs, silent);
     onOpen(response);
     const parser = new SSEParser({ onEvent });
     parser.lastEventId = lastEventId;
@@ -117,30 +162,34 @@ export async function readEventStream(
     while (!done()) {
       const { value, done: ended } = await reader.read();
       if (ended) break;
-      armStallTimer(); // any byte counts, keepalive comments included
+      armStallTimer(silenceMs, silent); // any byte counts, keepalive comments included
       onBytes();
       parser.feed(value);
     }
   } catch (error) {
     if (error instanceof AttemptFailed) throw error;
-    if (!done()) throw endedBy(signal, stalled, silenceMs) ?? new AttemptFailed("The connection was lost.");
+    if (!done()) throw endedBy(signal, silence) ?? new AttemptFailed("The connection was lost.");
   } finally {
     clearTimeout(stallTimer);
     signal?.removeEventListener("abort", abort);
     controller.abort(); // done with this connection, whatever happened
   }
   // A cancelled read ends the body quietly (an opened response, above): the stall still says so.
-  if (!done()) throw endedBy(signal, stalled, silenceMs) ?? new AttemptFailed("The connection closed before the answer ended.");
+  if (!done()) throw endedBy(signal, silence) ?? new AttemptFailed("The connection closed before the answer ended.");
 }
 
 /** Why the connection was ended on our side: the caller's reason, or its silence; null if it broke by itself. */
-function endedBy(signal, stalled, silenceMs) {
+function endedBy(signal, silence) {
   if (signal?.reason instanceof AttemptFailed) return signal.reason;
-  return stalled ? silenceFailure(silenceMs) : null;
+  return silence;
 }
 
-export const silenceFailure = (silenceMs) =>
-  new AttemptFailed(`No data for ${Math.round(silenceMs / 100) / 10} s.`, { silent: true });
+const seconds = (ms) => Math.round(ms / 100) / 10;
+
+export const silenceFailure = (silenceMs) => new AttemptFailed(`No data for ${seconds(silenceMs)} s.`, { silent: true });
+
+export const unansweredFailure = (responseMs) =>
+  new AttemptFailed(`No answer from the server for ${seconds(responseMs)} s.`, { unanswered: true });
 
 /**
  * Runs `attempt()` until there is nothing left to do.
@@ -155,8 +204,8 @@ export const silenceFailure = (silenceMs) =>
  *   onWake(why)  the network may have changed ("online", "visible") while an
  *               attempt runs: the owner ends the connection if it may be dead.
  *
- * `failures` counts retryable failures in a row while online (not those the
- * page caused by waking); the owner resets it (`loop.failures = 0`) when it
+ * `failures` counts retryable failures in a row while online (not a request
+ * that got no answer at all, nor one the page ended on waking: `strike`); the owner resets it (`loop.failures = 0`) when it
  * sees progress. Any wait ends early, after a little jitter, when the browser
  * comes back online, the page becomes visible again (a phone waking up), or
  * another connection of the page gets an answer after failing
@@ -213,7 +262,7 @@ export class RetryLoop {
       }
       this.lastFailure = failure;
       if (failure.retryable && isOffline()) continue; // no strike: the top of the loop waits for the network
-      if (failure.retryable && !failure.wake) this.failures++;
+      if (failure.strike) this.failures++;
       const delay = this.onFailure(failure, { failures: this.failures });
       if (delay === null || this.closed) break;
       await this.wait("backoff", delay);

@@ -60,6 +60,12 @@ export class Sidebar {
     return this.conversations.find((c) => c.id === id);
   }
 
+  /** Start with a search already typed (the page's `?q=`). */
+  set initialQuery(query) {
+    search.value = query;
+    this.query = query.trim();
+  }
+
   /** Show only the conversations with `query` in their title or messages ("": all). */
   async search(query) {
     this.query = query;

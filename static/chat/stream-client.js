@@ -6,10 +6,11 @@ import {
   AttemptFailed,
   RetryLoop,
   backoffDelay,
+  drainDeadConnections,
   failureFromResponse,
   readEventStream,
   retryDelay,
-  silenceFailure,
+  unansweredFailure,
 } from "./recovery.js";
 
 export { backoffDelay };
@@ -20,12 +21,16 @@ export const RENDER_WINDOW_MS = 48;
 // The server's keepalive period (CHAT_STREAM_KEEPALIVE_S; the page reads it
 // from its <meta name="chat-stream-keepalive-ms">): a healthy stream sends a
 // token or a keepalive comment at least this often.
-export const KEEPALIVE_MS = 2_000;
+export const KEEPALIVE_MS = 1_500;
 // No byte at all (no response, no keepalive) for this many keepalive periods,
 // plus a margin for a busy server, means the connection is dead even if TCP
 // has not noticed: reconnect at once, keeping the text ("Reconnecting…").
 export const SILENT_PERIODS = 2;
 export const SILENCE_MARGIN_MS = 500;
+// A request with no response for one keepalive period plus that margin is
+// given up and sent again: after a switch of network, the browser may send it
+// on a pooled connection that is dead without a word (each such try closes
+// one). No strike: only the network is to blame.
 // Keepalives but no token for this long: the model has stalled (the server
 // ends such an answer at CHAT_UPSTREAM_STALL_S, 10 s): shown as Interrupted,
 // while the connection, which is fine, waits for the server's verdict.
@@ -49,6 +54,7 @@ export const DEFAULT_CONFIG = Object.freeze({
   renderWindowMs: RENDER_WINDOW_MS,
   keepaliveMs: KEEPALIVE_MS,
   silenceMs: SILENT_PERIODS * KEEPALIVE_MS + SILENCE_MARGIN_MS,
+  responseMs: KEEPALIVE_MS + SILENCE_MARGIN_MS,
   stallMs: STALL_MS,
   backoffBaseMs: BACKOFF_BASE_MS,
   backoffCapMs: BACKOFF_CAP_MS,
@@ -72,9 +78,9 @@ export function clientConfig(overrides = {}) {
       if (Number.isFinite(source[key]) && source[key] >= 0) config[key] = source[key];
     }
   }
-  if (![global, overrides].some((source) => Number.isFinite(source.silenceMs))) {
-    config.silenceMs = SILENT_PERIODS * config.keepaliveMs + SILENCE_MARGIN_MS;
-  }
+  const chosen = (key) => [global, overrides].some((source) => Number.isFinite(source[key]));
+  if (!chosen("silenceMs")) config.silenceMs = SILENT_PERIODS * config.keepaliveMs + SILENCE_MARGIN_MS;
+  if (!chosen("responseMs")) config.responseMs = config.keepaliveMs + SILENCE_MARGIN_MS;
   return Object.freeze(config);
 }
 
@@ -164,6 +170,8 @@ export class GenerationStream {
     });
     this.lastByteAt = 0; // when the current connection last sent anything (performance.now())
     this.lastTokenAt = 0; // ... and its last token
+    this.unanswered = 0; // requests in a row that got no response at all
+    this.suspect = false; // the last connection died without a word: drain the pool before the next
   }
 
   /**
@@ -212,6 +220,12 @@ export class GenerationStream {
 
   /** One stream request: read events until the terminal one; throws AttemptFailed on a cut or a stall. */
   async follow() {
+    if (this.suspect) {
+      // The last connection died without a word: so may the ones the browser keeps for the next request.
+      this.suspect = false;
+      await drainDeadConnections(this.generationUrl, { fetch: this.fetch, ms: Math.min(500, this.config.responseMs) });
+      if (this.closed) return true;
+    }
     this.attempts++;
     this.controller = new AbortController();
     this.live.connection = null;
@@ -221,10 +235,12 @@ export class GenerationStream {
     await readEventStream(this.streamUrl, {
       lastEventId: this.lastEventId,
       silenceMs: this.config.silenceMs,
+      responseMs: this.config.responseMs,
       signal: this.controller.signal,
       fetch: opened ? async () => opened : this.fetch,
       onOpen: () => {
         this.loop.connected();
+        this.unanswered = 0;
         this.lastByteAt = this.lastTokenAt = performance.now();
         this.transition(State.STREAMING, { attempt: this.attempts });
       },
@@ -294,7 +310,7 @@ export class GenerationStream {
   /** GET the generation: its status and its stored text. */
   async readStored() {
     const controller = (this.controller = new AbortController());
-    const timer = setTimeout(() => controller.abort(silenceFailure(this.config.silenceMs)), this.config.silenceMs);
+    const timer = setTimeout(() => controller.abort(unansweredFailure(this.config.responseMs)), this.config.responseMs);
     try {
       const response = await this.fetch(this.generationUrl, {
         headers: { Accept: "application/json" },
@@ -316,6 +332,7 @@ export class GenerationStream {
 
   /** A failed attempt: decide what to show and how long to wait (null: stop). */
   failed(failure, failures) {
+    this.suspect = failure.silent || failure.wake;
     if (failure.code === "invalid_last_event_id" && this.lastEventId !== "0") {
       // Our position is past the stored end (the server lost unflushed
       // tokens in a crash): start over from what the server has. Id 0
@@ -339,6 +356,17 @@ export class GenerationStream {
     // A silent attempt already waited silenceMs: no backoff on top, so the first one after the
     // network comes back is at most that far away (several tabs are spread by the silences themselves).
     const delay = failure.silent ? backoffDelay(0, this.config) : retryDelay(failure, failures - 1, this.config);
+    if (failure.unanswered) {
+      // The network's fault, not the stream's: no strike towards the fallback, but said as an Error once it lasts.
+      this.unanswered++;
+      const retryAt = Date.now() + delay;
+      if (this.unanswered >= this.config.maxFailedAttempts) {
+        this.transition(State.ERROR, { message: "The server can't be reached.", retryable: true, retryAt });
+      } else if (this.state !== State.ERROR) {
+        this.transition(State.INTERRUPTED, { reason: failure.message, failures, retryAt, reconnecting: true });
+      }
+      return delay;
+    }
     if (this.mode === "stream") {
       if (failures >= this.config.maxFailedAttempts) {
         this.mode = "recover";

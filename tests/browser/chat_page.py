@@ -15,7 +15,7 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
 # Short client timings so that stalls and backoffs take a fraction of a second.
-FAST_CLIENT = {"stallMs": 1200, "silenceMs": 1200, "backoffBaseMs": 100, "backoffCapMs": 400, "fallbackPollMs": 200}
+FAST_CLIENT = {"stallMs": 1200, "silenceMs": 1200, "responseMs": 1200, "backoffBaseMs": 100, "backoffCapMs": 400, "fallbackPollMs": 200}
 
 PROMPT = "How should a chat client resume a dropped stream?"
 

@@ -24,11 +24,11 @@ def test_composer_enter_sends_and_shift_enter_breaks_the_line(chat):
     assert chat.generation_id is None  # Shift+Enter did not send
     chat.page.keyboard.press("Enter")
     chat.page.wait_for_function("() => window.chatDebug.generationId !== null")
-    # While the answer streams, the composer is off and Stop is offered instead of Send.
+    # While the answer streams, the composer takes typing (a message sent then waits its turn), and Stop shows.
     chat.wait_state("streaming")
-    assert not chat.page.locator("#prompt").is_editable()
+    assert chat.page.locator("#prompt").is_editable()
     assert chat.page.evaluate("document.activeElement.id") == "prompt"  # the focus stays in the composer
-    assert chat.page.locator("#send").is_hidden()
+    assert chat.page.locator("#send").is_visible()
     assert chat.page.locator("#stop").is_visible()
     chat.wait_state("ended")
     assert chat.page.locator("#prompt").is_editable()
@@ -185,3 +185,21 @@ def test_logout_is_a_post_and_ends_the_session(chromium, proxy, chat_server):
     chat.page.goto(chat.base_url + "/")
     assert "/accounts/login/" in chat.page.url
     chat.page.context.close()
+
+
+def test_a_message_sent_while_an_answer_streams_is_answered_after_it(chat):
+    first = chat.send(PROMPT)
+    chat.wait_text(30)
+    chat.page.fill("#prompt", "And after that, how does it resume?")
+    chat.page.press("#prompt", "Enter")
+    queued = chat.page.locator(".message.assistant").nth(1)
+    queued.locator(".notice", has_text="Queued").wait_for()
+    assert chat.generation_id == first, "the first answer is still the one followed"
+    second = queued.get_attribute("data-generation-id")
+    chat.page.wait_for_function("(second) => window.chatDebug.generationId === second", arg=second)
+    chat.wait_state("ended")
+    stored_first, stored_second = chat.stored_generation(first), assert_shows_stored(chat, second)
+    assert stored_first["status"] == stored_second["status"] == "complete"
+    answers = chat.page.locator(".message.assistant .content")
+    assert answers.nth(0).inner_html() == chat.markdown_html(stored_first["text"])
+    assert chat.page.locator(".message.user .content").last.text_content() == "And after that, how does it resume?"

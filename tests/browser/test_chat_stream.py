@@ -84,14 +84,18 @@ def test_stall_shows_interrupted_with_partial_text_then_resumes(chat, proxy):
 def test_stall_is_shown_and_retried_in_the_background(chat, proxy):
     generation_id = chat.send(PROMPT)
     chat.wait_text(30)
-    proxy.stall(ANSWER_STREAMS, new_requests=True)  # every reconnect stalls too
+    proxy.stall(ANSWER_STREAMS, new_requests=True)  # every reconnect stalls too, its response included
     chat.page.wait_for_function(
-        "() => window.chatDebug.transitions.some((t) => t.state === 'interrupted' && t.detail.failures === 2)"
+        "() => window.chatDebug.transitions.some((t) => t.state === 'interrupted'"
+        " && t.detail.reason === 'No answer from the server for 1.2 s.')"
     )
-    # The second attempt stalled as well: still Interrupted, still trying.
+    # The reconnect got no answer at all: still reconnecting, still trying; the network's fault, no strike.
     status = chat.status()
     assert status["label"] == "Reconnecting…"
-    assert "No data for 1.2 s." in status["detail"]
+    assert "No answer from the server for 1.2 s." in status["detail"]
+    first, *rest = [t["detail"] for t in chat.transitions() if t["state"] == "interrupted"]
+    assert first["reason"] == "No data for 1.2 s." and first["failures"] == 1
+    assert all(detail["failures"] == 1 for detail in rest)
     # One sentence and one Retry button: in the status line, not repeated under the answer.
     assert chat.page.locator(".message.assistant").last.locator(".notice").text_content() == ""
     assert chat.page.locator("button:visible", has_text="Retry").count() == 1

@@ -146,8 +146,8 @@ def code_block(language: str, code_class: str, html: str) -> str:
         ("3. three\n4. four", '<ol start="3">\n<li>three</li>\n<li>four</li>\n</ol>\n'),
         (
             "- [x] done\n- [ ] to do",
-            '<ul>\n<li><input checked="" disabled="" type="checkbox"> done</li>\n'
-            '<li><input disabled="" type="checkbox"> to do</li>\n</ul>\n',
+            '<ul>\n<li><input type="checkbox" disabled="" checked="" aria-label="Done"> done</li>\n'
+            '<li><input type="checkbox" disabled="" aria-label="Not done"> to do</li>\n</ul>\n',
         ),
         (
             "| a | b |\n|---|--:|\n| 1 | 2 |",
@@ -266,6 +266,12 @@ def test_json_answers_are_pretty_printed_and_highlighted(js):
         ("| a | b |\n|---|---|\n| 1 | 2 |\n", "| a | b |\n|---|---|\n| 1 | 2 |\n"),
         ("```python\nx = 1", "```python\nx = 1"),  # an unclosed fence shows: it renders as code
         ("plain text", "plain text"),
+        # An unfinished "-" (a list item on its way) or "=" line must not make the line above a heading.
+        ("Steps:\n-", "Steps:\n"),
+        ("Steps:\n- ", "Steps:\n"),
+        ("Title\n==", "Title\n"),
+        ("Steps:\n- one", "Steps:\n- one"),
+        ("Title\n---\n", "Title\n---\n"),  # finished: the model meant it
     ],
 )
 def test_streaming_holds_back_an_unfinished_table(js, text, shown):
@@ -602,7 +608,8 @@ def test_the_servers_keepalive_period_sets_how_long_a_silence_means_a_dead_conne
     )
     assert (config["derived"]["keepaliveMs"], config["derived"]["silenceMs"]) == (5000, 10_500)
     assert (config["chosen"]["keepaliveMs"], config["chosen"]["silenceMs"]) == (5000, 700)
-    assert (config["defaults"]["keepaliveMs"], config["defaults"]["silenceMs"]) == (2000, 4500)
+    assert (config["defaults"]["keepaliveMs"], config["defaults"]["silenceMs"]) == (1500, 3500)
+    assert (config["derived"]["responseMs"], config["defaults"]["responseMs"]) == (5500, 2000)
 
 
 # A response body the test feeds by hand: `push` text, `end` it; `respond` decides each call's answer.
@@ -620,12 +627,16 @@ FED_STREAM = """
     const token = (seq) => `id: ${seq}\\nevent: token\\ndata: {"seq":${seq},"text":"t${seq} "}\\n\\n`;
     const done = (seq) => `id: ${seq}\\nevent: done\\ndata: {"seq":${seq},"status":"complete"}\\n\\n`;
     const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-    const calls = [], states = [];
+    const calls = [], states = [], heads = [];
     const follow = (respond, overrides) => {
         const client = new m.GenerationStream({
             generationId: "g",
             config: m.clientConfig({ renderWindowMs: 0, backoffBaseMs: 1, backoffCapMs: 1, ...overrides }),
             fetch: (url, init) => {
+                if (init.method === "HEAD") {  // draining the pool of dead connections
+                    heads.push(performance.now());
+                    return Promise.resolve(new Response(null, { status: 405 }));
+                }
                 calls.push({ lastEventId: init.headers["Last-Event-ID"] ?? null, at: performance.now() });
                 return respond(calls.length, init.signal);
             },
@@ -673,17 +684,19 @@ def test_a_silent_connection_is_given_up_and_a_new_one_opened_at_once(js):
             if (n === 2) return new Promise((_, reject) => signal.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError"))));
             third.push(token(2) + done(2));
             return third.response;
-        }, { silenceMs: 300, stallMs: 10000 });
+        }, { silenceMs: 300, responseMs: 400, stallMs: 10000 });
         await client.start();
-        return { calls, states, text: client.text };
+        return { calls, states, text: client.text, heads: heads.length };
         """,
     )
     assert [c["lastEventId"] for c in got["calls"]] == [None, "1", "1"]
+    assert got["heads"] == 12, "before each reconnect, six small requests drain the pool of dead connections"
     gaps = [b["at"] - a["at"] for a, b in zip(got["calls"], got["calls"][1:])]
-    assert all(290 <= gap < 1500 for gap in gaps), gaps  # silenceMs, and no backoff on top
+    assert 290 <= gaps[0] < 1500 and 390 <= gaps[1] < 1500, gaps  # silenceMs, then responseMs: no backoff on top
     reconnecting = [s for s in got["states"] if s["state"] == "interrupted"]
-    assert [s["reason"] for s in reconnecting] == ["No data for 0.3 s."] * 2
+    assert [s["reason"] for s in reconnecting] == ["No data for 0.3 s.", "No answer from the server for 0.4 s."]
     assert all(s["reconnecting"] for s in reconnecting)
+    assert [s["failures"] for s in reconnecting] == [1, 1], "no answer at all is the network's fault: no strike"
     assert got["text"] == "t1 t2 "
 
 
