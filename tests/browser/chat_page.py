@@ -207,10 +207,10 @@ def chat_pages(chromium, base_url: str, database_url: str, **defaults):
     """
     pages = []
 
-    def make(**options) -> ChatPage:
+    def make(path: str = "/", **options) -> ChatPage:
         chat = new_chat_page(chromium, base_url, database_url, **{**defaults, **options})
         pages.append(chat)
-        return chat.open()
+        return chat.open(path)
 
     yield make
     for chat in pages:

@@ -81,3 +81,14 @@ def test_table_columns_keep_their_alignment(axe_chat):
         "() => [...document.querySelectorAll('.content tr:nth-child(1) td')].map((td) => getComputedStyle(td).textAlign)"
     )
     assert [align.removeprefix("-webkit-") for align in aligns] == ["left", "center", "right"]
+
+
+def test_the_page_has_a_favicon_and_loads_nothing_missing(chat):
+    failed = []
+    chat.page.on("response", lambda response: response.status >= 400 and failed.append((response.status, response.url)))
+    chat.page.reload()
+    chat.page.wait_for_selector("body[data-ready='1']")
+    icon = chat.page.locator("link[rel=icon]").get_attribute("href")
+    response = chat.page.request.get(chat.base_url + icon)
+    assert response.ok and response.headers["content-type"].startswith("image/svg+xml")
+    assert failed == []
