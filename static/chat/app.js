@@ -29,6 +29,7 @@ import { Sidebar, conversationTitle } from "./sidebar.js";
 import { dropSnapshot, loadSnapshot, saveSnapshot } from "./snapshots.js";
 import { announce, describe, flash, outcomeText, retryButton, setMetrics, setStatus } from "./status-line.js";
 import { GenerationStream, State, clientConfig } from "./stream-client.js";
+import { chooseTheme, chosenTheme } from "./theme.js";
 
 // A conversation's messages load in pages; this bounds a runaway history.
 const MAX_MESSAGE_PAGES = 50;
@@ -765,6 +766,8 @@ async function loadModels() {
 async function main() {
   const initial = JSON.parse($("chat-initial").textContent);
   setBusy(false);
+  $("theme").value = chosenTheme();
+  $("theme").addEventListener("change", (event) => chooseTheme(event.target.value));
   // `/?q=word` opens the page with that search, as the API's `?q=` does.
   sidebar.initialQuery = new URLSearchParams(location.search).get("q") ?? "";
   try {
