@@ -84,9 +84,13 @@ def test_screenshots_of_each_state(make_page, proxy, name, viewport):
 
     chat.send("What does exponential backoff with full jitter mean?")
     chat.wait_text(120)
-    proxy.stall(ANSWER_STREAMS)  # the connection goes silent: dead, a new one comes
-    chat.wait_transition("interrupted")
+    proxy.stall(ANSWER_STREAMS, new_requests=True)  # silent: dead; and the new one gets no answer yet
+    chat.page.wait_for_function(
+        "() => document.getElementById('status-state').textContent === 'Reconnecting…'"
+        " && window.chatDebug.transitions.filter((t) => t.state === 'interrupted').length >= 2"
+    )
     shot("reconnecting")
+    proxy.reset()
     chat.wait_state("ended", timeout=30_000)
 
     chat.send("How does a phone keep an answer through a tunnel?")
