@@ -91,7 +91,7 @@ async def test_a_restart_continues_the_answer_a_shutdown_interrupted(start_serve
     assert shown_text(events) == stored["text"]
     assert not [e for e in events if e.event == "snapshot"], "a client that followed along needs no snapshot"
     assert_ids_increase([int(e.id) for e in events if e.event == "token"], last=stored["last_seq"])
-    assert "handed generation" in server.log() and "continuing generation" in successor.log()
+    assert "handed generation" in server.log() and "running queued generation" in successor.log()
 
 
 async def test_a_killed_servers_answer_continues_after_the_restart(start_server, backend):
@@ -104,7 +104,7 @@ async def test_a_killed_servers_answer_continues_after_the_restart(start_server,
     assert len(snapshots) <= 1
     after = snapshots[0] if snapshots else 0
     assert_ids_increase([int(e.id) for e in events[after:] if e.event == "token"], last=stored["last_seq"])
-    assert "continuing generation" in successor.log()
+    assert "running queued generation" in successor.log()
 
 
 async def test_an_answer_older_than_the_max_age_ends_interrupted(start_server, tmp_path):
