@@ -29,12 +29,16 @@ import { Sidebar, conversationTitle } from "./sidebar.js";
 import { dropSnapshot, loadSnapshot, saveSnapshot } from "./snapshots.js";
 import { announce, describe, flash, outcomeText, retryButton, setMetrics, setStatus } from "./status-line.js";
 import { GenerationStream, State, clientConfig } from "./stream-client.js";
+import { chooseTheme, chosenTheme } from "./theme.js";
 
 // A conversation's messages load in pages; this bounds a runaway history.
 const MAX_MESSAGE_PAGES = 50;
 const ACTIVE_STATUSES = new Set(["queued", "streaming"]);
 // An answer that stopped short: Continue goes on from its text.
 const CONTINUABLE_STATUSES = new Set(["interrupted", "failed"]);
+
+/** An answer that ended before the model finished it: its unfinished tail (half a table row) stays hidden. */
+const cutShort = (status) => status === "cancelled" || CONTINUABLE_STATUSES.has(status);
 const BUSY_STATES = new Set([State.CONNECTING, State.STREAMING, State.INTERRUPTED]);
 
 const $ = (id) => document.getElementById(id);
@@ -190,7 +194,7 @@ function onStreamState(client, generation, view, state, detail) {
     // A tail held back while streaming (an unfinished table row) shows now.
     if (!showsAll(view, client.text)) {
       debug.renders++;
-      renderText(view, client.text, { format: generation.response_format });
+      renderText(view, client.text, { format: generation.response_format, cut: cutShort(detail.status) });
     }
     renderThinking(view, { reasoning: client.reasoning, thinking: false });
     const message = page.tree.byId.get(generation.assistant_message_id);
@@ -234,7 +238,7 @@ function refreshActions() {
     const message = page.tree.byId.get(messageId);
     const generation = message && generationOf(message);
     if (view.role !== "assistant" || !CONTINUABLE_STATUSES.has(generation?.status) || !message.content) continue;
-    const control = button("⏵ Continue", "btn small continue", () => continueAnswer(message.id, control));
+    const control = button("↪ Continue", "btn small continue", () => continueAnswer(message.id, control));
     control.setAttribute("aria-label", "Continue this answer from where it stopped");
     view.actions.append(control);
   }
@@ -583,7 +587,7 @@ function showMessage(message) {
   const generation = generationOf(message);
   const view = messageView(role, { messageId: message.id, label: role === "assistant" ? modelLabel(generation) : "" });
   renderReasoning(view, message.reasoning ?? "", { ms: generation?.reasoning_ms ?? 0 });
-  renderText(view, message.content, { format: generation?.response_format ?? "text" });
+  renderText(view, message.content, { format: generation?.response_format ?? "text", cut: cutShort(generation?.status) });
   setTime(view, message.created_at);
   page.views.set(message.id, view);
   if (role === "assistant") {
@@ -680,7 +684,7 @@ async function resume(generationId, token) {
   setLocation(page.conversationId, null);
   if (!known?.content) {
     renderReasoning(view, generation.reasoning ?? "", { ms: generation.reasoning_ms });
-    renderText(view, generation.text ?? "", { format: generation.response_format });
+    renderText(view, generation.text ?? "", { format: generation.response_format, cut: cutShort(generation.status) });
   }
   const ended = { status: generation.status, reason: generation.reason, error: generation.error };
   const { label, text, notice = "", tone = "muted", outcome = "" } = describe(State.ENDED, ended);
@@ -767,6 +771,8 @@ async function loadModels() {
 async function main() {
   const initial = JSON.parse($("chat-initial").textContent);
   setBusy(false);
+  $("theme").value = chosenTheme();
+  $("theme").addEventListener("change", (event) => chooseTheme(event.target.value));
   // `/?q=word` opens the page with that search, as the API's `?q=` does.
   sidebar.initialQuery = new URLSearchParams(location.search).get("q") ?? "";
   try {

@@ -51,16 +51,17 @@ export function messageView(role, { messageId = null, label = "" } = {}) {
 
 /**
  * Show a message's text: an answer as Markdown (or pretty JSON, `format: "json"`), a
- * user's message as typed. While `streaming`, an answer's unfinished tail may be held back.
+ * user's message as typed. While `streaming`, an answer's unfinished tail may be held back;
+ * so it stays in an answer `cut` short (stopped, interrupted, failed): no half row of a table.
  */
-export function renderText(view, text, { format = view.format ?? "text", streaming = false } = {}) {
+export function renderText(view, text, { format = view.format ?? "text", streaming = false, cut = false } = {}) {
   view.source = text;
   view.format = format;
   if (view.role !== "assistant") {
     view.content.textContent = text;
     return;
   }
-  const shown = streaming && format !== "json" ? streamingText(text) : text;
+  const shown = (streaming || cut) && format !== "json" ? streamingText(text) : text;
   view.shown = shown;
   view.content.replaceChildren(renderMarkdown(shown, { format }));
 }

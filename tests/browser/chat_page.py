@@ -114,16 +114,16 @@ class ChatPage:
         """The raw answer text the stream client holds (the DOM shows it as Markdown)."""
         return self.page.evaluate("window.chatDebug.transitions.at(-1).text")
 
-    def markdown_html(self, text: str) -> str:
-        """How the page renders `text`: the DOM of a finished answer must equal this."""
+    def markdown_html(self, text: str, *, cut: bool = False) -> str:
+        """How the page renders `text`: the DOM of a finished answer must equal this (`cut`: one that ended short)."""
         return self.page.evaluate(
-            """async (text) => {
-                const { renderMarkdown } = await import('/static/chat/markdown.js');
+            """async ([text, cut]) => {
+                const { renderMarkdown, streamingText } = await import('/static/chat/markdown.js');
                 const div = document.createElement('div');
-                div.append(renderMarkdown(text));
+                div.append(renderMarkdown(cut ? streamingText(text) : text));
                 return div.innerHTML;
             }""",
-            text,
+            [text, cut],
         )
 
     def status(self) -> dict:
@@ -207,10 +207,10 @@ def chat_pages(chromium, base_url: str, database_url: str, **defaults):
     """
     pages = []
 
-    def make(**options) -> ChatPage:
+    def make(path: str = "/", **options) -> ChatPage:
         chat = new_chat_page(chromium, base_url, database_url, **{**defaults, **options})
         pages.append(chat)
-        return chat.open()
+        return chat.open(path)
 
     yield make
     for chat in pages:
@@ -223,7 +223,7 @@ def assert_shows_stored(chat: ChatPage, generation_id: str) -> dict:
     """The finished answer in the DOM is exactly the stored message, rendered."""
     stored = chat.wait_stored_terminal(generation_id)
     assert chat.client_text() == stored["text"]
-    assert chat.shown_html() == chat.markdown_html(stored["text"])
+    assert chat.shown_html() == chat.markdown_html(stored["text"], cut=stored["status"] != "complete")
     return stored
 
 

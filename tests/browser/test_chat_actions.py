@@ -63,7 +63,7 @@ def test_escape_stops_the_answer_and_a_reopened_conversation_still_says_so(chat)
     # Opened again later, the stopped answer keeps its notice.
     chat.open(f"/?conversation={stored['conversation_id']}")
     answer = chat.page.locator(".message.assistant").last
-    assert answer.locator(".content").inner_html() == chat.markdown_html(stored["text"])
+    assert answer.locator(".content").inner_html() == chat.markdown_html(stored["text"], cut=True)
     assert answer.locator(".notice").text_content() == "You stopped this answer."
 
 
@@ -84,12 +84,18 @@ def test_regenerate_starts_a_new_generation_for_the_same_prompt(chat):
     assert stored_second["text"] != stored_first["text"]  # the simulated model varies by version
     assert answer.locator(".version-position").text_content() == "2/2"
     assert chat.page.locator(".regenerate").count() == 1
-    answer.locator(".version-previous").click()
+    answer.locator(".version-previous").focus()
+    chat.page.keyboard.press("Enter")  # from the keyboard
     chat.page.wait_for_function("() => document.querySelector('.message.assistant .version-position')?.textContent === '1/2'")
     assert chat.shown_html() == chat.markdown_html(stored_first["text"])
     assert chat.page.locator(".message.assistant").count() == 1
     assert chat.page.locator(".message.assistant .version-next").is_enabled()
     assert chat.page.locator(".message.assistant .version-previous").is_disabled()
+    # The focus stays on the switcher (on its other arrow, this one being at the end), not on the page.
+    assert chat.page.evaluate("document.activeElement.className") == "btn icon version-next"
+    box = chat.page.locator(".message.assistant .version-next").bounding_box()
+    assert box["width"] >= 24 and box["height"] >= 24, "a target big enough to hit"
+    assert chat.status()["label"] == "Complete", "the status line describes the version shown"
 
 
 def test_refresh_mid_stream_resumes_the_same_generation(chat):

@@ -81,3 +81,35 @@ def test_table_columns_keep_their_alignment(axe_chat):
         "() => [...document.querySelectorAll('.content tr:nth-child(1) td')].map((td) => getComputedStyle(td).textAlign)"
     )
     assert [align.removeprefix("-webkit-") for align in aligns] == ["left", "center", "right"]
+
+
+def test_the_page_has_a_favicon_and_loads_nothing_missing(chat):
+    failed = []
+    chat.page.on("response", lambda response: response.status >= 400 and failed.append((response.status, response.url)))
+    chat.page.reload()
+    chat.page.wait_for_selector("body[data-ready='1']")
+    icon = chat.page.locator("link[rel=icon]").get_attribute("href")
+    response = chat.page.request.get(chat.base_url + icon)
+    assert response.ok and response.headers["content-type"].startswith("image/svg+xml")
+    assert failed == []
+
+
+def test_the_theme_is_chosen_remembered_and_system_follows_the_system(chat):
+    background = "() => getComputedStyle(document.documentElement).backgroundColor"
+    code_theme = (
+        "() => [...document.querySelectorAll('link[data-code-theme]')].map((l) => [l.dataset.codeTheme, matchMedia(l.media).matches])"
+    )
+    chat.page.emulate_media(color_scheme="light")
+    light = chat.page.evaluate(background)
+    chat.page.select_option("#theme", "dark")
+    dark = chat.page.evaluate(background)
+    assert dark != light and chat.page.evaluate("document.documentElement.dataset.theme") == "dark"
+    assert chat.page.evaluate(code_theme) == [["light", False], ["dark", True]]
+    chat.page.reload()
+    chat.page.wait_for_selector("body[data-ready='1']")
+    assert chat.page.input_value("#theme") == "dark" and chat.page.evaluate(background) == dark, "remembered"
+    chat.page.select_option("#theme", "system")
+    assert chat.page.evaluate(background) == light
+    chat.page.emulate_media(color_scheme="dark")
+    chat.page.wait_for_function("(dark) => getComputedStyle(document.documentElement).backgroundColor === dark", arg=dark)
+    assert chat.page.evaluate(code_theme) == [["light", False], ["dark", True]], "system: follows it live"

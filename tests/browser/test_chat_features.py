@@ -188,6 +188,11 @@ def test_search_finds_a_conversation_by_a_word_of_an_answer_and_never_another_us
     chat.page.wait_for_selector("#search-empty:not([hidden])")
     chat.page.fill("#search", "")
     chat.page.wait_for_function("() => document.querySelectorAll('.conversation').length >= 2")
+    # The page's own address takes the search, as the API's ?q= does.
+    searched = make_page(path=f"/?q={word}")
+    searched.page.wait_for_function("() => document.querySelectorAll('.conversation').length === 1")
+    assert searched.page.input_value("#search") == word
+    assert searched.page.locator(".conversation").get_attribute("data-id") == str(stored["conversation_id"])
     # Bob searching for the same word finds none of Alice's.
     bob = make_page(storage_state=logged_in_state(chat_server.url, "bob"))
     bob.page.fill("#search", word)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.chat_page import ANSWER_STREAMS, DESKTOP, PHONE, PROMPT
+from tests.browser.chat_page import ANSWER_STREAMS, DESKTOP, PHONE, PROMPT, chat_pages
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(180)
 
 SCREENSHOT_DIR = os.environ.get("CHAT_SCREENSHOT_DIR", "")
 NO_HORIZONTAL_OVERFLOW = "document.documentElement.scrollWidth <= window.innerWidth"
@@ -84,9 +84,28 @@ def test_screenshots_of_each_state(make_page, proxy, name, viewport):
 
     chat.send("What does exponential backoff with full jitter mean?")
     chat.wait_text(120)
-    proxy.stall(ANSWER_STREAMS, new_requests=True)
-    chat.wait_transition("interrupted")
+    proxy.stall(ANSWER_STREAMS, new_requests=True)  # silent: dead; and the new one gets no answer yet
+    chat.page.wait_for_function(
+        "() => document.getElementById('status-state').textContent === 'Reconnecting…'"
+        " && window.chatDebug.transitions.filter((t) => t.state === 'interrupted').length >= 2"
+    )
+    shot("reconnecting")
+    proxy.reset()
+    chat.wait_state("ended", timeout=30_000)
+
+    chat.send("How does a phone keep an answer through a tunnel?")
+    chat.wait_text(120)
+    chat.page.context.set_offline(True)
+    proxy.cut()
+    chat.page.wait_for_function("() => window.chatDebug.transitions.at(-1).detail.offline === true")
     shot("interrupted")
+    chat.page.context.set_offline(False)
+    chat.wait_state("ended", timeout=30_000)
+
+    chat.send("What does a fallback read instead of the stream?")
+    chat.wait_text(120)
+    proxy.refuse(path="/stream")  # three strikes: the stored answer instead
+    proxy.cut()
     chat.wait_state("fallback", timeout=30_000)
     proxy.reset()
     shot("fallback")
@@ -99,3 +118,16 @@ def test_screenshots_of_each_state(make_page, proxy, name, viewport):
     shot("error")
     proxy.allow()
     chat.wait_state("ended", "fallback", timeout=30_000)  # it leaves Error by itself
+
+
+@pytest.mark.skipif(not SCREENSHOT_DIR, reason="set CHAT_SCREENSHOT_DIR to write the docs/img screenshots")
+@pytest.mark.parametrize("name, viewport", [("desktop", DESKTOP), ("phone", PHONE)])
+def test_screenshot_of_continue(chromium, echo_server, echo_state, name, viewport):
+    """An answer the model's connection cut: Interrupted by the server, with Continue."""
+    with chat_pages(chromium, echo_server.url, echo_server.database_url, storage_state=echo_state, viewport=viewport) as make:
+        chat = make()
+        chat.send("[upstream:cut] Explain how a chat client resumes a dropped stream after a cut")
+        chat.wait_state("ended")
+        chat.page.locator(".continue").wait_for()
+        chat.page.wait_for_timeout(150)
+        chat.page.screenshot(path=str(Path(SCREENSHOT_DIR) / f"{name}-continue.png"))
