@@ -181,7 +181,10 @@ export class Sidebar {
         finish(false);
       }
     });
-    input.addEventListener("blur", () => finish(true));
+    input.addEventListener("blur", () => {
+      // The window lost the focus (another tab or window), not the field: the rename stays open.
+      if (document.hasFocus()) finish(true);
+    });
     li.classList.add("renaming");
     li.replaceChildren(input);
     input.focus();
